@@ -1,0 +1,3 @@
+from agentlog.consumers.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""Clients for the four services, built from the settings in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client as ClickHouseClient
+from elasticsearch import Elasticsearch
+
+from agentlog.deploy.errors import StackError
+from agentlog.deploy.settings import Settings
+
+
+def elasticsearch(settings: Settings, *, timeout: float = 30) -> Elasticsearch:
+    return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True)
+
+
+def chdb_path(url: str) -> Path:
+    return Path(urlsplit(url).path)
+
+
+def clickhouse(settings: Settings, *, database: str = "default") -> ClickHouseClient:
+    """A client on the configured ClickHouse: the embedded engine (``chdb://PATH``) or a server (``http(s)://``).
+
+    The embedded engine is owned by one process; a second one gets a StackError naming the owner.
+    """
+    url = settings.clickhouse_url
+    scheme = urlsplit(url).scheme
+    if scheme == "chdb":
+        path = chdb_path(url)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
+        except Exception as exc:  # chdb reports a held lock as a generic ProgrammingError
+            owner = chdb_owner(path)
+            if owner is not None:
+                raise StackError(f"clickhouse: the embedded store {path} is held by process {owner}; "
+                                 "query it through `agentlog serve` (agentlog sql does this by itself)") from exc
+            raise StackError(f"clickhouse: cannot open the embedded store {path}: {exc}") from exc
+    if scheme in {"http", "https"}:
+        parts = urlsplit(url)
+        return clickhouse_connect.get_client(
+            host=parts.hostname, port=parts.port or (8443 if scheme == "https" else 8123),
+            username=parts.username or "default", password=parts.password or "",
+            secure=scheme == "https", database=database)
+    raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={url!r} must be chdb:///path or http(s)://host:port")
+
+
+def chdb_owner(path: Path) -> int | None:
+    """The pid of the live process that holds the embedded store at ``path``, if any."""
+    try:
+        text = (path / "status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("PID:"):
+            pid = int(line.split(":", 1)[1])
+            return pid if Path(f"/proc/{pid}").exists() else None
+    return None

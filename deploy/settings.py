@@ -1,0 +1,75 @@
+"""One typed settings object, read once per process from ``AGENTLOG_*`` variables.
+
+Kafka client settings pass through: ``AGENTLOG_KAFKA_SECURITY_PROTOCOL=SASL_SSL``
+becomes ``security.protocol=SASL_SSL`` for every producer, consumer and admin client.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+EVENTS_TOPIC = "agent.events"
+DLQ_TOPIC = "agent.events.dlq"
+
+_KAFKA_LOG = logging.getLogger("agentlog.kafka")
+_KAFKA_PREFIX = "AGENTLOG_KAFKA_"
+_KAFKA_OWN = {"AGENTLOG_KAFKA_BOOTSTRAP", "AGENTLOG_KAFKA_PARTITIONS"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack_dir: Path
+    cache_dir: Path
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_client: Mapping[str, str] = field(default_factory=dict)
+    postgres_dsn: str = "postgresql://agentlog@127.0.0.1:5432/agentlog"
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    clickhouse_url: str = ""
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+    partitions: int = 6
+    api_url: str = "http://127.0.0.1:8000"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb://")
+
+    def kafka_config(self, **overrides: object) -> dict[str, object]:
+        """librdkafka configuration: bootstrap, pass-through security settings, overrides."""
+        config: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, "logger": _KAFKA_LOG,
+                                     **self.kafka_client}
+        config.update(overrides)
+        return config
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        stack_dir = Path(env.get("AGENTLOG_STACK_DIR", ".stack")).absolute()
+        cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        kafka_client = {
+            name[len(_KAFKA_PREFIX):].lower().replace("_", "."): value
+            for name, value in env.items()
+            if name.startswith(_KAFKA_PREFIX) and name not in _KAFKA_OWN
+        }
+        return cls(
+            stack_dir=stack_dir,
+            cache_dir=Path(env.get("AGENTLOG_CACHE_DIR", cache_home / "agentlog")),
+            kafka_bootstrap=env.get("AGENTLOG_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            kafka_client=kafka_client,
+            postgres_dsn=env.get("AGENTLOG_POSTGRES_DSN", cls.postgres_dsn),
+            elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
+            clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
+            partitions=int(env.get("AGENTLOG_KAFKA_PARTITIONS", cls.partitions)),
+            api_url=env.get("AGENTLOG_API_URL", cls.api_url).rstrip("/"),
+        )
+
+
+@functools.cache
+def settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()

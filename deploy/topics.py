@@ -1,0 +1,35 @@
+"""The log's topics: created on purpose (auto-creation is off), with infinite retention."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentlog.deploy.errors import StackError
+from agentlog.deploy.settings import Settings
+
+INFINITE = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None, *, partitions: int | None = None) -> None:
+    """Create ``names`` (default: the events topic and its dead-letter topic) when they do not exist."""
+    names = names or [settings.events_topic, settings.dlq_topic]
+    admin = AdminClient(settings.kafka_config())
+    wanted = [NewTopic(name, num_partitions=partitions or settings.partitions, replication_factor=1, config=INFINITE)
+              for name in names]
+    for name, future in admin.create_topics(wanted, request_timeout=30).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StackError(f"kafka: cannot create topic {name}: {exc.args[0].str()}") from exc
+
+
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    admin = AdminClient(settings.kafka_config())
+    for future in admin.delete_topics(names, request_timeout=30).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
