@@ -1,0 +1,150 @@
+"""The conversation recorder: typed helpers that append a conversation's events in order.
+
+Sequence numbers are gapless: a number is taken only when the broker acknowledged the
+event, and one conversation's appends happen one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import time
+import uuid
+from typing import Any
+
+from agentlog.producers.errors import NotSerializable
+from agentlog.producers.event_log import EventLog, Position
+from agentlog.schemas.events import Event, EventType
+
+current: contextvars.ContextVar["Conversation"] = contextvars.ContextVar("agentlog_conversation")
+
+
+def to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, default=_iso, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise NotSerializable(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _iso(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class Conversation:
+    """Records one conversation. ``async with Conversation(log, agent="triage-agent") as conv:``
+    makes it the current conversation, which tools wrapped with ``@tool`` record into.
+    """
+
+    def __init__(self, log: EventLog, *, agent: str, conversation_id: str | None = None, tenant_id: str = "default",
+                 correlation_id: str | None = None, next_sequence: int = 1) -> None:
+        self.log = log
+        self.agent = agent
+        self.conversation_id = conversation_id or f"conv-{uuid.uuid4().hex[:16]}"
+        self.tenant_id = tenant_id
+        self.correlation_id = correlation_id or self.conversation_id
+        self.next_sequence = next_sequence
+        self.last_event_id: str | None = None
+        self._lock = asyncio.Lock()
+        self._token: contextvars.Token | None = None
+
+    async def __aenter__(self) -> "Conversation":
+        self._token = current.set(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._token is not None:
+            current.reset(self._token)
+            self._token = None
+
+    async def record(self, event_type: EventType, payload: dict[str, Any], *, agent: str | None = None,
+                     causation_id: str | None = None) -> Event:
+        """Append one event with the next sequence number; returns it once the broker has it."""
+        async with self._lock:
+            event = self.build(event_type, payload, agent=agent, causation_id=causation_id)
+            await self.log.append(event)
+            self.next_sequence += 1
+            self.last_event_id = event.event_id
+            return event
+
+    def build(self, event_type: EventType, payload: dict[str, Any], *, agent: str | None = None,
+              causation_id: str | None = None) -> Event:
+        return Event(conversation_id=self.conversation_id, sequence_number=self.next_sequence,
+                     event_type=event_type, agent_name=agent or self.agent, payload=payload,
+                     tenant_id=self.tenant_id, correlation_id=self.correlation_id,
+                     causation_id=causation_id or self.last_event_id)
+
+    async def started(self, user_message: str, *, channel: str | None = None) -> Event:
+        return await self.record(EventType.CONVERSATION_STARTED, {"user_message": user_message, "channel": channel})
+
+    async def tool_called(self, tool: str, arguments: Any, *, tool_call_id: str | None = None) -> Event:
+        return await self.record(EventType.TOOL_CALLED, {
+            "tool_call_id": tool_call_id or uuid.uuid4().hex[:12], "tool_name": tool,
+            "input_json": to_json(arguments, f"input of tool {tool}")})
+
+    async def tool_result(self, tool: str, output: Any, *, tool_call_id: str, status: str = "ok",
+                          duration_ms: float | None = None) -> Event:
+        return await self.record(EventType.TOOL_RESULT, {
+            "tool_call_id": tool_call_id, "tool_name": tool, "output_json": to_json(output, f"output of tool {tool}"),
+            "status": status, "duration_ms": duration_ms})
+
+    async def handoff(self, to_agent: str, reason: str) -> Event:
+        event = await self.record(EventType.HANDOFF_INITIATED,
+                                  {"from_agent": self.agent, "to_agent": to_agent, "reason": reason})
+        self.agent = to_agent
+        return event
+
+    async def response(self, text: str) -> Event:
+        return await self.record(EventType.RESPONSE_GENERATED, {"response": text})
+
+    async def error(self, error_type: str, message: str, *, tool_call_id: str | None = None,
+                    retryable: bool = False) -> Event:
+        return await self.record(EventType.ERROR_OCCURRED, {
+            "error_type": error_type, "message": message, "tool_call_id": tool_call_id, "retryable": retryable})
+
+    async def guardrail(self, guardrail: str, action: str, detail: str = "") -> Event:
+        return await self.record(EventType.GUARDRAIL_TRIGGERED,
+                                 {"guardrail": guardrail, "action": action, "detail": detail})
+
+    async def llm_called(self, model: str, *, input_tokens: int, output_tokens: int, latency_ms: float,
+                         cost_usd: float) -> Event:
+        return await self.record(EventType.LLM_CALLED, {
+            "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "latency_ms": float(latency_ms), "cost_usd": float(cost_usd)})
+
+    def call(self, tool: str, arguments: Any = None) -> "ToolCall":
+        """Record an inline tool call: ``async with conv.call("lookup_order", args) as call: call.output = ...``"""
+        return ToolCall(self, tool, arguments)
+
+    def position(self) -> int:
+        """The sequence number of the last event recorded (0 before the first)."""
+        return self.next_sequence - 1
+
+
+class ToolCall:
+    """One tool call: tool_called on entry; tool_result with output and duration on a clean exit, or
+    error_occurred with the exception (which goes on) when the block raises."""
+
+    def __init__(self, conversation: Conversation, tool: str, arguments: Any) -> None:
+        self.conversation = conversation
+        self.tool = tool
+        self.arguments = arguments
+        self.tool_call_id = uuid.uuid4().hex[:12]
+        self.output: Any = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> "ToolCall":
+        await self.conversation.tool_called(self.tool, self.arguments, tool_call_id=self.tool_call_id)
+        self._started = time.perf_counter()
+        return self
+
+    async def __aexit__(self, exc_type, exc: BaseException | None, tb) -> None:
+        duration_ms = (time.perf_counter() - self._started) * 1000
+        if exc is None:
+            await self.conversation.tool_result(self.tool, self.output, tool_call_id=self.tool_call_id,
+                                                duration_ms=duration_ms)
+        elif isinstance(exc, Exception):
+            await self.conversation.error(type(exc).__name__, str(exc) or repr(exc), tool_call_id=self.tool_call_id)
+

@@ -1,0 +1,29 @@
+"""Errors of the write side."""
+
+from __future__ import annotations
+
+from agentlog.schemas.errors import AgentlogError
+
+
+class ProducerError(AgentlogError):
+    """An event could not be appended to the log."""
+
+
+class BrokerUnavailable(ProducerError):
+    """The broker did not acknowledge an event within the configured timeout."""
+
+
+class EventTooLarge(ProducerError):
+    """An event is larger than the broker accepts."""
+
+
+class SequenceError(ProducerError):
+    """A sequence number that is not the next one of its conversation."""
+
+
+class NotSerializable(ProducerError):
+    """A tool input or output that cannot be written as JSON."""
+
+
+class LogClosed(ProducerError):
+    """append() after close()."""

@@ -1,0 +1,79 @@
+"""A blocking facade for code that is not async: the same EventLog, on a loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from typing import Any, Coroutine, TypeVar
+
+from agentlog.producers.conversation import Conversation
+from agentlog.producers.event_log import EventLog, Position
+from agentlog.schemas.events import Event
+
+T = TypeVar("T")
+
+
+class SyncEventLog:
+    """``with SyncEventLog() as log: log.append(event)`` blocks until the broker acknowledged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="agentlog-sync-loop", daemon=True)
+        self._thread.start()
+        self.log: EventLog = self.run(self._create(args, kwargs))
+
+    @staticmethod
+    async def _create(args: tuple, kwargs: dict) -> EventLog:
+        return EventLog(*args, **kwargs)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def append(self, event: Event) -> Position:
+        return self.run(self.log.append(event))
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.run(self.log.flush(timeout))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self.run(self.log.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def conversation(self, *, agent: str, **kwargs: Any) -> "SyncConversation":
+        return SyncConversation(self, self.run(self._conversation(agent, kwargs)))
+
+    async def _conversation(self, agent: str, kwargs: dict) -> Conversation:
+        return Conversation(self.log, agent=agent, **kwargs)
+
+    def __enter__(self) -> "SyncEventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncConversation:
+    """The Conversation's helpers (``started``, ``tool_called`` …), each blocking until acknowledged."""
+
+    def __init__(self, owner: SyncEventLog, conversation: Conversation) -> None:
+        self._owner = owner
+        self.conversation = conversation
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.conversation, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self._owner.run(attribute(*args, **kwargs))
+
+        return blocking

@@ -1,0 +1,158 @@
+"""A conversation's state, folded from its events — the seed's replay state and more.
+
+The same fold serves ``agentlog replay`` and the dashboard projection, so the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from agentlog.schemas.events import Event, EventType
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class SagaState:
+    saga_id: str
+    name: str
+    steps: list[str]
+    status: str = "running"
+    completed: list[str] = field(default_factory=list)
+    failed_step: str | None = None
+    compensated: list[str] = field(default_factory=list)
+    compensation_failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConversationState:
+    conversation_id: str
+    active_agent: str | None = None
+    tools_called: list[dict[str, Any]] = field(default_factory=list)
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+    final_response: str | None = None
+    status: str = "active"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    sagas: dict[str, SagaState] = field(default_factory=dict)
+    started_at: datetime | None = None
+    last_event_at: datetime | None = None
+    completed_at: datetime | None = None
+    last_sequence: int = 0
+    tool_count: int = 0
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    agents: list[str] = field(default_factory=list)
+
+    @property
+    def saga_status(self) -> str | None:
+        """The most recent saga's status; "needs_intervention" wins over everything."""
+        if not self.sagas:
+            return None
+        if any(s.status == "needs_intervention" for s in self.sagas.values()):
+            return "needs_intervention"
+        return list(self.sagas.values())[-1].status
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+    def apply(self, event: Event) -> None:
+        p = event.payload
+        kind = event.event_type
+        self.last_sequence = event.sequence_number
+        self.last_event_at = event.occurred_at
+        if event.agent_name and event.agent_name not in self.agents:
+            self.agents.append(event.agent_name)
+        if kind == EventType.CONVERSATION_STARTED:
+            self.active_agent = event.agent_name
+            self.started_at = event.occurred_at
+            self.status = "active"
+        elif kind == EventType.TOOL_CALLED:
+            self.tool_count += 1
+            self.tools_called.append({"tool": p["tool_name"], "input": _json(p["input_json"]),
+                                      "tool_call_id": p["tool_call_id"], "agent": event.agent_name})
+        elif kind == EventType.TOOL_RESULT:
+            for call in reversed(self.tools_called):
+                if call["tool_call_id"] == p["tool_call_id"]:
+                    call.update(output=_json(p["output_json"]), status=p["status"], duration_ms=p["duration_ms"])
+                    break
+        elif kind == EventType.HANDOFF_INITIATED:
+            self.handoffs.append({"from_agent": p["from_agent"], "to_agent": p["to_agent"], "reason": p["reason"]})
+            self.active_agent = p["to_agent"]
+            if p["to_agent"] not in self.agents:
+                self.agents.append(p["to_agent"])
+        elif kind == EventType.RESPONSE_GENERATED:
+            self.final_response = p["response"]
+            self._finish("completed", event)
+        elif kind == EventType.ERROR_OCCURRED:
+            self.errors.append({"error_type": p["error_type"], "message": p["message"], "agent": event.agent_name})
+            if not p["retryable"]:
+                self._finish("failed", event)
+        elif kind == EventType.GUARDRAIL_TRIGGERED:
+            self.guardrails.append({"guardrail": p["guardrail"], "action": p["action"], "detail": p["detail"]})
+            if p["action"] == "blocked":
+                self._finish("blocked", event)
+        elif kind == EventType.LLM_CALLED:
+            self.llm_calls += 1
+            self.input_tokens += p["input_tokens"]
+            self.output_tokens += p["output_tokens"]
+            self.cost_usd += p["cost_usd"]
+        else:
+            self._apply_saga(kind, p, event)
+
+    def _finish(self, status: str, event: Event) -> None:
+        self.status = status
+        self.completed_at = event.occurred_at
+
+    def _apply_saga(self, kind: EventType, p: dict[str, Any], event: Event) -> None:
+        if kind == EventType.SAGA_STARTED:
+            self.sagas[p["saga_id"]] = SagaState(p["saga_id"], p["saga_name"], list(p["steps"]))
+            self.status = "active"
+            return
+        saga = self.sagas.get(p["saga_id"])
+        if saga is None:
+            return
+        if kind == EventType.SAGA_STEP_COMPLETED:
+            saga.completed.append(p["step"])
+        elif kind == EventType.SAGA_STEP_FAILED:
+            saga.failed_step = p["step"]
+            saga.status = "compensating"
+        elif kind == EventType.SAGA_STEP_COMPENSATED:
+            saga.compensated.append(p["step"])
+        elif kind == EventType.SAGA_COMPENSATION_FAILED:
+            saga.compensation_failed.append(p["step"])
+            saga.status = "needs_intervention"
+            self._finish("needs_intervention", event)
+        elif kind == EventType.SAGA_COMPLETED:
+            saga.status = "completed"
+        elif kind == EventType.SAGA_ROLLED_BACK:
+            if saga.status != "needs_intervention":
+                saga.status = "rolled_back"
+                self._finish("rolled_back", event)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sagas"] = [asdict(s) for s in self.sagas.values()]
+        data["saga_status"] = self.saga_status
+        data["duration_ms"] = self.duration_ms
+        return data
+
+
+def fold(conversation_id: str, events: Iterable[Event]) -> ConversationState:
+    state = ConversationState(conversation_id)
+    for event in sorted(events, key=lambda e: e.sequence_number):
+        state.apply(event)
+    return state

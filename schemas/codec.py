@@ -1,0 +1,121 @@
+"""Avro single-object encoding of events: ``C3 01``, the writer schema's 8-byte fingerprint, the body.
+
+The reader finds the writer schema by fingerprint, reads with Avro schema resolution
+into the current schema, then applies the upcasters of each version step.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from agentlog.schemas.catalog import Catalog, catalog
+from agentlog.schemas.errors import NotSingleObjectEncoded, SchemaError
+from agentlog.schemas.events import RECORD_TO_TYPE, Event, EventType
+from agentlog.schemas.upcasters import UPCASTERS
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+
+class Codec:
+    def __init__(self, schemas: Catalog | None = None) -> None:
+        self.catalog = schemas or catalog()
+        self._schema = self.catalog.current.schema
+        self._header = MAGIC + self.catalog.current.fingerprint
+        self._version = self.catalog.current.version
+
+    @property
+    def header(self) -> bytes:
+        return self._header
+
+    def encode(self, event: Event) -> bytes:
+        """The event's bytes, written with the current schema. Raises SchemaError naming the bad field."""
+        record = self.to_record(event)
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        try:
+            schemaless_writer(buffer, self._schema, record)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise SchemaError(self._explain(event, record, exc)) from exc
+        return buffer.getvalue()
+
+    def to_record(self, event: Event) -> dict[str, Any]:
+        try:
+            event_type = EventType(event.event_type)
+        except ValueError:
+            known = ", ".join(t.value for t in EventType)
+            raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}") from None
+        return {
+            "event_id": event.event_id,
+            "conversation_id": event.conversation_id,
+            "sequence_number": event.sequence_number,
+            "event_type": event_type.value,
+            "occurred_at": event.occurred_at,
+            "agent_name": event.agent_name,
+            "tenant_id": event.tenant_id,
+            "correlation_id": event.correlation_id,
+            "causation_id": event.causation_id,
+            "schema_version": self._version,
+            "payload": (event_type.record, event.payload),
+        }
+
+    def decode(self, data: bytes) -> Event:
+        """An event from its bytes, in the current schema's shape, whatever version wrote it."""
+        if data[:2] != MAGIC or len(data) < HEADER_SIZE:
+            raise NotSingleObjectEncoded("not an Avro single-object encoded event (no C3 01 marker)")
+        writer = self.catalog.by_fingerprint(data[2:HEADER_SIZE])
+        reader = None if writer.version == self._version else self._schema
+        try:
+            record = schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.schema, reader,
+                                       return_record_name=True)
+        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+            raise SchemaError(f"corrupt event body (schema v{writer.version}): {exc}") from exc
+        for version in range(writer.version, self._version):
+            record = UPCASTERS[version](record)
+        return self.from_record(record, writer.version)
+
+    @staticmethod
+    def from_record(record: dict[str, Any], version: int) -> Event:
+        record_name, payload = record["payload"]
+        event_type = RECORD_TO_TYPE[record_name]
+        if event_type.value != record["event_type"]:
+            raise SchemaError(f"event type {record['event_type']!r} carries a {record_name} payload")
+        event_id = record["event_id"]
+        return Event(
+            conversation_id=record["conversation_id"],
+            sequence_number=record["sequence_number"],
+            event_type=event_type,
+            agent_name=record["agent_name"],
+            payload=payload,
+            event_id=str(event_id) if isinstance(event_id, uuid.UUID) else event_id,
+            occurred_at=record["occurred_at"],
+            tenant_id=record["tenant_id"],
+            correlation_id=record["correlation_id"],
+            causation_id=record["causation_id"],
+            schema_version=version,
+        )
+
+    def _explain(self, event: Event, record: dict[str, Any], exc: Exception) -> str:
+        where = f"{event.event_type} event (conversation {event.conversation_id}, seq {event.sequence_number})"
+        try:
+            validate(record, self._schema, raise_errors=True)
+        except ValidationError as invalid:
+            try:
+                problem = json.loads(str(invalid))[0]
+            except (ValueError, IndexError):
+                problem = str(invalid)
+            return f"{where}: {_plain(problem)}"
+        return f"{where}: {exc}"
+
+
+def _plain(problem: str) -> str:
+    """fastavro's validation text, said with the payload's field names."""
+    return (problem.replace("agentlog.events.AgentEvent.", "")
+            .replace("Field(", "field ").replace(") is None expected", " is missing; expected")
+            .replace("agentlog.events.", ""))

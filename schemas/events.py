@@ -1,0 +1,70 @@
+"""The event: one envelope, a typed payload per event type."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Mapping
+
+from agentlog.schemas.catalog import catalog
+
+NAMESPACE = "agentlog.events"
+
+
+class EventType(StrEnum):
+    CONVERSATION_STARTED = "conversation_started"
+    TOOL_CALLED = "tool_called"
+    TOOL_RESULT = "tool_result"
+    HANDOFF_INITIATED = "handoff_initiated"
+    RESPONSE_GENERATED = "response_generated"
+    ERROR_OCCURRED = "error_occurred"
+    GUARDRAIL_TRIGGERED = "guardrail_triggered"
+    LLM_CALLED = "llm_called"
+    SAGA_STARTED = "saga_started"
+    SAGA_STEP_COMPLETED = "saga_step_completed"
+    SAGA_STEP_FAILED = "saga_step_failed"
+    SAGA_STEP_COMPENSATED = "saga_step_compensated"
+    SAGA_COMPENSATION_FAILED = "saga_compensation_failed"
+    SAGA_COMPLETED = "saga_completed"
+    SAGA_ROLLED_BACK = "saga_rolled_back"
+
+    @property
+    def record(self) -> str:
+        """The full name of this type's payload record in the Avro schema."""
+        return f"{NAMESPACE}.{''.join(part.title() for part in self.value.split('_'))}"
+
+
+RECORD_TO_TYPE = {t.record: t for t in EventType}
+SAGA_TYPES = frozenset(t for t in EventType if t.value.startswith("saga_"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _current_version() -> int:
+    return catalog().current.version
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One immutable fact about a conversation. ``payload`` holds the fields of its type's record."""
+
+    conversation_id: str
+    sequence_number: int
+    event_type: EventType
+    agent_name: str
+    payload: Mapping[str, Any]
+    event_id: str = field(default_factory=_new_id)
+    occurred_at: datetime = field(default_factory=_now)
+    tenant_id: str = "default"
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    schema_version: int = field(default_factory=_current_version)
+    """The catalog version the event was written with (decoded events keep their writer's)."""
