@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,7 @@ class EventLog:
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         self._last_sequence: OrderedDict[str, int] = OrderedDict()
+        self._last_warning = 0.0
 
     async def __aenter__(self) -> "EventLog":
         return self
@@ -188,4 +190,7 @@ class EventLog:
         return ProducerError(f"cannot send {event.event_type} event {event.event_id}: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:
-        log.warning("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())

@@ -18,6 +18,7 @@ from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import RECORD_TO_TYPE, Event, EventType
 from agentlog.schemas.upcasters import UPCASTERS
+from agentlog.schemas.validation import check_payload, payload_checks
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -29,6 +30,7 @@ class Codec:
         self._schema = self.catalog.current.schema
         self._header = MAGIC + self.catalog.current.fingerprint
         self._version = self.catalog.current.version
+        self._checks = payload_checks(self._schema)
 
     @property
     def header(self) -> bytes:
@@ -51,6 +53,9 @@ class Codec:
         except ValueError:
             known = ", ".join(t.value for t in EventType)
             raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}") from None
+        check_payload(event_type.value, event.payload, self._checks[event_type.record])
+        if not isinstance(event.sequence_number, int) or isinstance(event.sequence_number, bool):
+            raise SchemaError(f"sequence_number must be an integer, got {event.sequence_number!r}")
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,

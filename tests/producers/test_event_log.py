@@ -1,0 +1,171 @@
+"""The EventLog and the Conversation recorder against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+from confluent_kafka import Consumer
+
+from agentlog.deploy.settings import Settings
+from agentlog.producers import (BrokerUnavailable, Conversation, EventLog, EventTooLarge, NotSerializable,
+                                SequenceError, SyncEventLog, tool)
+from agentlog.producers.partitioner import partition_for
+from agentlog.schemas import Codec, Event, EventType, SchemaError
+from tests.factories import make_conversation
+
+
+def read_all(settings: Settings, topic: str, expected: int, timeout: float = 30) -> list:
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))
+    consumer.subscribe([topic])
+    messages = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expected and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+    time.sleep(0.5)
+    messages += [m for m in consumer.consume(500, timeout=0.5) if m.error() is None]
+    consumer.close()
+    return messages
+
+
+def test_appended_events_read_back_equal_keyed_and_gapless(stack: Settings, topic: str) -> None:
+    conversations = [make_conversation(tools=t) for t in (1, 2, 3)]
+
+    async def append_all() -> None:
+        async with EventLog(stack, topic=topic) as log:
+            positions = await asyncio.gather(*(log.append(e) for conv in conversations for e in conv))
+            assert {p.topic for p in positions} == {topic}
+
+    asyncio.run(append_all())
+    sent = [e for conv in conversations for e in conv]
+    messages = read_all(stack, topic, len(sent))
+    codec = Codec()
+    decoded = [(m.key().decode(), m.partition(), codec.decode(m.value())) for m in messages]
+    assert sorted((e.event_id for _, _, e in decoded)) == sorted(e.event_id for e in sent)
+    by_id = {e.event_id: e for e in sent}
+    for key, partition, event in decoded:
+        assert event == by_id[event.event_id]
+        assert key == event.conversation_id
+        assert partition == partition_for(key, stack.partitions)
+    for conv in conversations:
+        in_log = sorted(e.sequence_number for _, _, e in decoded if e.conversation_id == conv[0].conversation_id)
+        assert in_log == list(range(1, len(conv) + 1))
+
+
+def test_the_recorder_and_tool_wrapper_record_the_seed_conversation(stack: Settings, topic: str) -> None:
+    @tool
+    async def lookup_order(order_id: str) -> dict:
+        return {"status": "delivered", "amount": 89.99}
+
+    @tool("issue_refund")
+    async def refund(order_id: str, amount: float) -> dict:
+        raise RuntimeError("payment gateway timeout")
+
+    async def run() -> str:
+        async with EventLog(stack, topic=topic) as log:
+            async with Conversation(log, agent="triage-agent") as conv:
+                await conv.started("I want a refund for order ORD-5521")
+                assert await lookup_order("ORD-5521") == {"status": "delivered", "amount": 89.99}
+                await conv.handoff("refund-agent", "User requesting refund on delivered order")
+                async with conv.call("check_refund_policy", {"order_id": "ORD-5521"}) as call:
+                    call.output = {"eligible": True, "max_refund": 44.99, "type": "partial"}
+                with pytest.raises(RuntimeError, match="gateway"):
+                    await refund("ORD-5521", amount=44.99)
+                await conv.llm_called("chat-m", input_tokens=900, output_tokens=120, latency_ms=640, cost_usd=0.004)
+                await conv.response("I have issued a partial refund of $44.99...")
+                return conv.conversation_id
+
+    cid = asyncio.run(run())
+    codec = Codec()
+    events = sorted((codec.decode(m.value()) for m in read_all(stack, topic, 11)), key=lambda e: e.sequence_number)
+    assert [e.event_type.value for e in events] == [
+        "conversation_started", "tool_called", "tool_result", "handoff_initiated", "tool_called", "tool_result",
+        "tool_called", "error_occurred", "llm_called", "response_generated"]
+    assert {e.conversation_id for e in events} == {cid}
+    assert [e.sequence_number for e in events] == list(range(1, 11))
+    assert json.loads(events[1].payload["input_json"]) == {"order_id": "ORD-5521"}
+    assert json.loads(events[2].payload["output_json"]) == {"status": "delivered", "amount": 89.99}
+    assert events[2].payload["duration_ms"] >= 0
+    assert events[4].agent_name == "refund-agent"
+    assert json.loads(events[6].payload["input_json"]) == {"order_id": "ORD-5521", "amount": 44.99}
+    assert events[7].payload["error_type"] == "RuntimeError"
+    assert events[7].payload["tool_call_id"] == events[6].payload["tool_call_id"]
+    assert events[3].causation_id == events[2].event_id
+
+
+def test_the_sync_facade_appends_and_flushes(stack: Settings, topic: str) -> None:
+    with SyncEventLog(stack, topic=topic) as log:
+        conv = log.conversation(agent="triage-agent")
+        conv.started("Where is my order?")
+        conv.response("It shipped.")
+        position = log.append(replace(conv.build(EventType.RESPONSE_GENERATED, {"response": "anything else?"})))
+        assert position.topic == topic
+    assert len(read_all(stack, topic, 3)) == 3
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda c: c.build("tool_invoked", {}), SchemaError, "unknown event type"),
+    (lambda c: c.build(EventType.HANDOFF_INITIATED, {"from_agent": "a", "reason": "r"}), SchemaError, "to_agent"),
+    (lambda c: c.build(EventType.LLM_CALLED, {"model": "m", "input_tokens": 1.5, "output_tokens": 1,
+                                              "latency_ms": 1.0, "cost_usd": 0.0}), SchemaError, "input_tokens"),
+])
+def test_bad_input_is_refused_before_anything_is_sent(stack: Settings, topic: str, make, error, message) -> None:
+    async def run() -> None:
+        async with EventLog(stack, topic=topic) as log:
+            with pytest.raises(error, match=message):
+                log.append_nowait(make(Conversation(log, agent="a")))
+
+    asyncio.run(run())
+    assert read_all(stack, topic, 1, timeout=3) == []
+
+
+def test_non_json_input_and_backwards_sequence_numbers_are_refused(stack: Settings, topic: str) -> None:
+    async def run() -> None:
+        async with EventLog(stack, topic=topic) as log:
+            conv = Conversation(log, agent="a")
+            with pytest.raises(NotSerializable, match="input of tool lookup"):
+                await conv.tool_called("lookup", {"when": object()})
+            first = conv.build(EventType.CONVERSATION_STARTED, {"user_message": "hi", "channel": None})
+            await log.append(first)
+            with pytest.raises(SequenceError, match="goes backwards"):
+                await log.append(replace(first, event_id=str(uuid.uuid4())))
+            with pytest.raises(SequenceError, match="start at 1"):
+                await log.append(replace(first, conversation_id="other", sequence_number=0))
+
+    asyncio.run(run())
+    assert len(read_all(stack, topic, 1)) == 1
+
+
+def test_an_event_larger_than_the_limit_is_refused_naming_it(stack: Settings, topic: str) -> None:
+    async def run() -> None:
+        async with EventLog(stack, topic=topic) as log:
+            event = Event("conv-big", 1, EventType.RESPONSE_GENERATED, "a", {"response": "x" * 2_000_000})
+            with pytest.raises(EventTooLarge, match=event.event_id):
+                await log.append(event)
+
+    asyncio.run(run())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_broker_that_is_down_fails_the_append_within_the_timeout_naming_it(stack: Settings) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    down = replace(stack, kafka_bootstrap=address)
+
+    async def run() -> float:
+        async with EventLog(down, timeout=3) as log:
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match=address):
+                await log.append(make_conversation()[0])
+            return time.monotonic() - started
+
+    assert asyncio.run(run()) < 10
