@@ -16,7 +16,7 @@ from fastavro.validation import ValidationError, validate
 
 from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import NotSingleObjectEncoded, SchemaError
-from agentlog.schemas.events import RECORD_TO_TYPE, Event, EventType
+from agentlog.schemas.events import RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
 
@@ -48,26 +48,26 @@ class Codec:
         return buffer.getvalue()
 
     def to_record(self, event: Event) -> dict[str, Any]:
-        try:
-            event_type = EventType(event.event_type)
-        except ValueError:
-            known = ", ".join(t.value for t in EventType)
-            raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}") from None
-        check_payload(event_type.value, event.payload, self._checks[event_type.record])
+        event_type = TYPES.get(event.event_type)
+        if event_type is None:
+            known = ", ".join(TYPES)
+            raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}")
+        record_name = TYPE_TO_RECORD[event_type]
+        check_payload(event_type, event.payload, self._checks[record_name])
         if not isinstance(event.sequence_number, int) or isinstance(event.sequence_number, bool):
             raise SchemaError(f"sequence_number must be an integer, got {event.sequence_number!r}")
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,
             "sequence_number": event.sequence_number,
-            "event_type": event_type.value,
+            "event_type": event_type,
             "occurred_at": event.occurred_at,
             "agent_name": event.agent_name,
             "tenant_id": event.tenant_id,
             "correlation_id": event.correlation_id,
             "causation_id": event.causation_id,
             "schema_version": self._version,
-            "payload": (event_type.record, event.payload),
+            "payload": (record_name, event.payload),
         }
 
     def decode(self, data: bytes) -> Event:

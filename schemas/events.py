@@ -33,10 +33,17 @@ class EventType(StrEnum):
     @property
     def record(self) -> str:
         """The full name of this type's payload record in the Avro schema."""
-        return f"{NAMESPACE}.{''.join(part.title() for part in self.value.split('_'))}"
+        return TYPE_TO_RECORD[self]
 
 
-RECORD_TO_TYPE = {t.record: t for t in EventType}
+def _record_name(value: str) -> str:
+    return f"{NAMESPACE}.{''.join(part.title() for part in value.split('_'))}"
+
+
+TYPE_TO_RECORD = {t: _record_name(t.value) for t in EventType}
+"""Keyed by EventType; as EventType is a StrEnum, the plain strings find the same entries."""
+RECORD_TO_TYPE = {record: t for t, record in TYPE_TO_RECORD.items()}
+TYPES = {t.value: t for t in EventType}
 SAGA_TYPES = frozenset(t for t in EventType if t.value.startswith("saga_"))
 
 

@@ -44,7 +44,7 @@ def payload_checks(schema: Mapping[str, Any]) -> dict[str, list[FieldCheck]]:
 
 
 def check_payload(event_type: str, payload: Mapping[str, Any], checks: list[FieldCheck]) -> None:
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise SchemaError(f"{event_type}: the payload must be a mapping, got {type(payload).__name__}")
     for name, types, required, label in checks:
         if name not in payload:

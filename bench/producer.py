@@ -1,0 +1,148 @@
+"""Producer benchmark: events/s through EventLog and append latency at a steady 1,000 events/s,
+beside the raw ceilings measured in the same run (fastavro encode alone; confluent-kafka
+producing pre-encoded bytes). Writes bench/results/producer.json.
+
+    python bench/producer.py [--events 200000] [--latency-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from agentlog.deploy.settings import settings
+from agentlog.deploy.topics import delete_topics, ensure_topics
+from agentlog.producers import EventLog
+from agentlog.producers.simulate import conversations
+from agentlog.schemas import Codec
+
+RESULTS = Path(__file__).parent / "results" / "producer.json"
+
+
+def events(count: int) -> list:
+    out = []
+    for conv in conversations(count // 9 + 1, seed=42):
+        out.extend(conv)
+        if len(out) >= count:
+            break
+    return out[:count]
+
+
+def encode_only(sample: list) -> float:
+    codec = Codec()
+    started = time.perf_counter()
+    for event in sample:
+        codec.encode(event)
+    return len(sample) / (time.perf_counter() - started)
+
+
+def raw_produce(topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
+    producer = Producer(settings().kafka_config(**{"enable.idempotence": True, "acks": "all",
+                                                   "compression.type": "lz4", "linger.ms": 2,
+                                                   "batch.size": 1_000_000, "partitioner": "murmur2_random",
+                                                   "queue.buffering.max.messages": 500_000}))
+    started = time.perf_counter()
+    for key, value in payloads:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    return len(payloads) / (time.perf_counter() - started)
+
+
+async def through_event_log(topic: str, sample: list) -> float:
+    async with EventLog(topic=topic) as log:
+        await log.append(sample[0])  # connection and producer id, outside the timing
+        started = time.perf_counter()
+        window = []
+        for event in sample[1:]:
+            window.append(log.append_nowait(event))
+            if len(window) >= 20_000:
+                await asyncio.gather(*window)
+                window.clear()
+        await asyncio.gather(*window)
+        return (len(sample) - 1) / (time.perf_counter() - started)
+
+
+async def steady_latency(topic: str, sample: list, rate: float, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    async with EventLog(topic=topic) as log:
+        await log.append(sample[0])
+
+        async def one(event) -> None:
+            t0 = time.perf_counter()
+            await log.append(event)
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+        tasks = []
+        started = time.perf_counter()
+        for i, event in enumerate(sample[1:int(rate * seconds) + 1]):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(event)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sample = events(args.events)
+    codec = Codec()
+    encoded = [(e.conversation_id.encode(), codec.encode(e)) for e in sample]
+    topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings(), [topic])
+    try:
+        runs = {"encode_only": [], "raw_producer": [], "event_log": []}
+        for run in range(args.runs):
+            runs["encode_only"].append(encode_only(sample))
+            runs["raw_producer"].append(raw_produce(topic, encoded))
+            fresh = [e for conv in conversations(args.events // 9 + 1, seed=run) for e in conv][:args.events]
+            runs["event_log"].append(asyncio.run(through_event_log(topic, fresh)))
+            print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()))
+        latency_sample = [e for conv in conversations(4000, seed=99) for e in conv]
+        latencies = asyncio.run(steady_latency(topic, latency_sample, 1000, args.latency_seconds))
+    finally:
+        delete_topics(settings(), [topic])
+    medians = {k: statistics.median(v) for k, v in runs.items()}
+    result = {
+        "events": args.events,
+        "runs": args.runs,
+        "throughput_events_per_s": {k: round(v) for k, v in medians.items()},
+        "event_log_vs_raw_producer": round(medians["event_log"] / medians["raw_producer"], 3),
+        "latency_at_1000_per_s_ms": {"p50": round(percentile(latencies, 0.5), 2),
+                                     "p99": round(percentile(latencies, 0.99), 2),
+                                     "samples": len(latencies)},
+        "targets": {"event_log_events_per_s": 50_000, "p99_ms": 5},
+        "versions": {"python": platform.python_version(), "confluent-kafka": metadata.version("confluent-kafka"),
+                     "fastavro": metadata.version("fastavro")},
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
