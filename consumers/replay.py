@@ -1,14 +1,19 @@
-"""Reading one conversation's events back: from its Kafka partition (the log itself)."""
+"""Reading one conversation's events back: from the Postgres archive, or its Kafka partition (the log itself)."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentlog.consumers.runtime import StoreUnavailable
 
 from agentlog.deploy.settings import Settings
 from agentlog.producers.partitioner import partition_for
+from agentlog.projections.postgres import connect
+from agentlog.projections.postgres.queries import events_of
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import AgentlogError, SchemaError
 from agentlog.schemas.events import Event
@@ -16,6 +21,15 @@ from agentlog.schemas.events import Event
 
 class UnknownConversation(AgentlogError):
     """No event of that conversation is in the log."""
+
+
+def events_from_archive(settings: Settings, conversation_id: str) -> list[Event]:
+    """The archived events, in order; empty when the archive is absent or does not hold the conversation."""
+    try:
+        with connect(settings) as conn:
+            return events_of(conn, conversation_id)
+    except (StoreUnavailable, psycopg.errors.UndefinedTable):
+        return []
 
 
 def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | None = None) -> list[Event]:

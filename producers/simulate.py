@@ -41,8 +41,7 @@ class Script:
         previous = self.events[-1].event_id if self.events else None
         self.events.append(Event(
             conversation_id=self.conversation_id, sequence_number=len(self.events) + 1, event_type=kind,
-            agent_name=agent or self.agent, payload=payload,
-            event_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)), occurred_at=self.clock,
+            agent_name=agent or self.agent, payload=payload, occurred_at=self.clock,
             tenant_id=self.tenant, correlation_id=self.conversation_id, causation_id=previous))
 
     def llm(self, model: str | None = None) -> None:

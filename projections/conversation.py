@@ -36,6 +36,8 @@ class SagaState:
 class ConversationState:
     conversation_id: str
     active_agent: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The user's message and the agents' responses, in order."""
     tools_called: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     final_response: str | None = None
@@ -48,6 +50,13 @@ class ConversationState:
     completed_at: datetime | None = None
     last_sequence: int = 0
     tool_count: int = 0
+    handoff_count: int = 0
+    error_count: int = 0
+    guardrail_count: int = 0
+    event_count: int = 0
+    last_tool: str | None = None
+    user_message: str | None = None
+    tenant_id: str | None = None
     llm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -74,14 +83,19 @@ class ConversationState:
         kind = event.event_type
         self.last_sequence = event.sequence_number
         self.last_event_at = event.occurred_at
+        self.event_count += 1
+        self.tenant_id = event.tenant_id
         if event.agent_name and event.agent_name not in self.agents:
             self.agents.append(event.agent_name)
         if kind == EventType.CONVERSATION_STARTED:
             self.active_agent = event.agent_name
             self.started_at = event.occurred_at
+            self.user_message = p["user_message"]
+            self.messages.append({"role": "user", "agent": event.agent_name, "text": p["user_message"]})
             self.status = "active"
         elif kind == EventType.TOOL_CALLED:
             self.tool_count += 1
+            self.last_tool = p["tool_name"]
             self.tools_called.append({"tool": p["tool_name"], "input": _json(p["input_json"]),
                                       "tool_call_id": p["tool_call_id"], "agent": event.agent_name})
         elif kind == EventType.TOOL_RESULT:
@@ -90,18 +104,22 @@ class ConversationState:
                     call.update(output=_json(p["output_json"]), status=p["status"], duration_ms=p["duration_ms"])
                     break
         elif kind == EventType.HANDOFF_INITIATED:
+            self.handoff_count += 1
             self.handoffs.append({"from_agent": p["from_agent"], "to_agent": p["to_agent"], "reason": p["reason"]})
             self.active_agent = p["to_agent"]
             if p["to_agent"] not in self.agents:
                 self.agents.append(p["to_agent"])
         elif kind == EventType.RESPONSE_GENERATED:
             self.final_response = p["response"]
+            self.messages.append({"role": "agent", "agent": event.agent_name, "text": p["response"]})
             self._finish("completed", event)
         elif kind == EventType.ERROR_OCCURRED:
+            self.error_count += 1
             self.errors.append({"error_type": p["error_type"], "message": p["message"], "agent": event.agent_name})
             if not p["retryable"]:
                 self._finish("failed", event)
         elif kind == EventType.GUARDRAIL_TRIGGERED:
+            self.guardrail_count += 1
             self.guardrails.append({"guardrail": p["guardrail"], "action": p["action"], "detail": p["detail"]})
             if p["action"] == "blocked":
                 self._finish("blocked", event)
@@ -144,11 +162,27 @@ class ConversationState:
                 self._finish("rolled_back", event)
 
     def as_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready but for the datetimes; ``from_dict`` reads it back."""
         data = asdict(self)
         data["sagas"] = [asdict(s) for s in self.sagas.values()]
         data["saga_status"] = self.saga_status
         data["duration_ms"] = self.duration_ms
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ConversationState":
+        """A state to go on folding from, as ``as_dict`` (or a stored row or document) gave it.
+
+        Datetimes may come as ISO strings (from a search document). Lists a store does
+        not keep come back empty; the counters carry on.
+        """
+        names = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in names and v is not None}
+        for key in ("started_at", "last_event_at", "completed_at"):
+            if isinstance(values.get(key), str):
+                values[key] = datetime.fromisoformat(values[key])
+        values["sagas"] = {s["saga_id"]: SagaState(**s) for s in data.get("sagas") or []}
+        return cls(**values)
 
 
 def fold(conversation_id: str, events: Iterable[Event]) -> ConversationState:

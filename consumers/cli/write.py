@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.replay import UnknownConversation, events_from_kafka
+from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.deploy.settings import settings
 from agentlog.producers.traffic import send
 from agentlog.projections.conversation import fold
@@ -50,7 +50,8 @@ def replay(conversation_id: str = typer.Argument(..., help="The conversation to 
 
 
 def load_events(conversation_id: str) -> list[Event]:
-    events = events_from_kafka(settings(), conversation_id)
+    """From the Postgres archive (indexed); from the log itself when the archive does not have it yet."""
+    events = events_from_archive(settings(), conversation_id) or events_from_kafka(settings(), conversation_id)
     if not events:
         raise UnknownConversation(f"no conversation {conversation_id!r} in the log; "
                                   "list some with `agentlog search '*'` or create some with `agentlog simulate`")

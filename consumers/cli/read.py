@@ -1,0 +1,147 @@
+"""The read side's commands: project, lag, metrics, search, sql, rebuild."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from agentlog.consumers.cli.app import app, console, print_json
+from agentlog.consumers.group import ProjectorGroup, lag as group_lag
+from agentlog.consumers.rebuild import rebuild as rebuild_model
+from agentlog.deploy import clients
+from agentlog.deploy.settings import settings
+from agentlog.projections.analytics import queries as analytics_queries
+from agentlog.projections.analytics.server import QueryServer
+from agentlog.projections.postgres import connect
+from agentlog.projections.postgres.queries import agent_metrics
+from agentlog.projections.registry import NAMES
+from agentlog.projections.search.queries import BadQuery, search as search_conversations
+from agentlog.schemas.errors import AgentlogError
+
+_INTERVAL = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _names(only: Optional[str]) -> list[str]:
+    if only is None:
+        return list(NAMES)
+    if only not in NAMES:
+        raise AgentlogError(f"--only {only!r}: choose one of {', '.join(NAMES)}")
+    return [only]
+
+
+@app.command()
+def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, search or analytics."),
+            until_caught_up: bool = typer.Option(False, "--until-caught-up",
+                                                 help="Stop once every partition is at the end of the log.")) -> None:
+    """Run the projectors: the log into Postgres, Elasticsearch and ClickHouse."""
+    names = _names(only)
+    group = ProjectorGroup(settings(), names, until_caught_up=until_caught_up)
+    server = None
+    if "analytics" in names and settings().embedded_clickhouse:
+        server = QueryServer(settings(), group.projection("analytics"))
+        server.start()
+    started = time.monotonic()
+    group.start()
+    try:
+        with console.status(f"projecting into {', '.join(names)}" + (" until caught up" if until_caught_up else
+                                                                     " (Ctrl-C to stop)")):
+            while any(t.is_alive() for t in group._threads):
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        group.stop.set()
+    finally:
+        results = group.join()
+        if server:
+            server.stop()
+    seconds = time.monotonic() - started
+    for name, stats in results.items():
+        console.print(f"{name}: {stats.events} events in {stats.batches} batches, {stats.dead_letters} dead letters, "
+                      f"{stats.retries} retries ({seconds:.1f}s)")
+
+
+@app.command()
+def lag(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Per projection, per partition: how many events it has still to apply."""
+    result = group_lag(settings(), list(NAMES))
+    if as_json:
+        print_json({name: {str(p): n for p, n in parts.items()} for name, parts in result.items()})
+        return
+    table = Table("projection", *[f"p{p}" for p in sorted(next(iter(result.values())))], "total")
+    for name, parts in result.items():
+        table.add_row(name, *[str(parts[p]) for p in sorted(parts)], str(sum(parts.values())))
+    console.print(table)
+
+
+@app.command()
+def metrics(since: str = typer.Option("24h", "--since", help="A duration: 30m, 24h, 7d."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The seed's agent metrics from the dashboard: conversations, duration, tools, handoffs per agent."""
+    match = _INTERVAL.match(since.strip())
+    if not match:
+        raise AgentlogError(f"--since {since!r}: use a duration like 30m, 24h or 7d")
+    with connect(settings()) as conn:
+        rows = agent_metrics(conn, f"{match.group(1)} {_UNITS[match.group(2)]}")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("active_agent", "total_conversations", "avg_duration_ms", "avg_tools_per_conversation",
+                  "total_handoffs", title=f"Agent metrics, last {since}")
+    for r in rows:
+        table.add_row(str(r["active_agent"]), str(r["total_conversations"]),
+                      f"{r['avg_duration_ms']:.0f}" if r["avg_duration_ms"] is not None else "-",
+                      f"{r['avg_tools_per_conversation']:.2f}", str(r["total_handoffs"]))
+    console.print(table)
+
+
+@app.command()
+def search(query: str = typer.Argument(..., help="Words to find in messages and tool inputs/outputs; * for all."),
+           agent: Optional[str] = typer.Option(None, "--agent", help="Only conversations this agent took part in."),
+           status: Optional[str] = typer.Option(None, "--status", help="active, completed, failed, rolled_back ..."),
+           since: Optional[str] = typer.Option(None, "--since", help="24h, 7d or a date."),
+           limit: int = typer.Option(20, "--limit", min=1, max=1000),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Search conversations (Elasticsearch), newest first, with highlights."""
+    es = clients.elasticsearch(settings())
+    try:
+        result = search_conversations(es, query, agent=agent, status=status, since=since, size=limit)
+    except BadQuery:
+        raise
+    except Exception as exc:
+        raise AgentlogError(f"elasticsearch at {settings().elasticsearch_url}: {exc}") from exc
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{result['total']} conversations match {query!r}")
+    for hit in result["hits"]:
+        console.print(f"[bold]{hit['conversation_id']}[/] {hit['status']} {hit['active_agent']} {hit['started_at']}")
+        for fragment in hit["highlights"][:3]:
+            console.print("   " + fragment.replace("<em>", "[reverse]").replace("</em>", "[/reverse]"))
+
+
+@app.command()
+def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN."),
+        as_json: bool = typer.Option(False, "--json", help="Print a list of row objects.")) -> None:
+    """Analytics SQL on ClickHouse (read-only)."""
+    rows = analytics_queries.run(settings(), statement)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(*(rows[0].keys() if rows else ["(no rows)"]))
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
+
+
+@app.command()
+def rebuild(name: str = typer.Argument(..., help="dashboard, search or analytics.")) -> None:
+    """Replay the whole log into a new version of a read model, then swap it in atomically."""
+    _names(name)
+    with console.status(f"rebuilding {name} from the beginning of the log"):
+        result = rebuild_model(settings(), name)
+    console.print(f"{name} rebuilt from {result.events} events in {result.seconds:.1f}s and swapped in "
+                  f"(replaced {result.replaced})")

@@ -1,0 +1,70 @@
+"""Several projectors in one process: each in its own thread with its own consumer group."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, TopicPartition
+
+from agentlog.consumers.runtime import Projector, RunStats
+from agentlog.deploy.settings import Settings
+from agentlog.projections.registry import build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectorGroup:
+    settings: Settings
+    names: list[str]
+    until_caught_up: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.projectors = {name: Projector(build(name, self.settings), self.settings) for name in self.names}
+        self.results: dict[str, RunStats] = {}
+        self.errors: dict[str, BaseException] = {}
+        self._threads = [threading.Thread(target=self._run, args=(name,), name=f"projector-{name}", daemon=True)
+                         for name in self.names]
+
+    def projection(self, name: str):
+        return self.projectors[name].projection
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float | None = None) -> dict[str, RunStats]:
+        for thread in self._threads:
+            thread.join(timeout)
+        if self.errors:
+            raise next(iter(self.errors.values()))
+        return self.results
+
+    def _run(self, name: str) -> None:
+        try:
+            self.results[name] = self.projectors[name].run(stop=self.stop, until_caught_up=self.until_caught_up)
+        except BaseException as exc:  # reported by join() in the caller's thread
+            log.debug("projector %s failed", name, exc_info=True)
+            self.errors[name] = exc
+            self.stop.set()
+
+
+def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:
+    """Per projection, per partition: messages between its committed offset and the end of the log."""
+    topic = topic or settings.events_topic
+    result: dict[str, dict[int, int]] = {}
+    for name in names:
+        consumer = Consumer(settings.kafka_config(**{"group.id": f"agentlog.{name}", "enable.auto.commit": False}))
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            result[name] = {}
+            for tp in committed:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                result[name][tp.partition] = high - (tp.offset if tp.offset >= 0 else low)
+        finally:
+            consumer.close()
+    return result

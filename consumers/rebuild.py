@@ -1,0 +1,98 @@
+"""Rebuilding a read model from the beginning of the log while the old one keeps serving, then swapping.
+
+- dashboard: a new Postgres schema, swapped into ``public`` table by table in one transaction;
+- search: a new index, swapped behind the ``conversations`` alias in one request;
+- analytics: a new ClickHouse database, swapped in with ``EXCHANGE TABLES``.
+A live projector then finds the store's positions behind or ahead of its own and follows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from psycopg import sql
+
+from agentlog.consumers.runtime import Projector, RunStats
+from agentlog.deploy import clients
+from agentlog.deploy.settings import Settings
+from agentlog.projections.analytics import AnalyticsProjection
+from agentlog.projections.analytics.schema import TABLES
+from agentlog.projections.postgres import DashboardProjection, connect
+from agentlog.projections.search import SearchProjection
+from agentlog.projections.search.index import create_index, index_name, next_version, swap
+
+log = logging.getLogger(__name__)
+DASHBOARD_TABLES = ["schema_migrations", "agent_events", "conversation_views", "projection_offsets",
+                    "sequence_anomalies"]
+
+
+@dataclass
+class Rebuilt:
+    name: str
+    events: int
+    seconds: float
+    replaced: str
+
+
+def rebuild(settings: Settings, name: str, *, topic: str | None = None,
+            analytics: AnalyticsProjection | None = None, stop: threading.Event | None = None) -> Rebuilt:
+    started = time.monotonic()
+    tag = time.strftime("%Y%m%d%H%M%S")
+    group = f"agentlog.{name}.rebuild.{tag}"
+
+    def project(projection) -> RunStats:
+        return Projector(projection, settings, topic=topic, group_id=group).run(stop=stop, until_caught_up=True)
+
+    steps: dict[str, Callable[[], tuple[int, str]]] = {
+        "dashboard": lambda: _dashboard(settings, tag, project),
+        "search": lambda: _search(settings, project),
+        "analytics": lambda: _analytics(settings, tag, project, analytics),
+    }
+    events, replaced = steps[name]()
+    return Rebuilt(name, events, time.monotonic() - started, replaced)
+
+
+def _dashboard(settings: Settings, tag: str, project) -> tuple[int, str]:
+    schema, retired = f"dashboard_rebuild_{tag}", f"dashboard_retired_{tag}"
+    stats = project(DashboardProjection(settings, schema=schema))
+    with connect(settings) as conn, conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(retired)))
+        for table in DASHBOARD_TABLES:
+            conn.execute(sql.SQL("ALTER TABLE IF EXISTS public.{} SET SCHEMA {}").format(
+                sql.Identifier(table), sql.Identifier(retired)))
+            conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA public").format(
+                sql.Identifier(schema), sql.Identifier(table)))
+        conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema)))
+    with connect(settings) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(retired)))
+        conn.commit()
+    return stats.events, f"schema {retired}"
+
+
+def _search(settings: Settings, project) -> tuple[int, str]:
+    es = clients.elasticsearch(settings)
+    new = index_name(next_version(es))
+    create_index(es, new)
+    stats = project(SearchProjection(settings, index=new))
+    old = swap(es, new)
+    stats.events += project(SearchProjection(settings, index=new)).events  # what arrived during the swap
+    if old:
+        es.indices.delete(index=old)
+    return stats.events, f"index {old}"
+
+
+def _analytics(settings: Settings, tag: str, project, owned: AnalyticsProjection | None) -> tuple[int, str]:
+    database = f"agentlog_rebuild_{tag}"
+    live = owned or AnalyticsProjection(settings)
+    stats = project(AnalyticsProjection(settings, database=database, sharing=live))
+    with live.lock:
+        for table in TABLES:
+            live.client.command(f"EXCHANGE TABLES {live.database}.{table} AND {database}.{table}")
+        live.client.command(f"DROP DATABASE {database}")
+    if owned is None:
+        live.close()
+    return stats.events, f"database {database}"

@@ -1,0 +1,8 @@
+"""The consumer runtime every projection runs on."""
+
+from agentlog.consumers.runtime.batch import Batch, Record
+from agentlog.consumers.runtime.errors import ProjectionError, Rewind, StoreUnavailable
+from agentlog.consumers.runtime.loop import Projector, RunStats
+from agentlog.consumers.runtime.projection import Projection
+
+__all__ = ["Batch", "Projection", "ProjectionError", "Projector", "Record", "Rewind", "RunStats", "StoreUnavailable"]

@@ -1,0 +1,50 @@
+"""A batch: the decoded events of one poll, with where each came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentlog.schemas.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+    message: Any = None
+    """The Kafka message it was decoded from (its original bytes go to the dead-letter topic)."""
+
+
+@dataclass
+class Batch:
+    """Records in poll order (so in offset order within each partition)."""
+
+    topic: str
+    records: list[Record] = field(default_factory=list)
+    ends: dict[int, int] = field(default_factory=dict)
+    """Per partition, the offset after the last message polled (decoded or not): what to commit."""
+    starts: dict[int, int] = field(default_factory=dict)
+    """Per partition, the first offset polled."""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def saw(self, partition: int, offset: int) -> None:
+        self.starts.setdefault(partition, offset)
+        self.ends[partition] = offset + 1
+
+    def without(self, records: list[Record]) -> "Batch":
+        """The same positions with only ``records`` (poison ones were set aside)."""
+        return Batch(self.topic, records, dict(self.ends), dict(self.starts))
+
+    def single(self, record: Record) -> "Batch":
+        """One record, its partition's position advancing to just past it."""
+        return Batch(self.topic, [record], {record.partition: record.offset + 1},
+                     {record.partition: self.starts[record.partition]})
+
+    def positions_only(self) -> "Batch":
+        """No records, all positions: moves the store's offsets past what was set aside."""
+        return Batch(self.topic, [], dict(self.ends), dict(self.starts))

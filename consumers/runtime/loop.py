@@ -1,0 +1,221 @@
+"""The projector loop: poll a batch, decode, apply, then commit — in that order, one batch at a time.
+
+Exactly-once, read top to bottom in ``run``:
+1. poll at most ``batch_size`` messages, waiting at most ``batch_wait`` seconds;
+2. decode them; what cannot be decoded is set aside for the dead-letter topic;
+3. apply the batch to the store; an outage pauses the partitions and retries with backoff
+   (nothing is skipped), a bad event is found by applying one event at a time and set aside;
+4. flush the dead letters, so the broker has them;
+5. commit the offsets — only now, after the store has the batch.
+A crash between 3 and 5 replays the batch, which every projection applies idempotently.
+Partitions move between members only inside ``consume`` (step 1), never while a batch is in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from agentlog.consumers.dlq import DeadLetters
+from agentlog.consumers.runtime import metrics
+from agentlog.consumers.runtime.batch import Batch, Record
+from agentlog.consumers.runtime.errors import Rewind, StoreUnavailable
+from agentlog.consumers.runtime.projection import Projection
+from agentlog.deploy.settings import Settings
+from agentlog.schemas.codec import Codec
+from agentlog.schemas.errors import SchemaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    events: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+
+
+class Stopping(Exception):
+    """Stop was asked for while a batch was being retried: leave without committing it."""
+
+
+class Projector:
+    def __init__(self, projection: Projection, settings: Settings, *, topic: str | None = None,
+                 group_id: str | None = None, batch_size: int = 5000, batch_wait: float = 0.1,
+                 max_backoff: float = 15.0, dead_letters: DeadLetters | None = None) -> None:
+        self.projection = projection
+        self.settings = settings
+        self.topic = topic or settings.events_topic
+        self.group_id = group_id or f"agentlog.{projection.name}"
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.max_backoff = max_backoff
+        self.codec = Codec()
+        self.dead_letters = dead_letters or DeadLetters(settings, projection=projection.name)
+        self.stats = RunStats()
+        self.assignment: list[TopicPartition] = []
+        self._consumer: Consumer | None = None
+
+    def run(self, *, stop: threading.Event | None = None, until_caught_up: bool = False) -> RunStats:
+        stop = stop or threading.Event()
+        self._handle_signals(stop)
+        self.projection.setup()
+        consumer = self._consumer = Consumer(self.settings.kafka_config(**{
+            "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
+            "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"}))
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(self.batch_size, timeout=self.batch_wait)       # 1. poll
+                if not messages:
+                    if self._caught_up(consumer) and until_caught_up:
+                        break
+                    continue
+                batch, poison = self._decode(messages)                                       # 2. decode
+                try:
+                    applied = self._apply(consumer, batch, poison, stop)                     # 3. apply
+                except Stopping:
+                    break
+                if applied:
+                    self.dead_letters.flush()                                                # 4. dead letters
+                    self._commit(consumer, batch)                                            # 5. commit
+                    self._count(batch)
+        finally:
+            consumer.close()
+            self.projection.close()
+        return self.stats
+
+    def _decode(self, messages: list[Message]) -> tuple[Batch, list[tuple[Message, Exception]]]:
+        batch = Batch(self.topic)
+        poison: list[tuple[Message, Exception]] = []
+        for message in messages:
+            if message.error():
+                log.warning("%s: consumer error %s", self.projection.name, message.error())
+                continue
+            batch.saw(message.partition(), message.offset())
+            try:
+                event = self.codec.decode(message.value() or b"")
+            except SchemaError as exc:
+                poison.append((message, exc))
+                continue
+            batch.records.append(Record(event, message.topic(), message.partition(), message.offset(), message))
+        return batch, poison
+
+    def _apply(self, consumer: Consumer, batch: Batch, poison: list[tuple[Message, Exception]],
+               stop: threading.Event) -> bool:
+        """Apply the batch; False when the consumer was rewound and the batch dropped."""
+        for message, exc in poison:
+            self._dead_letter(message, "undecodable", exc)
+        started = time.perf_counter()
+        try:
+            self._apply_retrying(consumer, batch, stop)
+        except Rewind as rewind:
+            self._rewind(consumer, rewind.positions)
+            return False
+        except (StoreUnavailable, Stopping):
+            raise
+        except Exception as exc:  # a bad event somewhere in the batch: find it, one event at a time
+            log.warning("%s: batch failed (%s); applying its %d events one at a time", self.projection.name,
+                        exc, len(batch))
+            for record in batch.records:
+                try:
+                    self._apply_retrying(consumer, batch.single(record), stop)
+                except (Rewind, Stopping):
+                    raise
+                except Exception as bad:
+                    self._dead_letter(record.message, "projection_failed", bad)
+            self._apply_retrying(consumer, batch.positions_only(), stop)
+        metrics.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
+        return True
+
+    def _apply_retrying(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                self.projection.apply(batch)
+                return
+            except StoreUnavailable as exc:
+                self.stats.retries += 1
+                metrics.RETRIES.labels(self.projection.name).inc()
+                wait = min(max(backoff, exc.retry_after), self.max_backoff)
+                log.warning("%s: store unavailable (%s); retrying in %.1fs", self.projection.name, exc, wait)
+                self._wait_paused(consumer, wait, stop)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _wait_paused(self, consumer: Consumer, seconds: float, stop: threading.Event) -> None:
+        """Wait with the partitions paused, still polling so the group keeps us as a member."""
+        assigned = consumer.assignment()
+        consumer.pause(assigned)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if stop.is_set():
+                    raise Stopping()
+                message = consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+                if message is not None and not message.error():
+                    log.error("%s: a paused consumer returned a message", self.projection.name)
+        finally:
+            consumer.resume(consumer.assignment())
+
+    def _rewind(self, consumer: Consumer, positions: dict[int, int]) -> None:
+        log.warning("%s: store is behind the consumer; seeking to %s", self.projection.name, positions)
+        for partition, offset in positions.items():
+            consumer.seek(TopicPartition(self.topic, partition, offset if offset >= 0 else OFFSET_BEGINNING))
+
+    def _commit(self, consumer: Consumer, batch: Batch) -> None:
+        offsets = [TopicPartition(self.topic, p, end) for p, end in batch.ends.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # e.g. a rebalance took the partition: the store is idempotent
+            log.warning("%s: offset commit failed (%s); the batch may be applied again", self.projection.name, exc)
+
+    def _count(self, batch: Batch) -> None:
+        self.stats.events += len(batch)
+        self.stats.batches += 1
+        metrics.EVENTS_APPLIED.labels(self.projection.name).inc(len(batch))
+        metrics.BATCHES.labels(self.projection.name).inc()
+
+    def _dead_letter(self, message: Message, reason: str, exc: Exception) -> None:
+        self.dead_letters.send(message, reason, exc)
+        self.stats.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(self.projection.name, reason).inc()
+
+    def _caught_up(self, consumer: Consumer) -> bool:
+        """True when every assigned partition's position is at the end of the log; updates the lag gauge."""
+        if not self.assignment:
+            return False
+        behind = 0
+        for tp in consumer.position(self.assignment):
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5, cached=False)
+            lag = max(0, high - tp.offset) if tp.offset >= 0 else high
+            metrics.LAG.labels(self.projection.name, str(tp.partition)).set(lag)
+            behind += lag
+        return behind == 0
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.projection.positions(self.topic, [tp.partition for tp in partitions]) or {}
+        for tp in partitions:
+            if tp.partition in stored:
+                tp.offset = stored[tp.partition] if stored[tp.partition] >= 0 else OFFSET_BEGINNING
+        log.info("%s: assigned %s", self.projection.name, [(tp.partition, tp.offset) for tp in partitions])
+        self.assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: revoked %s", self.projection.name, [tp.partition for tp in partitions])
+        self.assignment = []
+
+    @staticmethod
+    def _handle_signals(stop: threading.Event) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())

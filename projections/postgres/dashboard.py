@@ -1,0 +1,184 @@
+"""The dashboard projection: conversation views, the event archive and the offsets, in one transaction.
+
+Exactly-once: the batch's Kafka positions are stored beside the rows, so a batch that
+comes again is recognised by its offsets (and by the archive's keys), never applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable, metrics
+from agentlog.deploy.settings import Settings
+from agentlog.projections.conversation import ConversationState
+from agentlog.projections.postgres.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = ["conversation_id", "sequence_number", "event_id", "event_type", "occurred_at", "agent_name",
+                 "tenant_id", "correlation_id", "causation_id", "schema_version", "payload", "kafka_partition",
+                 "kafka_offset"]
+VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool_count", "handoff_count",
+                "completed_at", "duration_ms", "error_count", "guardrail_count", "last_tool", "llm_calls",
+                "input_tokens", "output_tokens", "cost_usd", "saga_status", "sagas", "agents", "user_message",
+                "final_response", "event_count", "last_sequence", "last_event_at", "updated_at"]
+
+
+def connect(settings: Settings, schema: str = "public") -> psycopg.Connection:
+    try:
+        conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}") from exc
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    conn.commit()
+    return conn
+
+
+class DashboardProjection(Projection):
+    name = "dashboard"
+
+    def __init__(self, settings: Settings, *, schema: str = "public") -> None:
+        self.settings = settings
+        self.schema = schema
+        self._conn: psycopg.Connection | None = None
+        self._from_beginning: set[int] = set()
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings, self.schema)
+            self._conn.execute("CREATE TEMP TABLE staging_events (LIKE agent_events) ON COMMIT DELETE ROWS")
+            self._conn.execute("CREATE TEMP TABLE staging_views (LIKE conversation_views) ON COMMIT DELETE ROWS")
+            self._conn.commit()
+        return self._conn
+
+    def setup(self) -> None:
+        with connect(self.settings, self.schema) as conn:
+            migrate(conn, self.schema)
+
+    def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        try:
+            rows = self.conn.execute("SELECT partition, next_offset FROM projection_offsets "
+                                     "WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
+                                     (self.name, topic, partitions)).fetchall()
+            self.conn.commit()
+        except psycopg.OperationalError as exc:
+            self._drop()
+            raise StoreUnavailable(f"postgres: {exc}") from exc
+        stored = dict(rows)
+        return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
+
+    def apply(self, batch: Batch) -> None:
+        try:
+            with self.conn.transaction():
+                self._apply(self.conn, batch)
+        except psycopg.OperationalError as exc:
+            self._drop()
+            raise StoreUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _apply(self, conn: psycopg.Connection, batch: Batch) -> None:
+        stored = self._lock_positions(conn, batch)
+        fresh = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
+        if fresh:
+            self._archive(conn, fresh)
+            self._update_views(conn, fresh)
+        advanced = [(self.name, batch.topic, p, end) for p, end in batch.ends.items() if end > stored.get(p, -1)]
+        if advanced:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO projection_offsets (projection, topic, partition, next_offset) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
+                    "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()", advanced)
+
+    def _lock_positions(self, conn: psycopg.Connection, batch: Batch) -> dict[int, int]:
+        """Lock this batch's partitions against another member and check the batch continues the store."""
+        for partition in sorted(batch.starts):
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.name}/{batch.topic}", partition))
+        stored = dict(conn.execute(
+            "SELECT partition, next_offset FROM projection_offsets WHERE projection = %s AND topic = %s "
+            "AND partition = ANY(%s)", (self.name, batch.topic, list(batch.starts))).fetchall())
+        rewind: dict[int, int] = {}
+        for partition, start in batch.starts.items():
+            if partition in stored:
+                if start > stored[partition]:
+                    rewind[partition] = stored[partition]
+            elif start > 0 and partition not in self._from_beginning:
+                self._from_beginning.add(partition)
+                rewind[partition] = -2
+        if rewind:
+            raise Rewind(rewind)
+        return stored
+
+    def _archive(self, conn: psycopg.Connection, records: list) -> None:
+        with conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY staging_events ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS)))) as copy:
+                for r in records:
+                    e = r.event
+                    copy.write_row((e.conversation_id, e.sequence_number, e.event_id, e.event_type.value,
+                                    e.occurred_at, e.agent_name, e.tenant_id, e.correlation_id, e.causation_id,
+                                    e.schema_version, json.dumps(dict(e.payload)), r.partition, r.offset))
+            cur.execute("INSERT INTO agent_events SELECT * FROM staging_events ON CONFLICT DO NOTHING")
+
+    def _update_views(self, conn: psycopg.Connection, records: list) -> None:
+        ids = list(dict.fromkeys(r.event.conversation_id for r in records))
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("SELECT * FROM conversation_views WHERE id = ANY(%s)", (ids,)).fetchall()
+        states = {row["id"]: ConversationState.from_dict({**row, "conversation_id": row["id"]}) for row in rows}
+        anomalies = []
+        for r in records:
+            e = r.event
+            state = states.setdefault(e.conversation_id, ConversationState(e.conversation_id))
+            expected = state.last_sequence + 1
+            if e.sequence_number < expected:
+                anomalies.append((e.conversation_id, "duplicate", expected, e.sequence_number, e.event_id))
+                continue
+            if e.sequence_number > expected:
+                anomalies.append((e.conversation_id, "gap", expected, e.sequence_number, e.event_id))
+            state.apply(e)
+        now = datetime.now(UTC)
+        with conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY staging_views ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, VIEW_COLUMNS)))) as copy:
+                for cid in ids:
+                    copy.write_row(_view_row(states[cid], now))
+            updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                                         for c in VIEW_COLUMNS[1:])
+            cur.execute(sql.SQL("INSERT INTO conversation_views SELECT * FROM staging_views "
+                                "ON CONFLICT (id) DO UPDATE SET {}").format(updates))
+            if anomalies:
+                self._report(cur, anomalies)
+
+    def _report(self, cur: psycopg.Cursor, anomalies: list[tuple]) -> None:
+        for cid, kind, expected, got, _ in anomalies:
+            metrics.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
+            log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)
+        cur.executemany("INSERT INTO sequence_anomalies (conversation_id, kind, expected, got, event_id) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", anomalies)
+
+
+def _view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
+    sagas = state.as_dict()["sagas"]
+    return (state.conversation_id, state.tenant_id, state.started_at, state.active_agent, state.status,
+            state.tool_count, state.handoff_count, state.completed_at, state.duration_ms, state.error_count,
+            state.guardrail_count, state.last_tool, state.llm_calls, state.input_tokens, state.output_tokens,
+            state.cost_usd, state.saga_status, Jsonb(sagas), state.agents, state.user_message,
+            state.final_response, state.event_count, state.last_sequence, state.last_event_at, now)

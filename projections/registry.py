@@ -1,0 +1,24 @@
+"""The three read models by name."""
+
+from __future__ import annotations
+
+from agentlog.consumers.runtime import Projection
+from agentlog.deploy.settings import Settings
+
+NAMES = ("dashboard", "search", "analytics")
+
+
+def build(name: str, settings: Settings, **options) -> Projection:
+    if name == "dashboard":
+        from agentlog.projections.postgres import DashboardProjection
+
+        return DashboardProjection(settings, **options)
+    if name == "search":
+        from agentlog.projections.search import SearchProjection
+
+        return SearchProjection(settings, **options)
+    if name == "analytics":
+        from agentlog.projections.analytics import AnalyticsProjection
+
+        return AnalyticsProjection(settings, **options)
+    raise ValueError(f"unknown projection {name!r}; choose one of {', '.join(NAMES)}")

@@ -1,0 +1,75 @@
+"""The conversations index: versioned indices behind the alias ``conversations``."""
+
+from __future__ import annotations
+
+from elasticsearch import Elasticsearch, NotFoundError
+
+ALIAS = "conversations"
+PREFIX = "conversations-v"
+
+_KEYWORD = {"type": "keyword"}
+_TEXT = {"type": "text"}
+MAPPINGS = {
+    "dynamic": False,
+    "properties": {
+        "conversation_id": _KEYWORD, "tenant_id": _KEYWORD, "status": _KEYWORD, "active_agent": _KEYWORD,
+        "agents": _KEYWORD, "saga_status": _KEYWORD, "last_tool": _KEYWORD,
+        "started_at": {"type": "date"}, "last_event_at": {"type": "date"}, "completed_at": {"type": "date"},
+        "tool_count": {"type": "integer"}, "handoff_count": {"type": "integer"}, "error_count": {"type": "integer"},
+        "guardrail_count": {"type": "integer"}, "last_sequence": {"type": "long"}, "cost_usd": {"type": "double"},
+        "duration_ms": {"type": "long"},
+        "user_message": _TEXT, "final_response": _TEXT,
+        "messages": {"properties": {"role": _KEYWORD, "agent": _KEYWORD, "text": _TEXT}},
+        "tools_called": {"properties": {"tool": _KEYWORD, "agent": _KEYWORD, "status": _KEYWORD,
+                                        "input_text": _TEXT, "output_text": _TEXT}},
+        "errors": {"properties": {"error_type": _KEYWORD, "agent": _KEYWORD, "message": _TEXT}},
+        "guardrails": {"properties": {"guardrail": _KEYWORD, "action": _KEYWORD, "detail": _TEXT}},
+        "handoffs": {"properties": {"from_agent": _KEYWORD, "to_agent": _KEYWORD, "reason": _TEXT}},
+    },
+}
+SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "200ms"}
+SEARCHABLE = ["user_message", "final_response", "messages.text", "tools_called.input_text",
+              "tools_called.output_text", "errors.message", "handoffs.reason", "guardrails.detail"]
+
+
+def index_name(version: int, alias: str = ALIAS) -> str:
+    return f"{alias}-v{version}"
+
+
+def current_index(es: Elasticsearch, alias: str = ALIAS) -> str | None:
+    try:
+        return next(iter(es.indices.get_alias(name=alias)))
+    except NotFoundError:
+        return None
+
+
+def create_index(es: Elasticsearch, name: str) -> None:
+    es.indices.create(index=name, mappings=MAPPINGS, settings=SETTINGS)
+
+
+def ensure_alias(es: Elasticsearch, alias: str = ALIAS) -> str:
+    """The index behind ``alias``, creating version 1 when there is none."""
+    existing = current_index(es, alias)
+    if existing:
+        return existing
+    name = index_name(1, alias)
+    if not es.indices.exists(index=name):
+        create_index(es, name)
+    es.indices.update_aliases(actions=[{"add": {"index": name, "alias": alias}}])
+    return name
+
+
+def next_version(es: Elasticsearch, alias: str = ALIAS) -> int:
+    names = es.indices.get(index=f"{alias}-v*", allow_no_indices=True, expand_wildcards="all")
+    versions = [int(n.rsplit("-v", 1)[1]) for n in names if n.rsplit("-v", 1)[1].isdigit()]
+    return max(versions, default=0) + 1
+
+
+def swap(es: Elasticsearch, new_index: str, alias: str = ALIAS) -> str | None:
+    """Point ``alias`` at ``new_index`` in one atomic step; returns the index it left."""
+    old = current_index(es, alias)
+    actions: list[dict] = [{"add": {"index": new_index, "alias": alias}}]
+    if old and old != new_index:
+        actions.insert(0, {"remove": {"index": old, "alias": alias}})
+    es.indices.update_aliases(actions=actions)
+    return old
