@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
-from agentlog.consumers.runtime import Projector, RunStats
+from agentlog.consumers.runtime import Projector, RunStats, group_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
@@ -57,7 +57,7 @@ def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[
     topic = topic or settings.events_topic
     result: dict[str, dict[int, int]] = {}
     for name in names:
-        consumer = Consumer(settings.kafka_config(**{"group.id": f"agentlog.{name}", "enable.auto.commit": False}))
+        consumer = Consumer(settings.kafka_config(**{"group.id": group_for(name, topic), "enable.auto.commit": False}))
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)

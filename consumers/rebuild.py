@@ -61,11 +61,11 @@ def _dashboard(settings: Settings, tag: str, project) -> tuple[int, str]:
     stats = project(DashboardProjection(settings, schema=schema))
     with connect(settings) as conn, conn.transaction():
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(retired)))
-        for table in DASHBOARD_TABLES:
-            conn.execute(sql.SQL("ALTER TABLE IF EXISTS public.{} SET SCHEMA {}").format(
-                sql.Identifier(table), sql.Identifier(retired)))
-            conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA public").format(
-                sql.Identifier(schema), sql.Identifier(table)))
+        live = sql.Identifier(settings.postgres_schema)
+        for table in map(sql.Identifier, DASHBOARD_TABLES):
+            conn.execute(sql.SQL("ALTER TABLE IF EXISTS {}.{} SET SCHEMA {}").format(live, table,
+                                                                                    sql.Identifier(retired)))
+            conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(sql.Identifier(schema), table, live))
         conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema)))
     with connect(settings) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(retired)))
@@ -75,10 +75,11 @@ def _dashboard(settings: Settings, tag: str, project) -> tuple[int, str]:
 
 def _search(settings: Settings, project) -> tuple[int, str]:
     es = clients.elasticsearch(settings)
-    new = index_name(next_version(es))
+    alias = settings.search_alias
+    new = index_name(next_version(es, alias), alias)
     create_index(es, new)
     stats = project(SearchProjection(settings, index=new))
-    old = swap(es, new)
+    old = swap(es, new, alias)
     stats.events += project(SearchProjection(settings, index=new)).events  # what arrived during the swap
     if old:
         es.indices.delete(index=old)
@@ -86,7 +87,7 @@ def _search(settings: Settings, project) -> tuple[int, str]:
 
 
 def _analytics(settings: Settings, tag: str, project, owned: AnalyticsProjection | None) -> tuple[int, str]:
-    database = f"agentlog_rebuild_{tag}"
+    database = f"{settings.clickhouse_database}_rebuild_{tag}"
     live = owned or AnalyticsProjection(settings)
     stats = project(AnalyticsProjection(settings, database=database, sharing=live))
     with live.lock:

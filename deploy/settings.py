@@ -33,6 +33,10 @@ class Settings:
     events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     partitions: int = 6
+    postgres_schema: str = "public"
+    search_alias: str = "conversations"
+    clickhouse_database: str = "default"
+    batch_size: int = 5000
     api_url: str = "http://127.0.0.1:8000"
 
     @property
@@ -65,6 +69,12 @@ class Settings:
             elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
             clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
             partitions=int(env.get("AGENTLOG_KAFKA_PARTITIONS", cls.partitions)),
+            events_topic=env.get("AGENTLOG_EVENTS_TOPIC", cls.events_topic),
+            dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),
+            postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
+            search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
+            clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
+            batch_size=int(env.get("AGENTLOG_BATCH_SIZE", cls.batch_size)),
             api_url=env.get("AGENTLOG_API_URL", cls.api_url).rstrip("/"),
         )
 

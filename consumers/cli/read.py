@@ -108,7 +108,8 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
     """Search conversations (Elasticsearch), newest first, with highlights."""
     es = clients.elasticsearch(settings())
     try:
-        result = search_conversations(es, query, agent=agent, status=status, since=since, size=limit)
+        result = search_conversations(es, query, agent=agent, status=status, since=since, size=limit,
+                                      index=settings().search_alias)
     except BadQuery:
         raise
     except Exception as exc:

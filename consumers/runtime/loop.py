@@ -27,11 +27,16 @@ from agentlog.consumers.runtime import metrics
 from agentlog.consumers.runtime.batch import Batch, Record
 from agentlog.consumers.runtime.errors import Rewind, StoreUnavailable
 from agentlog.consumers.runtime.projection import Projection
-from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import EVENTS_TOPIC, Settings
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
+
+
+def group_for(projection: str, topic: str) -> str:
+    """The consumer group of a projection: ``agentlog.dashboard`` on the main topic."""
+    return f"agentlog.{projection}" if topic == EVENTS_TOPIC else f"agentlog.{projection}.{topic}"
 
 
 @dataclass
@@ -48,19 +53,22 @@ class Stopping(Exception):
 
 class Projector:
     def __init__(self, projection: Projection, settings: Settings, *, topic: str | None = None,
-                 group_id: str | None = None, batch_size: int = 5000, batch_wait: float = 0.1,
+                 group_id: str | None = None, batch_size: int | None = None, batch_wait: float = 0.1,
                  max_backoff: float = 15.0, dead_letters: DeadLetters | None = None) -> None:
         self.projection = projection
         self.settings = settings
         self.topic = topic or settings.events_topic
-        self.group_id = group_id or f"agentlog.{projection.name}"
-        self.batch_size = batch_size
+        self.group_id = group_id or group_for(projection.name, self.topic)
+        self.batch_size = batch_size or settings.batch_size
         self.batch_wait = batch_wait
         self.max_backoff = max_backoff
         self.codec = Codec()
         self.dead_letters = dead_letters or DeadLetters(settings, projection=projection.name)
+        self.started = threading.Event()
+        """Set once the first partitions are assigned."""
         self.stats = RunStats()
         self.assignment: list[TopicPartition] = []
+        self._assigned: dict[int, int] = {}
         self._consumer: Consumer | None = None
 
     def run(self, *, stop: threading.Event | None = None, until_caught_up: bool = False) -> RunStats:
@@ -70,6 +78,7 @@ class Projector:
         consumer = self._consumer = Consumer(self.settings.kafka_config(**{
             "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
             "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"}))
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
@@ -189,15 +198,26 @@ class Projector:
         metrics.DEAD_LETTERS.labels(self.projection.name, reason).inc()
 
     def _caught_up(self, consumer: Consumer) -> bool:
-        """True when every assigned partition's position is at the end of the log; updates the lag gauge."""
+        """True when every assigned partition's position is at the end of the log; updates the lag gauge.
+
+        A partition that has delivered nothing yet has no position: its starting point
+        (the store's position given at assignment, else the committed offset) stands in.
+        """
         if not self.assignment:
             return False
+        positions = {tp.partition: tp.offset for tp in consumer.position(self.assignment)}
+        unknown = [TopicPartition(self.topic, p) for p, offset in positions.items() if offset < 0]
+        if unknown:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(unknown, timeout=10)}
+            for p in committed:
+                positions[p] = self._assigned.get(p, committed[p])
         behind = 0
-        for tp in consumer.position(self.assignment):
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5, cached=False)
-            lag = max(0, high - tp.offset) if tp.offset >= 0 else high
-            metrics.LAG.labels(self.projection.name, str(tp.partition)).set(lag)
-            behind += lag
+        for partition, offset in positions.items():
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5,
+                                                       cached=False)
+            lag = high - (offset if offset >= 0 else low)
+            metrics.LAG.labels(self.projection.name, str(partition)).set(lag)
+            behind += max(0, lag)
         return behind == 0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -207,7 +227,9 @@ class Projector:
                 tp.offset = stored[tp.partition] if stored[tp.partition] >= 0 else OFFSET_BEGINNING
         log.info("%s: assigned %s", self.projection.name, [(tp.partition, tp.offset) for tp in partitions])
         self.assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        self._assigned = {tp.partition: tp.offset for tp in partitions if tp.offset >= 0}
         consumer.assign(partitions)
+        self.started.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: revoked %s", self.projection.name, [tp.partition for tp in partitions])

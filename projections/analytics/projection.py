@@ -9,6 +9,7 @@ aggregates are materialized views, fed by exactly those inserts.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from typing import Any
@@ -19,8 +20,11 @@ from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailab
 from agentlog.deploy import clients
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics.schema import FACT_COLUMNS, create
+from agentlog.projections.analytics.schema import FACT_COLUMNS, create, repair
 from agentlog.schemas.events import Event, EventType
+
+
+log = logging.getLogger(__name__)
 
 
 def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
@@ -43,12 +47,12 @@ def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
 class AnalyticsProjection(Projection):
     name = "analytics"
 
-    def __init__(self, settings: Settings, *, database: str = "default",
+    def __init__(self, settings: Settings, *, database: str | None = None,
                  sharing: "AnalyticsProjection | None" = None) -> None:
         """``sharing``: another projection whose client (and lock) this one uses — the embedded engine
         opens a store once per process, so a rebuild in the same process must share it."""
         self.settings = settings
-        self.database = database
+        self.database = database or settings.clickhouse_database
         self._sharing = sharing
         self._client = None
         self.lock = sharing.lock if sharing else threading.Lock()
@@ -68,6 +72,9 @@ class AnalyticsProjection(Projection):
     def setup(self) -> None:
         with self.lock:
             create(self.client, self.database)
+            repaired = repair(self.client, self.database)
+        if repaired:
+            log.warning("analytics: recomputed hours the last run left half-written: %s", repaired)
 
     def stored_positions(self, partitions: list[int]) -> dict[int, int]:
         with self.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FACT_COLUMNS = [
     "event_id", "conversation_id", "sequence_number", "event_type", "occurred_at", "agent_name", "tenant_id",
     "tool_name", "tool_call_id", "tool_status", "duration_ms", "model", "input_tokens", "output_tokens",
@@ -81,41 +83,81 @@ TABLES = {
         ) ENGINE = AggregatingMergeTree ORDER BY (hour, model, agent_name)""",
 }
 
-VIEWS = {
-    "tool_usage_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.tool_usage_mv TO {db}.tool_usage_hourly AS
+@dataclass(frozen=True)
+class Aggregate:
+    """A materialized view into an hourly table, and how to check that table against the fact table."""
+
+    view: str
+    target: str
+    select: str
+    """The view's SELECT; ``{filter}`` narrows it (empty in the view, an hour list when repairing)."""
+    target_count: str
+    fact_count: str
+    fact_where: str
+
+
+AGGREGATES = [
+    Aggregate("tool_usage_mv", "tool_usage_hourly", """
         SELECT toStartOfHour(occurred_at) AS hour, agent_name, tool_name,
                countIf(event_type = 'tool_called') AS calls,
                countIf(event_type = 'tool_result') AS results,
                countIf(event_type = 'tool_result' AND tool_status = 'error') AS failures,
                quantilesStateIf(0.5, 0.95, 0.99)(ifNull(duration_ms, 0),
                                                   event_type = 'tool_result' AND duration_ms IS NOT NULL) AS latency_ms
-        FROM {db}.agent_events WHERE event_type IN ('tool_called', 'tool_result')
+        FROM {db}.agent_events WHERE event_type IN ('tool_called', 'tool_result') {filter}
         GROUP BY hour, agent_name, tool_name""",
-    "handoffs_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.handoffs_mv TO {db}.handoffs_hourly AS
+        "sum(calls) + sum(results)", "count()", "event_type IN ('tool_called', 'tool_result')"),
+    Aggregate("handoffs_mv", "handoffs_hourly", """
         SELECT toStartOfHour(occurred_at) AS hour, from_agent, to_agent, count() AS handoffs
-        FROM {db}.agent_events WHERE event_type = 'handoff_initiated'
+        FROM {db}.agent_events WHERE event_type = 'handoff_initiated' {filter}
         GROUP BY hour, from_agent, to_agent""",
-    "failures_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.failures_mv TO {db}.failures_hourly AS
+        "sum(handoffs)", "count()", "event_type = 'handoff_initiated'"),
+    Aggregate("failures_mv", "failures_hourly", """
         SELECT toStartOfHour(occurred_at) AS hour, agent_name,
                if(event_type = 'error_occurred', 'error', 'guardrail') AS kind,
                if(event_type = 'error_occurred', error_type, guardrail) AS type, count() AS failures
-        FROM {db}.agent_events WHERE event_type IN ('error_occurred', 'guardrail_triggered')
+        FROM {db}.agent_events WHERE event_type IN ('error_occurred', 'guardrail_triggered') {filter}
         GROUP BY hour, agent_name, kind, type""",
-    "llm_usage_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.llm_usage_mv TO {db}.llm_usage_hourly AS
+        "sum(failures)", "count()", "event_type IN ('error_occurred', 'guardrail_triggered')"),
+    Aggregate("llm_usage_mv", "llm_usage_hourly", """
         SELECT toStartOfHour(occurred_at) AS hour, model, agent_name, count() AS calls,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,
                quantilesState(0.5, 0.95, 0.99)(latency_ms) AS latency_ms
-        FROM {db}.agent_events WHERE event_type = 'llm_called'
+        FROM {db}.agent_events WHERE event_type = 'llm_called' {filter}
         GROUP BY hour, model, agent_name""",
-}
+        "sum(calls)", "count()", "event_type = 'llm_called'"),
+]
 
 
 def create(client, database: str) -> None:
     """Create the database, its tables and views (idempotent)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    for ddl in list(TABLES.values()) + list(VIEWS.values()):
+    for ddl in TABLES.values():
         client.command(ddl.format(db=database))
+    for a in AGGREGATES:
+        client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{a.view} TO {database}.{a.target} AS "
+                       + a.select.format(db=database, filter=""))
+
+
+def repair(client, database: str) -> dict[str, list]:
+    """Recompute the hours in which an aggregate disagrees with the fact table; returns them per table.
+
+    An insert feeds the fact table and its views one after another; a process killed in
+    between leaves an hour of an aggregate short (or long). The fact table is the truth.
+    """
+    repaired: dict[str, list] = {}
+    for a in AGGREGATES:
+        facts = dict(client.query(f"SELECT toStartOfHour(occurred_at) AS hour, {a.fact_count} FROM "
+                                  f"{database}.agent_events WHERE {a.fact_where} GROUP BY hour").result_rows)
+        totals = dict(client.query(f"SELECT hour, {a.target_count} FROM {database}.{a.target} "
+                                   "GROUP BY hour").result_rows)
+        wrong = sorted(h for h in set(facts) | set(totals) if facts.get(h, 0) != totals.get(h, 0))
+        if not wrong:
+            continue
+        hours = ", ".join(f"toDateTime('{h:%Y-%m-%d %H:%M:%S}', 'UTC')" for h in wrong)
+        client.command(f"ALTER TABLE {database}.{a.target} DELETE WHERE hour IN ({hours}) "
+                       "SETTINGS mutations_sync = 2")
+        client.command(f"INSERT INTO {database}.{a.target} "
+                       + a.select.format(db=database, filter=f"AND toStartOfHour(occurred_at) IN ({hours})"))
+        repaired[a.target] = wrong
+    return repaired

@@ -24,6 +24,7 @@ def run_owned(projection: AnalyticsProjection, statement: str) -> list[dict]:
 
 
 def advertise(settings: Settings, url: str) -> None:
+    owner_file(settings).parent.mkdir(parents=True, exist_ok=True)
     owner_file(settings).write_text(json.dumps({"pid": os.getpid(), "url": url}))
 
 

@@ -32,12 +32,13 @@ VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool
                 "final_response", "event_count", "last_sequence", "last_event_at", "updated_at"]
 
 
-def connect(settings: Settings, schema: str = "public") -> psycopg.Connection:
+def connect(settings: Settings, schema: str | None = None) -> psycopg.Connection:
+    """A connection whose search path is the dashboard's schema (``AGENTLOG_POSTGRES_SCHEMA``)."""
     try:
         conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}") from exc
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or settings.postgres_schema)))
     conn.commit()
     return conn
 
@@ -45,9 +46,9 @@ def connect(settings: Settings, schema: str = "public") -> psycopg.Connection:
 class DashboardProjection(Projection):
     name = "dashboard"
 
-    def __init__(self, settings: Settings, *, schema: str = "public") -> None:
+    def __init__(self, settings: Settings, *, schema: str | None = None) -> None:
         self.settings = settings
-        self.schema = schema
+        self.schema = schema or settings.postgres_schema
         self._conn: psycopg.Connection | None = None
         self._from_beginning: set[int] = set()
 

@@ -19,7 +19,7 @@ from agentlog.consumers.runtime import Batch, Projection, ProjectionError, Store
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.conversation import ConversationState
-from agentlog.projections.search.index import ALIAS, ensure_alias
+from agentlog.projections.search.index import ensure_alias
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -44,10 +44,10 @@ def _text(value: Any) -> str | None:
 class SearchProjection(Projection):
     name = "search"
 
-    def __init__(self, settings: Settings, *, index: str | None = None, alias: str = ALIAS) -> None:
+    def __init__(self, settings: Settings, *, index: str | None = None, alias: str | None = None) -> None:
         self.settings = settings
-        self.alias = alias
-        self.target = index or alias
+        self.alias = alias or settings.search_alias
+        self.target = index or self.alias
         self.es: Elasticsearch = clients.elasticsearch(settings)
 
     def setup(self) -> None:

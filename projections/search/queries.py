@@ -8,7 +8,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from agentlog.projections.search.index import ALIAS, SEARCHABLE
+from agentlog.projections.search.index import SEARCHABLE
 from agentlog.schemas.errors import AgentlogError
 
 _RELATIVE = re.compile(r"^\d+[smhdw]$")
@@ -29,7 +29,7 @@ def since_clause(since: str) -> str:
 
 
 def search(es: Elasticsearch, text: str, *, agent: str | None = None, status: str | None = None,
-           since: str | None = None, size: int = 20, index: str = ALIAS) -> dict[str, Any]:
+           since: str | None = None, size: int = 20, index: str = "conversations") -> dict[str, Any]:
     must: list[dict] = ([{"match_all": {}}] if text.strip() in ("", "*") else
                         [{"multi_match": {"query": text, "fields": SEARCHABLE, "operator": "and"}}])
     filters: list[dict] = []

@@ -68,6 +68,13 @@ def test_postgres_round_trip(stack: Settings) -> None:
 def test_clickhouse_merge_tree_through_the_chdb_dsn(stack: Settings, tmp_path) -> None:
     own = Settings(stack_dir=stack.stack_dir, cache_dir=stack.cache_dir, clickhouse_url=f"chdb://{tmp_path}/ch")
     ch = clients.clickhouse(own)
+    try:
+        _merge_tree_round_trip(ch)
+    finally:
+        ch.close()  # one process may hold one embedded store at a time
+
+
+def _merge_tree_round_trip(ch) -> None:
     ch.command("CREATE TABLE calls (agent LowCardinality(String), latency_ms UInt32) "
                "ENGINE = MergeTree ORDER BY agent")
     ch.insert("calls", [["triage", 10], ["refund", 30], ["refund", 50]], column_names=["agent", "latency_ms"])
