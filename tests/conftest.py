@@ -13,6 +13,7 @@ import pytest
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.settings import Settings, settings as process_settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
+from agentlog.deploy.world import drop, private
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,14 +49,9 @@ def agentlog(*args: str, env: dict[str, str] | None = None, timeout: float = 300
 @pytest.fixture
 def isolated(stack: Settings, unique: str):
     """Settings of a private world: its own topics, Postgres schema, search alias and ClickHouse database."""
-    from dataclasses import replace
-
-    own = replace(stack, events_topic=f"test.{unique}", dlq_topic=f"test.{unique}.dlq",
-                  postgres_schema=f"test_{unique}", search_alias=f"conversations-test-{unique}",
-                  clickhouse_database=f"test_{unique}")
-    ensure_topics(own, [own.events_topic, own.dlq_topic])
+    own = private(stack, unique)
     yield own
-    cleanup(own)
+    drop(own)
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -75,20 +71,3 @@ def clickhouse_rows(settings: Settings, statement: str) -> list[tuple]:
         return client.query(statement).result_rows
     finally:
         client.close()
-
-
-def cleanup(settings: Settings) -> None:
-    import psycopg
-    from psycopg import sql
-
-    from agentlog.deploy import clients
-
-    delete_topics(settings, [settings.events_topic, settings.dlq_topic])
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
-        for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-                                      (f"%{settings.postgres_schema}%",)).fetchall():
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    es = clients.elasticsearch(settings)
-    es.indices.delete(index=f"{settings.search_alias}-v*", allow_no_indices=True, expand_wildcards="all")
-    es.close()
-    clickhouse_rows(settings, f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")

@@ -1,0 +1,216 @@
+"""Projection benchmark: events/s applied by each projection from a pre-filled topic, and freshness
+(append acknowledged -> visible in the store) at a steady 2,000 events/s; each beside the seed's
+design — one statement per event — measured on the same events in the same run.
+Writes bench/results/projections.json.
+
+    python bench/projections.py [--events 200000] [--seed-sample 5000] [--freshness-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from agentlog.consumers.runtime import Projector
+from agentlog.deploy import clients
+from agentlog.deploy.settings import Settings, settings as env_settings
+from agentlog.deploy.world import drop, private
+from agentlog.producers import Conversation, EventLog
+from agentlog.producers.simulate import conversations
+from agentlog.producers.traffic import send
+from agentlog.projections.analytics.projection import fact_row
+from agentlog.projections.analytics.schema import FACT_COLUMNS
+from agentlog.projections.registry import NAMES, build
+from agentlog.schemas.events import EventType
+
+RESULTS = Path(__file__).parent / "results" / "projections.json"
+
+
+def throughput(settings: Settings, name: str) -> tuple[float, int]:
+    projector = Projector(build(name, settings), settings)
+    started = time.perf_counter()
+    stats = projector.run(until_caught_up=True)
+    return stats.events / (time.perf_counter() - started), stats.events
+
+
+def seed_design_postgres(settings: Settings, events: list) -> float:
+    """The seed's ConversationProjection.handle_event: one statement per event, each its own transaction."""
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE seed_views (id text PRIMARY KEY, started_at timestamptz, active_agent text, "
+                     "status text, tool_count int, handoff_count int, last_tool text, updated_at timestamptz, "
+                     "completed_at timestamptz, duration_ms double precision)")
+        started = time.perf_counter()
+        for e in events:
+            p = e.payload
+            if e.event_type == EventType.CONVERSATION_STARTED:
+                conn.execute("INSERT INTO seed_views (id, started_at, active_agent, status, tool_count, "
+                             "handoff_count) VALUES (%s, %s, %s, 'active', 0, 0)",
+                             (e.conversation_id, e.occurred_at, e.agent_name))
+            elif e.event_type == EventType.TOOL_CALLED:
+                conn.execute("UPDATE seed_views SET tool_count = tool_count + 1, last_tool = %s, updated_at = %s "
+                             "WHERE id = %s", (p["tool_name"], e.occurred_at, e.conversation_id))
+            elif e.event_type == EventType.HANDOFF_INITIATED:
+                conn.execute("UPDATE seed_views SET handoff_count = handoff_count + 1, active_agent = %s, "
+                             "updated_at = %s WHERE id = %s", (p["to_agent"], e.occurred_at, e.conversation_id))
+            elif e.event_type == EventType.RESPONSE_GENERATED:
+                conn.execute("UPDATE seed_views SET status = 'completed', completed_at = %s, duration_ms = "
+                             "EXTRACT(EPOCH FROM (%s - started_at)) * 1000 WHERE id = %s",
+                             (e.occurred_at, e.occurred_at, e.conversation_id))
+        return len(events) / (time.perf_counter() - started)
+
+
+def seed_design_search(settings: Settings, events: list) -> float:
+    es = clients.elasticsearch(settings)
+    index = f"{settings.search_alias}-seed"
+    started = time.perf_counter()
+    for e in events:
+        es.index(index=index, id=f"{e.conversation_id}-{e.sequence_number}",
+                 document={"conversation_id": e.conversation_id, "event_type": e.event_type.value,
+                           "agent": e.agent_name, "payload": json.dumps(dict(e.payload))})
+    rate = len(events) / (time.perf_counter() - started)
+    es.indices.delete(index=index)
+    return rate
+
+
+def seed_design_analytics(settings: Settings, events: list) -> float:
+    client = clients.clickhouse(settings)
+    table = f"{settings.clickhouse_database}.agent_events"
+    started = time.perf_counter()
+    for offset, e in enumerate(events):
+        client.insert(table, [fact_row(e, 0, 10_000_000 + offset)], column_names=FACT_COLUMNS)
+    rate = len(events) / (time.perf_counter() - started)
+    client.close()
+    return rate
+
+
+def freshness(settings: Settings, seconds: float, rate: float = 2000) -> dict[str, dict[str, float]]:
+    """Append at ``rate`` events/s with a probe conversation every 200 ms; time each probe to each store."""
+    stop = threading.Event()
+    projectors = {name: Projector(build(name, settings), settings, batch_wait=0.02) for name in NAMES}
+    threads = [threading.Thread(target=p.run, kwargs={"stop": stop}, daemon=True) for p in projectors.values()]
+    for thread in threads:
+        thread.start()
+    for p in projectors.values():
+        p.started.wait(60)
+    probes: list[tuple[str, float]] = []
+    seen: dict[str, list[float]] = {name: [] for name in NAMES}
+
+    async def produce() -> None:
+        traffic = (e for conv in conversations(10_000_000, seed=9) for e in conv)
+        async with EventLog(settings, topic=settings.events_topic) as log:
+            started = time.perf_counter()
+            sent = 0
+            next_probe = started
+            while time.perf_counter() - started < seconds:
+                now = time.perf_counter()
+                if now >= next_probe:
+                    conv = Conversation(log, agent="probe-agent")
+                    await conv.started("probe")
+                    probes.append((conv.conversation_id, time.perf_counter()))
+                    next_probe += 0.2
+                due = int((now - started) * rate) - sent
+                for _ in range(max(0, due)):
+                    log.append_nowait(next(traffic))
+                    sent += 1
+                await asyncio.sleep(0.002)
+            await log.flush()
+
+    def watch() -> None:
+        es = clients.elasticsearch(settings)
+        analytics = projectors["analytics"].projection
+        pending = {name: {} for name in NAMES}
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {settings.postgres_schema}")
+            deadline = time.perf_counter() + seconds + 30
+            while time.perf_counter() < deadline:
+                for cid, at in probes:
+                    for name in NAMES:
+                        pending[name].setdefault(cid, at)
+                checks = {
+                    "dashboard": lambda ids: {r[0] for r in conn.execute(
+                        "SELECT id FROM conversation_views WHERE id = ANY(%s)", (ids,)).fetchall()},
+                    "search": lambda ids: {h["_id"] for h in es.search(
+                        index=settings.search_alias, query={"ids": {"values": ids}}, size=len(ids),
+                        source=False)["hits"]["hits"]},
+                    "analytics": lambda ids: {r[0] for r in analytics.query(
+                        f"SELECT DISTINCT conversation_id FROM {settings.clickhouse_database}.agent_events "
+                        "WHERE conversation_id IN %(ids)s", {"ids": ids}).result_rows},
+                }
+                for name in NAMES:
+                    ids = list(pending[name])
+                    if not ids:
+                        continue
+                    now = time.perf_counter()
+                    for cid in checks[name](ids):
+                        seen[name].append(now - pending[name].pop(cid))
+                if probes and len(seen["dashboard"]) >= len(probes) and all(not pending[n] for n in NAMES) \
+                        and time.perf_counter() > deadline - 30:
+                    break
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    asyncio.run(produce())
+    watcher.join()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    return {name: {"p50_ms": round(statistics.median(v) * 1000, 1),
+                   "p99_ms": round(statistics.quantiles(v, n=100)[98] * 1000, 1), "probes": len(v)}
+            for name, v in seen.items() if len(v) > 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--seed-sample", type=int, default=5000)
+    parser.add_argument("--freshness-seconds", type=float, default=20)
+    args = parser.parse_args()
+    base = env_settings()
+    tag = uuid.uuid4().hex[:6]
+    bench = private(base, f"bench{tag}")
+    fresh = private(base, f"fresh{tag}")
+    try:
+        count = args.events // 9 + 1
+        summary = asyncio.run(send(bench, count, seed=7, topic=bench.events_topic))
+        print(f"filled {bench.events_topic} with {summary['events']} events")
+        ours = {}
+        for name in NAMES:
+            rate, applied = throughput(bench, name)
+            ours[name] = round(rate)
+            print(f"{name}: {rate:,.0f} events/s ({applied} events)")
+        sample = [e for conv in conversations(args.seed_sample // 9 + 1, seed=8) for e in conv][:args.seed_sample]
+        seed = {"dashboard": round(seed_design_postgres(bench, sample)),
+                "search": round(seed_design_search(bench, sample)),
+                "analytics": round(seed_design_analytics(bench, sample[:1000]))}
+        print("seed design:", seed)
+        fresh_result = freshness(fresh, args.freshness_seconds)
+        print("freshness:", fresh_result)
+    finally:
+        drop(bench)
+        drop(fresh)
+    result = {
+        "events": summary["events"],
+        "throughput_events_per_s": ours,
+        "seed_design_events_per_s": seed,
+        "speedup_vs_seed_design": {n: round(ours[n] / seed[n], 1) for n in NAMES},
+        "freshness_at_2000_events_per_s": fresh_result,
+        "targets": {"dashboard": 20_000, "analytics": 50_000, "search": 10_000, "freshness_p99_ms": 1000,
+                    "speedup": 20},
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""A private world on the shared services: its own topics, Postgres schema, search alias and ClickHouse
+database. Tests and benchmarks use one each so that they never see each other's data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import psycopg
+from psycopg import sql
+
+from agentlog.deploy import clients
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.topics import delete_topics, ensure_topics
+
+
+def private(settings: Settings, tag: str) -> Settings:
+    """Settings pointing at the world named ``tag``, whose topics exist."""
+    own = replace(settings, events_topic=f"test.{tag}", dlq_topic=f"test.{tag}.dlq", postgres_schema=f"test_{tag}",
+                  search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
+    ensure_topics(own, [own.events_topic, own.dlq_topic])
+    return own
+
+
+def drop(settings: Settings) -> None:
+    """Remove everything the world holds (its rebuild leftovers too)."""
+    delete_topics(settings, [settings.events_topic, settings.dlq_topic])
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                      (f"%{settings.postgres_schema}%",)).fetchall():
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    es = clients.elasticsearch(settings)
+    es.indices.delete(index=f"{settings.search_alias}-*", allow_no_indices=True, expand_wildcards="all")
+    es.close()
+    client = clients.clickhouse(settings)
+    try:
+        client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+    finally:
+        client.close()
