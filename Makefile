@@ -25,6 +25,7 @@ test: stack
 
 bench: stack
 	$(BIN)/python bench/producer.py
+	$(BIN)/python bench/projections.py
 
 down: bootstrap
 	$(BIN)/agentlog stack down

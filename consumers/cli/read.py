@@ -132,6 +132,10 @@ def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT
     if as_json:
         print_json(rows)
         return
+    print_rows(rows)
+
+
+def print_rows(rows: list[dict]) -> None:
     table = Table(*(rows[0].keys() if rows else ["(no rows)"]))
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])

@@ -55,6 +55,7 @@ class AnalyticsProjection(Projection):
         self.database = database or settings.clickhouse_database
         self._sharing = sharing
         self._client = None
+        self._analyst = None
         self.lock = sharing.lock if sharing else threading.Lock()
         """Held around every use of the client: the query API shares it with the projector."""
 
@@ -111,11 +112,22 @@ class AnalyticsProjection(Projection):
         with self.lock:
             return self._run(lambda c: c.query(statement, parameters=parameters))
 
+    @property
+    def analyst_client(self):
+        """A client whose current database is this projection's, for analysts' unqualified table names."""
+        if self._sharing is not None:
+            return self._sharing.analyst_client
+        if self._analyst is None:
+            self.client  # the engine is opened (and the database created by setup) first
+            self._analyst = clients.clickhouse(self.settings, database=self.database)
+        return self._analyst
+
     def close(self) -> None:
         with self.lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for client in (self._analyst, self._client):
+                if client is not None:
+                    client.close()
+            self._client = self._analyst = None
 
     def _run(self, action):
         try:

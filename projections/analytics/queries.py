@@ -58,7 +58,7 @@ def run(settings: Settings, statement: str) -> list[dict[str, Any]]:
     """Run a read-only statement: directly when the store is free, else through the process that holds it."""
     check_read_only(statement)
     try:
-        client = clients.clickhouse(settings)
+        client = clients.clickhouse(settings, database=settings.clickhouse_database)
     except StackError:
         if not settings.embedded_clickhouse:
             raise

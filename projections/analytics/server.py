@@ -20,7 +20,7 @@ from agentlog.schemas.errors import AgentlogError
 
 def run_owned(projection: AnalyticsProjection, statement: str) -> list[dict]:
     with projection.lock:
-        return run_local(projection.client, statement)
+        return run_local(projection.analyst_client, statement)
 
 
 def advertise(settings: Settings, url: str) -> None:

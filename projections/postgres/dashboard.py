@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -177,7 +178,7 @@ class DashboardProjection(Projection):
 
 
 def _view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
-    sagas = state.as_dict()["sagas"]
+    sagas = [asdict(saga) for saga in state.sagas.values()]
     return (state.conversation_id, state.tenant_id, state.started_at, state.active_agent, state.status,
             state.tool_count, state.handoff_count, state.completed_at, state.duration_ms, state.error_count,
             state.guardrail_count, state.last_tool, state.llm_calls, state.input_tokens, state.output_tokens,

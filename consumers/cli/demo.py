@@ -1,0 +1,74 @@
+"""``agentlog demo``: the seed's refund conversation and simulated traffic, then what each read model shows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import typer
+from rich.rule import Rule
+
+from agentlog.consumers.cli import read, write
+from agentlog.consumers.cli.app import app, console
+from agentlog.consumers.group import ProjectorGroup
+from agentlog.deploy.settings import Settings, settings
+from agentlog.producers import Conversation, EventLog
+from agentlog.producers.traffic import send
+from agentlog.projections.analytics.server import run_owned
+from agentlog.projections.registry import NAMES
+
+TOOL_USAGE = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures "
+              "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 8")
+TOOL_LATENCY = ("SELECT tool_name, round(quantilesMerge(0.5, 0.95, 0.99)(latency_ms)[2], 1) AS p95_ms "
+                "FROM tool_usage_hourly GROUP BY tool_name ORDER BY p95_ms DESC")
+
+
+async def record_refund(config: Settings) -> str:
+    """The seed's event log (conversation conv-8842): lookup, handoff, policy check, a partial refund."""
+    async with EventLog(config) as log:
+        async with Conversation(log, agent="triage-agent") as conv:
+            await conv.started("I want a refund for order ORD-5521")
+            async with conv.call("lookup_order", {"order_id": "ORD-5521"}) as call:
+                call.output = {"status": "delivered", "amount": 89.99, "items": ["espresso machine"]}
+            await conv.handoff("refund-agent", "User requesting refund on delivered order")
+            async with conv.call("check_refund_policy", {"order_id": "ORD-5521", "reason": "customer_request"}) as call:
+                call.output = {"eligible": True, "max_refund": 44.99, "type": "partial"}
+            async with conv.call("issue_refund", {"order_id": "ORD-5521", "amount": 44.99}) as call:
+                call.output = {"refund_id": "REF-3301", "status": "processed"}
+            await conv.response("I have issued a partial refund of $44.99 to your original payment method.")
+            return conv.conversation_id
+
+
+@app.command()
+def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
+                                           help="Simulated conversations beside the seed's.")) -> None:
+    """Run the seed's scenario and simulated traffic end to end, then show each read model."""
+    config = settings()
+    started = time.monotonic()
+    with console.status("recording the seed's refund conversation and simulated traffic"):
+        refund_id = asyncio.run(record_refund(config))
+        summary = asyncio.run(send(config, conversations, seed=42))
+    console.print(f"appended {summary['events'] + 6} events of {conversations + 1} conversations to Kafka")
+    group = ProjectorGroup(config, list(NAMES), until_caught_up=True)
+    with console.status("projecting into Postgres, Elasticsearch and ClickHouse"):
+        group.start()
+        group.join()
+    try:
+        console.print(Rule("Replay: the seed's refund conversation (from the Postgres archive)"))
+        events = write.load_events(refund_id)
+        console.print(write.render_timeline(refund_id, events), highlight=False, markup=False)
+        console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False)
+        console.print(Rule("Dashboard: agent metrics (Postgres)"))
+        read.metrics(since="24h", as_json=False)
+        console.print(Rule("Search: \"refund\" (Elasticsearch)"))
+        read.search(query="refund", agent=None, status=None, since=None, limit=3, as_json=False)
+        analytics = group.projection("analytics")
+        for title, statement in (("tool usage per agent", TOOL_USAGE), ("p95 tool latency", TOOL_LATENCY)):
+            console.print(Rule(f"Analytics: {title} (ClickHouse)"))
+            console.print(f"[dim]{statement}[/]")
+            read.print_rows(run_owned(analytics, statement))
+    finally:
+        group.projection("analytics").close()
+    console.print(Rule())
+    console.print(f"done in {time.monotonic() - started:.1f}s. Try: agentlog replay {refund_id} · "
+                  "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"")

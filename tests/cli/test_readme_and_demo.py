@@ -1,0 +1,54 @@
+"""The README's example and `agentlog demo`, run as a newcomer would."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+
+from agentlog.deploy.settings import Settings
+from tests.conftest import ROOT, agentlog, env_of
+from tests.producers.test_event_log import read_all
+from agentlog.schemas import Codec
+
+
+def test_the_readme_example_records_a_conversation(isolated: Settings) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", example], env={**__import__("os").environ, **env_of(isolated)},
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    events = sorted((Codec().decode(m.value()) for m in read_all(isolated, isolated.events_topic, 5)),
+                    key=lambda e: e.sequence_number)
+    assert [e.event_type.value for e in events] == ["conversation_started", "tool_called", "tool_result",
+                                                    "handoff_initiated", "response_generated"]
+
+
+def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
+    own = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse")
+    done = agentlog("demo", "--conversations", "40", env=env_of(own))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for title in ("Replay: the seed's refund conversation", "Dashboard: agent metrics", "Search: \"refund\"",
+                  "Analytics: tool usage per agent", "Analytics: p95 tool latency"):
+        assert title in out
+    assert "[4] HandoffInitiated" in out and "tool: issue_refund" in out
+    assert "partial refund of $44.99" in out
+    assert "handoffs: triage-agent -> refund-agent" in out
+    assert "refund-agent" in out.split("Dashboard: agent metrics")[1]
+    metrics = json.loads(agentlog("metrics", "--json", env=env_of(own)).stdout)
+    assert sum(row["total_conversations"] for row in metrics) == 41
+    sql = agentlog("sql", "SELECT count() AS n FROM agent_events", "--json", env=env_of(own))
+    assert sql.returncode == 0, sql.stderr
+    with_archive = json.loads(agentlog("replay", out.split("agentlog replay ")[1].split()[0], "--json",
+                                       env=env_of(own)).stdout)
+    assert json.loads(sql.stdout)[0]["n"] >= len(with_archive["events"]) + 40 * 3
+    assert with_archive["state"]["final_response"].startswith("I have issued a partial refund of $44.99")
+
+
+def test_sql_refuses_a_statement_that_writes(stack: Settings) -> None:
+    done = agentlog("sql", "DROP TABLE agent_events")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: only read-only statements")
