@@ -32,6 +32,9 @@ class ProjectorGroup:
     def projection(self, name: str):
         return self.projectors[name].projection
 
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
     def start(self) -> None:
         for thread in self._threads:
             thread.start()

@@ -50,7 +50,7 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
     try:
         with console.status(f"projecting into {', '.join(names)}" + (" until caught up" if until_caught_up else
                                                                      " (Ctrl-C to stop)")):
-            while any(t.is_alive() for t in group._threads):
+            while group.running():
                 time.sleep(0.2)
     except KeyboardInterrupt:
         group.stop.set()
