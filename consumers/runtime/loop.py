@@ -125,25 +125,30 @@ class Projector:
             self._dead_letter(message, "undecodable", exc)
         started = time.perf_counter()
         try:
-            self._apply_retrying(consumer, batch, stop)
+            try:
+                self._apply_retrying(consumer, batch, stop)
+            except (Rewind, StoreUnavailable, Stopping):
+                raise
+            except Exception as exc:  # a bad event somewhere in the batch: find it, one event at a time
+                log.warning("%s: batch failed (%s); applying its %d events one at a time", self.projection.name,
+                            exc, len(batch))
+                self._isolate(consumer, batch, stop)
         except Rewind as rewind:
             self._rewind(consumer, rewind.positions)
             return False
-        except (StoreUnavailable, Stopping):
-            raise
-        except Exception as exc:  # a bad event somewhere in the batch: find it, one event at a time
-            log.warning("%s: batch failed (%s); applying its %d events one at a time", self.projection.name,
-                        exc, len(batch))
-            for record in batch.records:
-                try:
-                    self._apply_retrying(consumer, batch.single(record), stop)
-                except (Rewind, Stopping):
-                    raise
-                except Exception as bad:
-                    self._dead_letter(record.message, "projection_failed", bad)
-            self._apply_retrying(consumer, batch.positions_only(), stop)
         metrics.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
         return True
+
+    def _isolate(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
+        """Apply the events one by one; those that fail on their own go to the dead-letter topic."""
+        for record in batch.records:
+            try:
+                self._apply_retrying(consumer, batch.single(record), stop)
+            except (Rewind, Stopping):
+                raise
+            except Exception as bad:
+                self._dead_letter(record.message, "projection_failed", bad)
+        self._apply_retrying(consumer, batch.positions_only(), stop)
 
     def _apply_retrying(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
         backoff = 0.5
