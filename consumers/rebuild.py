@@ -20,7 +20,7 @@ from agentlog.consumers.runtime import Projector, RunStats
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
-from agentlog.projections.analytics.schema import TABLES
+from agentlog.projections.analytics.schema import TABLES, create
 from agentlog.projections.postgres import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
 from agentlog.projections.search.index import create_index, index_name, next_version, swap
@@ -89,10 +89,14 @@ def _search(settings: Settings, project) -> tuple[int, str]:
 def _analytics(settings: Settings, tag: str, project, owned: AnalyticsProjection | None) -> tuple[int, str]:
     database = f"{settings.clickhouse_database}_rebuild_{tag}"
     live = owned or AnalyticsProjection(settings)
+    with live.lock:
+        create(live.client, live.database)
     stats = project(AnalyticsProjection(settings, database=database, sharing=live))
     with live.lock:
         for table in TABLES:
             live.client.command(f"EXCHANGE TABLES {live.database}.{table} AND {database}.{table}")
+        live.client.command(f"INSERT INTO {live.database}.generations SELECT "
+                            f"(SELECT max(generation) FROM {live.database}.generations) + 1, now64(3)")
         live.client.command(f"DROP DATABASE {database}")
     if owned is None:
         live.close()

@@ -69,13 +69,14 @@ class Projector:
         self.stats = RunStats()
         self.assignment: list[TopicPartition] = []
         self._assigned: dict[int, int] = {}
-        self._consumer: Consumer | None = None
+        self._lag_checked = 0.0
 
     def run(self, *, stop: threading.Event | None = None, until_caught_up: bool = False) -> RunStats:
         stop = stop or threading.Event()
         self._handle_signals(stop)
-        self.projection.setup()
-        consumer = self._consumer = Consumer(self.settings.kafka_config(**{
+        if not self._setup(stop):
+            return self.stats
+        consumer = Consumer(self.settings.kafka_config(**{
             "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
@@ -85,8 +86,9 @@ class Projector:
             while not stop.is_set():
                 messages = consumer.consume(self.batch_size, timeout=self.batch_wait)       # 1. poll
                 if not messages:
-                    if self._caught_up(consumer) and until_caught_up:
+                    if until_caught_up and self._caught_up(consumer):
                         break
+                    self._measure_lag(consumer)
                     continue
                 batch, poison = self._decode(messages)                                       # 2. decode
                 try:
@@ -101,6 +103,20 @@ class Projector:
             consumer.close()
             self.projection.close()
         return self.stats
+
+    def _setup(self, stop: threading.Event) -> bool:
+        """The projection's setup, retried while its store is down; False when stopped meanwhile."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.projection.setup()
+                return True
+            except StoreUnavailable as exc:
+                log.warning("%s: store unavailable at start (%s); retrying in %.1fs", self.projection.name, exc,
+                            backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        return False
 
     def _decode(self, messages: list[Message]) -> tuple[Batch, list[tuple[Message, Exception]]]:
         batch = Batch(self.topic)
@@ -120,14 +136,12 @@ class Projector:
 
     def _apply(self, consumer: Consumer, batch: Batch, poison: list[tuple[Message, Exception]],
                stop: threading.Event) -> bool:
-        """Apply the batch; False when the consumer was rewound and the batch dropped."""
-        for message, exc in poison:
-            self._dead_letter(message, "undecodable", exc)
+        """Apply the batch; False when the consumer was rewound and the batch dropped (it comes again)."""
         started = time.perf_counter()
         try:
             try:
                 self._apply_retrying(consumer, batch, stop)
-            except (Rewind, StoreUnavailable, Stopping):
+            except (Rewind, Stopping):
                 raise
             except Exception as exc:  # a bad event somewhere in the batch: find it, one event at a time
                 log.warning("%s: batch failed (%s); applying its %d events one at a time", self.projection.name,
@@ -136,6 +150,8 @@ class Projector:
         except Rewind as rewind:
             self._rewind(consumer, rewind.positions)
             return False
+        for message, exc in poison:
+            self._dead_letter(message, "undecodable", exc)
         metrics.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
         return True
 
@@ -202,6 +218,12 @@ class Projector:
         self.stats.dead_letters += 1
         metrics.DEAD_LETTERS.labels(self.projection.name, reason).inc()
 
+    def _measure_lag(self, consumer: Consumer) -> None:
+        """Refresh the lag gauge while idle, every few seconds (it asks the broker for each partition's end)."""
+        if time.monotonic() - self._lag_checked > 5:
+            self._lag_checked = time.monotonic()
+            self._caught_up(consumer)
+
     def _caught_up(self, consumer: Consumer) -> bool:
         """True when every assigned partition's position is at the end of the log; updates the lag gauge.
 
@@ -226,7 +248,14 @@ class Projector:
         return behind == 0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self.projection.positions(self.topic, [tp.partition for tp in partitions]) or {}
+        """Start where the store says it stands. A store that cannot say now is asked again by each
+        batch (which rewinds when the store is behind), so the committed offsets are a safe start."""
+        try:
+            stored = self.projection.positions(self.topic, [tp.partition for tp in partitions]) or {}
+        except StoreUnavailable as exc:
+            log.warning("%s: store unavailable on assignment (%s); starting from committed offsets",
+                        self.projection.name, exc)
+            stored = {}
         for tp in partitions:
             if tp.partition in stored:
                 tp.offset = stored[tp.partition] if stored[tp.partition] >= 0 else OFFSET_BEGINNING

@@ -3,7 +3,9 @@
 Exactly-once: the fact table carries each event's Kafka partition and offset, so the
 store itself says how far each partition was applied; a batch that comes again is cut
 to what is new (and its block carries an insert deduplication token as well). The
-aggregates are materialized views, fed by exactly those inserts.
+positions are asked of the data on assignment and after a rebuild was swapped in (a new
+row in ``generations``), and kept in memory between. The aggregates are materialized
+views, fed by exactly those inserts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailab
 from agentlog.deploy import clients
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics.schema import FACT_COLUMNS, create, repair
+from agentlog.projections.analytics.schema import FACT_COLUMNS, create, generation, repair
 from agentlog.schemas.events import Event, EventType
 
 
@@ -56,6 +58,9 @@ class AnalyticsProjection(Projection):
         self._sharing = sharing
         self._client = None
         self._analyst = None
+        self._known: dict[int, int | None] = {}
+        """Per partition, the next offset the store expects (None: nothing applied yet)."""
+        self._generation: int | None = None
         self.lock = sharing.lock if sharing else threading.Lock()
         """Held around every use of the client: the query API shares it with the projector."""
 
@@ -86,27 +91,40 @@ class AnalyticsProjection(Projection):
         return {int(p): int(o) for p, o in rows}
 
     def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
-        stored = self.stored_positions(partitions)
+        self._known.clear()
+        stored = self._positions(partitions)
         return {p: stored.get(p, -2) for p in partitions}
 
     def apply(self, batch: Batch) -> None:
-        if not batch.records:
-            return
-        stored = self.stored_positions(list(batch.starts))
+        stored = self._positions(list(batch.starts))
         rewind = {p: stored[p] for p, start in batch.starts.items() if p in stored and start > stored[p]}
         if rewind:
             raise Rewind(rewind)
         rows = [fact_row(r.event, r.partition, r.offset) for r in batch.records
                 if r.offset >= stored.get(r.partition, 0)]
-        if not rows:
-            return
-        firsts: dict[int, int] = {}
-        for row in rows:
-            firsts.setdefault(row[-2], row[-1])
-        token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
+        if rows:
+            firsts: dict[int, int] = {}
+            for row in rows:
+                firsts.setdefault(row[-2], row[-1])
+            token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
+            with self.lock:
+                self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
+                                             settings={"insert_deduplication_token": token}))
+        for partition, end in batch.ends.items():  # past what was set aside too, so it is not read again
+            self._known[partition] = max(end, stored.get(partition, 0))
+
+    def _positions(self, partitions: list[int]) -> dict[int, int]:
+        """The store's next offset per partition: from memory, or from the data when unknown or after a swap."""
         with self.lock:
-            self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
-                                         settings={"insert_deduplication_token": token}))
+            current = self._run(lambda c: generation(c, self.database))
+        if current != self._generation:
+            self._known.clear()
+            self._generation = current
+        missing = [p for p in partitions if p not in self._known]
+        if missing:
+            stored = self.stored_positions(missing)
+            self._known.update({p: stored.get(p) for p in missing})
+        return {p: self._known[p] for p in partitions if self._known[p] is not None}
 
     def query(self, statement: str, parameters: dict | None = None):
         with self.lock:

@@ -129,9 +129,20 @@ AGGREGATES = [
 ]
 
 
+GENERATIONS = """
+    CREATE TABLE IF NOT EXISTS {db}.generations (generation UInt64, swapped_at DateTime64(3, 'UTC'))
+    ENGINE = MergeTree ORDER BY generation"""
+"""One row per rebuild swapped in: a projector that sees a new generation asks the data for its positions."""
+
+
+def generation(client, database: str) -> int:
+    return int(client.query(f"SELECT max(generation) FROM {database}.generations").result_rows[0][0])
+
+
 def create(client, database: str) -> None:
     """Create the database, its tables and views (idempotent)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(GENERATIONS.format(db=database))
     for ddl in TABLES.values():
         client.command(ddl.format(db=database))
     for a in AGGREGATES:

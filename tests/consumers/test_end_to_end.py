@@ -229,3 +229,23 @@ def test_a_rebuild_while_serving_answers_throughout_and_equals_the_old_model(iso
     assert min(answered.values()) > 3
     assert {name: r.events for name, r in results.items()} == {name: before["counts"]["archived"] for name in NAMES}
     assert _snapshot(isolated) == before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_poison_event_between_batches_is_passed_once_by_every_projection(isolated: Settings, name: str) -> None:
+    """One message a batch: the poison one is a batch with nothing to write, and the store's position
+    must still move past it (else the next batch looks like a gap and is rewound forever)."""
+    codec = Codec()
+    events = [Event("conv-p", i + 1, EventType.CONVERSATION_STARTED if i == 0 else EventType.RESPONSE_GENERATED,
+                    "a", {"user_message": "hi", "channel": None} if i == 0 else {"response": f"r{i}"})
+              for i in range(3)]
+    producer = Producer(isolated.kafka_config())
+    for value in [codec.encode(events[0]), b"poison", codec.encode(events[1]), codec.encode(events[2])]:
+        producer.produce(isolated.events_topic, key="conv-p", value=value)
+    assert producer.flush(10) == 0
+    projector = Projector(build(name, isolated), isolated, batch_size=1)
+    thread = threading.Thread(target=projector.run, kwargs={"until_caught_up": True}, daemon=True)
+    thread.start()
+    thread.join(90)
+    assert not thread.is_alive(), "the projector did not get past the poison message"
+    assert (projector.stats.events, projector.stats.dead_letters) == (3, 1)
