@@ -37,7 +37,6 @@ class Settings:
     search_alias: str = "conversations"
     clickhouse_database: str = "default"
     batch_size: int = 5000
-    api_url: str = "http://127.0.0.1:8000"
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -75,7 +74,6 @@ class Settings:
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
             batch_size=int(env.get("AGENTLOG_BATCH_SIZE", cls.batch_size)),
-            api_url=env.get("AGENTLOG_API_URL", cls.api_url).rstrip("/"),
         )
 
 

@@ -32,10 +32,6 @@ class Codec:
         self._version = self.catalog.current.version
         self._checks = payload_checks(self._schema)
 
-    @property
-    def header(self) -> bytes:
-        return self._header
-
     def encode(self, event: Event) -> bytes:
         """The event's bytes, written with the current schema. Raises SchemaError naming the bad field."""
         record = self.to_record(event)

@@ -36,10 +36,6 @@ class Batch:
         self.starts.setdefault(partition, offset)
         self.ends[partition] = offset + 1
 
-    def without(self, records: list[Record]) -> "Batch":
-        """The same positions with only ``records`` (poison ones were set aside)."""
-        return Batch(self.topic, records, dict(self.ends), dict(self.starts))
-
     def single(self, record: Record) -> "Batch":
         """One record, its partition's position advancing to just past it."""
         return Batch(self.topic, [record], {record.partition: record.offset + 1},

@@ -68,15 +68,17 @@ class DashboardProjection(Projection):
 
     def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
         try:
-            rows = self.conn.execute("SELECT partition, next_offset FROM projection_offsets "
-                                     "WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
-                                     (self.name, topic, partitions)).fetchall()
+            stored = self._stored(self.conn, topic, partitions)
             self.conn.commit()
         except psycopg.OperationalError as exc:
             self._drop()
             raise StoreUnavailable(f"postgres: {exc}") from exc
-        stored = dict(rows)
         return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
+
+    def _stored(self, conn: psycopg.Connection, topic: str, partitions: list[int]) -> dict[int, int]:
+        return dict(conn.execute("SELECT partition, next_offset FROM projection_offsets "
+                                 "WHERE projection = %s AND topic = %s AND partition = ANY(%s)",
+                                 (self.name, topic, partitions)).fetchall())
 
     def apply(self, batch: Batch) -> None:
         try:
@@ -112,11 +114,9 @@ class DashboardProjection(Projection):
 
     def _lock_positions(self, conn: psycopg.Connection, batch: Batch) -> dict[int, int]:
         """Lock this batch's partitions against another member and check the batch continues the store."""
-        for partition in sorted(batch.starts):
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.name}/{batch.topic}", partition))
-        stored = dict(conn.execute(
-            "SELECT partition, next_offset FROM projection_offsets WHERE projection = %s AND topic = %s "
-            "AND partition = ANY(%s)", (self.name, batch.topic, list(batch.starts))).fetchall())
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), p) FROM unnest(%s::int[]) AS p ORDER BY p",
+                     (f"{self.name}/{batch.topic}", sorted(batch.starts))).fetchall()
+        stored = self._stored(conn, batch.topic, list(batch.starts))
         rewind: dict[int, int] = {}
         for partition, start in batch.starts.items():
             if partition in stored:

@@ -103,7 +103,7 @@ def test_the_sync_facade_appends_and_flushes(stack: Settings, topic: str) -> Non
         conv = log.conversation(agent="triage-agent")
         conv.started("Where is my order?")
         conv.response("It shipped.")
-        position = log.append(replace(conv.build(EventType.RESPONSE_GENERATED, {"response": "anything else?"})))
+        position = log.append(conv.build(EventType.RESPONSE_GENERATED, {"response": "anything else?"}))
         assert position.topic == topic
     assert len(read_all(stack, topic, 3)) == 3
 

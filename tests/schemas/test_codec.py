@@ -79,12 +79,11 @@ def test_any_event_round_trips(event: Event) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
-def test_arbitrary_bytes_never_decode_silently_wrong(data: bytes) -> None:
+def test_arbitrary_bytes_decode_or_raise_a_schema_error_and_nothing_else(data: bytes) -> None:
     try:
-        event = codec.decode(MAGIC + catalog().current.fingerprint + data)
+        codec.decode(MAGIC + catalog().current.fingerprint + data)
     except SchemaError:
-        return
-    assert isinstance(event, Event)
+        pass
 
 
 def test_bytes_without_the_marker_or_with_an_unknown_fingerprint_are_refused() -> None:
