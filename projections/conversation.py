@@ -28,6 +28,7 @@ class SagaState:
     status: str = "running"
     completed: list[str] = field(default_factory=list)
     failed_step: str | None = None
+    error: str | None = None
     compensated: list[str] = field(default_factory=list)
     compensation_failed: list[str] = field(default_factory=list)
 
@@ -147,6 +148,7 @@ class ConversationState:
             saga.completed.append(p["step"])
         elif kind == EventType.SAGA_STEP_FAILED:
             saga.failed_step = p["step"]
+            saga.error = p["error"]
             saga.status = "compensating"
         elif kind == EventType.SAGA_STEP_COMPENSATED:
             saga.compensated.append(p["step"])

@@ -44,6 +44,7 @@ TYPE_TO_RECORD = {t: _record_name(t.value) for t in EventType}
 """Keyed by EventType; as EventType is a StrEnum, the plain strings find the same entries."""
 RECORD_TO_TYPE = {record: t for t, record in TYPE_TO_RECORD.items()}
 TYPES = {t.value: t for t in EventType}
+SAGA_PREFIX = "saga_"
 
 
 def _now() -> datetime:

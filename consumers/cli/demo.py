@@ -56,8 +56,8 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     try:
         console.print(Rule("Replay: the seed's refund conversation (from the Postgres archive)"))
         events = write.load_events(refund_id)
-        console.print(write.render_timeline(refund_id, events), highlight=False, markup=False)
-        console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False)
+        console.print(write.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
+        console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
         read.metrics(since="24h", as_json=False)
         console.print(Rule("Search: \"refund\" (Elasticsearch)"))

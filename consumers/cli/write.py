@@ -45,8 +45,8 @@ def replay(conversation_id: str = typer.Argument(..., help="The conversation to 
     if as_json:
         print_json({"state": state.as_dict(), "events": [event_json(e) for e in events]})
         return
-    console.print(render_timeline(conversation_id, events), highlight=False, markup=False)
-    console.print(render_state(state.as_dict()), highlight=False, markup=False)
+    console.print(render_timeline(conversation_id, events), highlight=False, markup=False, soft_wrap=True)
+    console.print(render_state(state.as_dict()), highlight=False, markup=False, soft_wrap=True)
 
 
 def load_events(conversation_id: str) -> list[Event]:
@@ -107,13 +107,26 @@ def render_state(state: dict[str, Any]) -> str:
            f"final_response: {json.dumps(state['final_response'])}",
            f"errors: {', '.join(e['error_type'] for e in state['errors']) or '-'}"]
     for saga in state["sagas"]:
-        out.append(f"saga {saga['name']} ({saga['saga_id']}): {saga['status']}")
-        for step in saga["steps"]:
-            mark = ("completed" if step in saga["completed"] else "failed" if step == saga["failed_step"]
-                    else "not run")
-            if step in saga["compensated"]:
-                mark += ", compensated"
-            if step in saga["compensation_failed"]:
-                mark += ", COMPENSATION FAILED: needs manual intervention"
-            out.append(f"  {step}: {mark}")
+        out += render_saga(saga)
     return "\n".join(out)
+
+
+def render_saga(saga: dict[str, Any]) -> list[str]:
+    """The seed's "Saga: Book Demo Meeting" diagram: the steps, the failure, the compensations in reverse."""
+    out = ["", f"Saga: {saga['name']} ({saga['saga_id']})", "─" * 35]
+    number = {step: i + 1 for i, step in enumerate(saga["steps"])}
+    for step in saga["steps"]:
+        if step in saga["completed"]:
+            out += [f"Step {number[step]}: {step}", "|", "v (success)"]
+        elif step == saga["failed_step"]:
+            out += [f"Step {number[step]}: {step}", "|", f"v (FAILURE - {saga['error']})"]
+            break
+    for step in saga["compensated"]:
+        out.append(f"← Compensate Step {number[step]}: {step}")
+    for step in saga["compensation_failed"]:
+        out.append(f"← Compensate Step {number[step]}: {step} FAILED — needs manual intervention")
+    results = {"completed": "All steps completed", "rolled_back": "All changes rolled back cleanly",
+               "needs_intervention": "Rollback incomplete: needs manual intervention",
+               "compensating": "Rolling back", "running": "Running"}
+    out.append(f"Result: {results.get(saga['status'], saga['status'])}")
+    return out
