@@ -13,6 +13,9 @@ from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.group import ProjectorGroup
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
+from agentlog.producers.examples.sagas import book_demo_meeting
+from agentlog.producers.examples.services import Services
+from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
 from agentlog.projections.analytics.server import run_owned
 from agentlog.projections.registry import NAMES
@@ -21,6 +24,16 @@ TOOL_USAGE = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) 
               "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 8")
 TOOL_LATENCY = ("SELECT tool_name, round(quantilesMerge(0.5, 0.95, 0.99)(latency_ms)[2], 1) AS p95_ms "
                 "FROM tool_usage_hourly GROUP BY tool_name ORDER BY p95_ms DESC")
+
+
+async def run_book_demo(config: Settings) -> tuple[str, str]:
+    """The seed's "Book Demo Meeting" saga, with no free slot: it rolls back. Returns (conversation, status)."""
+    async with EventLog(config) as log:
+        async with Conversation(log, agent="sales-agent") as conv:
+            await conv.started("Hi, I'm from Acme Corp and we'd like a demo of your platform next week")
+            outcome = await Orchestrator().run(book_demo_meeting(Services(free_slots=0)), conv)
+            await conv.response("Sorry, there is no demo slot next week; our team will reach out.")
+            return conv.conversation_id, outcome.status
 
 
 async def record_refund(config: Settings) -> str:
@@ -47,8 +60,10 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     started = time.monotonic()
     with console.status("recording the seed's refund conversation and simulated traffic"):
         refund_id = asyncio.run(record_refund(config))
+        saga_id, saga_status = asyncio.run(run_book_demo(config))
         summary = asyncio.run(send(config, conversations, seed=42))
-    console.print(f"appended {summary['events'] + 6} events of {conversations + 1} conversations to Kafka")
+    console.print(f"appended {summary['events']} simulated events, the seed's refund conversation and the "
+                  "book-demo saga to Kafka")
     group = ProjectorGroup(config, list(NAMES), until_caught_up=True)
     with console.status("projecting into Postgres, Elasticsearch and ClickHouse"):
         group.start()
@@ -58,6 +73,10 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         events = write.load_events(refund_id)
         console.print(write.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
         console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
+        console.print(Rule(f"Saga: book demo meeting ({saga_status})"))
+        saga_state = write.fold(saga_id, write.load_events(saga_id)).as_dict()
+        for saga in saga_state["sagas"]:
+            console.print("\n".join(write.render_saga(saga)), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
         read.metrics(since="24h", as_json=False)
         console.print(Rule("Search: \"refund\" (Elasticsearch)"))

@@ -37,9 +37,11 @@ def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
     assert "[4] HandoffInitiated" in out and "tool: issue_refund" in out
     assert "partial refund of $44.99" in out
     assert "handoffs: triage-agent -> refund-agent" in out
+    saga = out[out.index("Saga: book demo meeting (rolled_back)"):]
+    assert saga.index("← Compensate Step 2: create_opportunity") < saga.index("← Compensate Step 1: qualify_lead")
     assert "refund-agent" in out.split("Dashboard: agent metrics")[1]
     metrics = json.loads(agentlog("metrics", "--json", env=env_of(own)).stdout)
-    assert sum(row["total_conversations"] for row in metrics) == 41
+    assert sum(row["total_conversations"] for row in metrics) == 42
     sql = agentlog("sql", "SELECT count() AS n FROM agent_events", "--json", env=env_of(own))
     assert sql.returncode == 0, sql.stderr
     with_archive = json.loads(agentlog("replay", out.split("agentlog replay ")[1].split()[0], "--json",
