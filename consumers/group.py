@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
-from agentlog.consumers.runtime import Projector, RunStats, group_for
+from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
 from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
@@ -26,33 +26,41 @@ class ProjectorGroup:
         self.projectors = {name: Projector(build(name, self.settings), self.settings) for name in self.names}
         self.results: dict[str, RunStats] = {}
         self.errors: dict[str, BaseException] = {}
-        self._threads = [threading.Thread(target=self._run, args=(name,), name=f"projector-{name}", daemon=True)
-                         for name in self.names]
+        self._threads = {name: threading.Thread(target=self._run, args=(name,), name=f"projector-{name}",
+                                                daemon=True) for name in self.names}
 
     def projection(self, name: str):
         return self.projectors[name].projection
 
     def running(self) -> bool:
-        return any(thread.is_alive() for thread in self._threads)
+        return any(thread.is_alive() for thread in self._threads.values())
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per projector: whether it runs, how many events it applied, and why it stopped if it failed."""
+        return {name: {"running": self._threads[name].is_alive(), "events": self.projectors[name].stats.events,
+                       "error": str(self.errors[name]) if name in self.errors else None} for name in self.names}
 
     def start(self) -> None:
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.start()
 
     def join(self, timeout: float | None = None) -> dict[str, RunStats]:
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(timeout)
         if self.errors:
             raise next(iter(self.errors.values()))
         return self.results
 
     def _run(self, name: str) -> None:
+        metrics.PROJECTOR_UP.labels(name).set(1)
         try:
             self.results[name] = self.projectors[name].run(stop=self.stop, until_caught_up=self.until_caught_up)
         except BaseException as exc:  # reported by join() in the caller's thread
             log.debug("projector %s failed", name, exc_info=True)
             self.errors[name] = exc
             self.stop.set()
+        finally:
+            metrics.PROJECTOR_UP.labels(name).set(0)
 
 
 def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:

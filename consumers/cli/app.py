@@ -27,8 +27,13 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Log at debug level,
         logging.getLogger("agentlog.kafka").setLevel(logging.CRITICAL)
 
 
+def _plain(value: Any) -> Any:
+    """Datetimes as ISO 8601 (as the JSON API writes them), anything else as its text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(value, indent=2, default=_plain) + "\n")
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ from rich.rule import Rule
 from agentlog.consumers.cli import read, write
 from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.group import ProjectorGroup
+from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting
 from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
-from agentlog.projections.analytics.server import run_owned
 from agentlog.projections.registry import NAMES
 
 TOOL_USAGE = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures "
@@ -68,26 +68,30 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     with console.status("projecting into Postgres, Elasticsearch and ClickHouse"):
         group.start()
         group.join()
+    models = ReadModels(config, analytics=group.projection("analytics"))
     try:
         console.print(Rule("Replay: the seed's refund conversation (from the Postgres archive)"))
-        events = write.load_events(refund_id)
+        events = models.events(refund_id)
         console.print(write.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
         console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule(f"Saga: book demo meeting ({saga_status})"))
-        saga_state = write.fold(saga_id, write.load_events(saga_id)).as_dict()
+        saga_state = write.fold(saga_id, models.events(saga_id)).as_dict()
         for saga in saga_state["sagas"]:
             console.print("\n".join(write.render_saga(saga)), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
         read.metrics(since="24h", as_json=False)
         console.print(Rule("Search: \"refund\" (Elasticsearch)"))
         read.search(query="refund", agent=None, status=None, since=None, limit=3, as_json=False)
-        analytics = group.projection("analytics")
         for title, statement in (("tool usage per agent", TOOL_USAGE), ("p95 tool latency", TOOL_LATENCY)):
             console.print(Rule(f"Analytics: {title} (ClickHouse)"))
             console.print(f"[dim]{statement}[/]")
-            read.print_rows(run_owned(analytics, statement))
+            read.print_rows(models.sql(statement))
     finally:
+        models.close()
         group.projection("analytics").close()
     console.print(Rule())
     console.print(f"done in {time.monotonic() - started:.1f}s. Try: agentlog replay {refund_id} · "
-                  "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"")
+                  "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"",
+                  soft_wrap=True)
+    console.print("Open the dashboard: run `agentlog serve` (or `.venv/bin/agentlog serve`), then browse "
+                  f"http://127.0.0.1:8000 — this conversation is at /conversations/{refund_id}", soft_wrap=True)

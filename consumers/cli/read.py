@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Optional
 
@@ -10,20 +9,17 @@ import typer
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.group import ProjectorGroup, lag as group_lag
+from agentlog.consumers.group import ProjectorGroup
+from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
-from agentlog.deploy import clients
 from agentlog.deploy.settings import settings
-from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.server import QueryServer
-from agentlog.projections.postgres import connect
-from agentlog.projections.postgres.queries import agent_metrics
 from agentlog.projections.registry import NAMES
-from agentlog.projections.search.queries import BadQuery, search as search_conversations
 from agentlog.schemas.errors import AgentlogError
 
-_INTERVAL = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+def read_models() -> ReadModels:
+    return ReadModels(settings())
 
 
 def _names(only: Optional[str]) -> list[str]:
@@ -67,13 +63,13 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
 @app.command()
 def lag(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Per projection, per partition: how many events it has still to apply."""
-    result = group_lag(settings(), list(NAMES))
+    result = read_models().lag()
     if as_json:
-        print_json({name: {str(p): n for p, n in parts.items()} for name, parts in result.items()})
+        print_json(result)
         return
-    table = Table("projection", *[f"p{p}" for p in sorted(next(iter(result.values())))], "total")
+    table = Table("projection", *[f"p{p}" for p in next(iter(result.values()))], "total")
     for name, parts in result.items():
-        table.add_row(name, *[str(parts[p]) for p in sorted(parts)], str(sum(parts.values())))
+        table.add_row(name, *[str(n) for n in parts.values()], str(sum(parts.values())))
     console.print(table)
 
 
@@ -81,11 +77,7 @@ def lag(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
 def metrics(since: str = typer.Option("24h", "--since", help="A duration: 30m, 24h, 7d."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The seed's agent metrics from the dashboard: conversations, duration, tools, handoffs per agent."""
-    match = _INTERVAL.match(since.strip())
-    if not match:
-        raise AgentlogError(f"--since {since!r}: use a duration like 30m, 24h or 7d")
-    with connect(settings()) as conn:
-        rows = agent_metrics(conn, f"{match.group(1)} {_UNITS[match.group(2)]}")
+    rows = read_models().metrics(since)
     if as_json:
         print_json(rows)
         return
@@ -106,14 +98,11 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
            limit: int = typer.Option(20, "--limit", min=1, max=1000),
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Search conversations (Elasticsearch), newest first, with highlights."""
-    es = clients.elasticsearch(settings())
+    models = read_models()
     try:
-        result = search_conversations(es, query, agent=agent, status=status, since=since, size=limit,
-                                      index=settings().search_alias)
-    except BadQuery:
-        raise
-    except Exception as exc:
-        raise AgentlogError(f"elasticsearch at {settings().elasticsearch_url}: {exc}") from exc
+        result = models.search(query, agent=agent, status=status, since=since, limit=limit)
+    finally:
+        models.close()
     if as_json:
         print_json(result)
         return
@@ -128,7 +117,7 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
 def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN."),
         as_json: bool = typer.Option(False, "--json", help="Print a list of row objects.")) -> None:
     """Analytics SQL on ClickHouse (read-only)."""
-    rows = analytics_queries.run(settings(), statement)
+    rows = read_models().sql(statement)
     if as_json:
         print_json(rows)
         return

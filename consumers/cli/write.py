@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
+from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import settings
 from agentlog.producers.traffic import send
 from agentlog.projections.conversation import fold
@@ -40,28 +40,14 @@ def simulate(conversations: int = typer.Option(100, "--conversations", "-n", min
 def replay(conversation_id: str = typer.Argument(..., help="The conversation to replay."),
            as_json: bool = typer.Option(False, "--json", help="Print the state and the timeline as JSON.")) -> None:
     """Rebuild one conversation's state from its events and print its timeline."""
-    events = load_events(conversation_id)
-    state = fold(conversation_id, events)
+    models = ReadModels(settings())
     if as_json:
-        print_json({"state": state.as_dict(), "events": [event_json(e) for e in events]})
+        print_json(models.conversation(conversation_id))
         return
+    events = models.events(conversation_id)
+    state = fold(conversation_id, events)
     console.print(render_timeline(conversation_id, events), highlight=False, markup=False, soft_wrap=True)
     console.print(render_state(state.as_dict()), highlight=False, markup=False, soft_wrap=True)
-
-
-def load_events(conversation_id: str) -> list[Event]:
-    """From the Postgres archive (indexed); from the log itself when the archive does not have it yet."""
-    events = events_from_archive(settings(), conversation_id) or events_from_kafka(settings(), conversation_id)
-    if not events:
-        raise UnknownConversation(f"no conversation {conversation_id!r} in the log; "
-                                  "list some with `agentlog search '*'` or create some with `agentlog simulate`")
-    return events
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    return {"sequence_number": event.sequence_number, "event_type": event.event_type.value,
-            "event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
-            "agent_name": event.agent_name, "payload": dict(event.payload)}
 
 
 def _title(kind: EventType) -> str:

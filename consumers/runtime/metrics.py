@@ -13,3 +13,4 @@ DEAD_LETTERS = Counter("agentlog_dead_letters_total", "Events sent to the dead-l
 RETRIES = Counter("agentlog_store_retries_total", "Batches retried after a store failure", ["projection"])
 SEQUENCE_ANOMALIES = Counter("agentlog_sequence_anomalies_total", "Gaps or duplicates within a conversation",
                              ["projection", "kind"])
+PROJECTOR_UP = Gauge("agentlog_projector_up", "1 while the projector's thread runs", ["projection"])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event, EventType
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 AGENT_METRICS = """
     SELECT active_agent,
@@ -19,6 +24,33 @@ AGENT_METRICS = """
      WHERE started_at > NOW() - %s::interval
      GROUP BY active_agent
      ORDER BY total_conversations DESC, active_agent"""
+
+
+COUNTERS = """
+    SELECT count(*)::int AS conversations,
+           count(*) FILTER (WHERE status = 'active')::int AS active,
+           count(*) FILTER (WHERE status = 'completed')::int AS completed,
+           count(*) FILTER (WHERE status = 'failed')::int AS failed,
+           count(*) FILTER (WHERE status = 'blocked')::int AS blocked,
+           count(*) FILTER (WHERE saga_status = 'rolled_back')::int AS sagas_rolled_back,
+           count(*) FILTER (WHERE saga_status = 'needs_intervention')::int AS sagas_needing_a_person,
+           coalesce(sum(event_count), 0)::bigint AS events,
+           coalesce(sum(tool_count), 0)::bigint AS tool_calls,
+           coalesce(sum(handoff_count), 0)::bigint AS handoffs,
+           coalesce(sum(error_count), 0)::bigint AS errors,
+           coalesce(sum(guardrail_count), 0)::bigint AS guardrails,
+           coalesce(sum(input_tokens + output_tokens), 0)::bigint AS tokens,
+           coalesce(round(sum(cost_usd)::numeric, 4), 0)::float AS cost_usd,
+           max(last_event_at) AS last_event_at
+      FROM conversation_views"""
+
+
+def interval(since: str) -> str:
+    """``30m`` / ``24h`` / ``7d`` as a Postgres interval ('24 hours'); AgentlogError for anything else."""
+    match = _DURATION.match(since.strip())
+    if not match:
+        raise AgentlogError(f"--since {since!r}: use a duration like 30m, 24h or 7d")
+    return f"{match.group(1)} {_UNITS[match.group(2)]}"
 
 
 def agent_metrics(conn: psycopg.Connection, since: str) -> list[dict[str, Any]]:
@@ -50,4 +82,18 @@ def conversations(conn: psycopg.Connection, *, status: str | None = None, agent:
             {"status": status, "agent": agent, "limit": limit}).fetchall()
 
 
-__all__ = ["AGENT_METRICS", "agent_metrics", "conversations", "events_of"]
+def counters(conn: psycopg.Connection) -> dict[str, Any]:
+    """Totals over every conversation: by status, events, tools, handoffs, failures, tokens and cost."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(COUNTERS).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always has its one row
+    return row
+
+
+def agents(conn: psycopg.Connection) -> list[str]:
+    """Every agent that took part in a conversation, for the dashboard's filter."""
+    return [name for (name,) in conn.execute(
+        "SELECT DISTINCT unnest(agents) AS agent FROM conversation_views ORDER BY agent").fetchall()]
+
+
+__all__ = ["AGENT_METRICS", "agent_metrics", "agents", "conversations", "counters", "events_of", "interval"]

@@ -1,0 +1,160 @@
+"""The three read models as their users ask them: one object shared by the command line and the web API.
+
+``agentlog metrics --json`` and ``GET /api/metrics`` call the same method, so they give the same
+numbers for the same data. A store that does not answer is a ``StoreUnavailable`` naming it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaException
+from elastic_transport import TransportError
+from elasticsearch import ApiError
+
+from agentlog.consumers.group import lag as group_lag
+from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
+from agentlog.consumers.runtime import StoreUnavailable
+from agentlog.deploy import clients
+from agentlog.deploy.errors import ServiceUnreachable
+from agentlog.deploy.settings import Settings
+from agentlog.projections.analytics import queries as analytics_queries
+from agentlog.projections.analytics.projection import AnalyticsProjection
+from agentlog.projections.conversation import fold
+from agentlog.projections.postgres import connect
+from agentlog.projections.postgres import queries as dashboard_queries
+from agentlog.projections.registry import NAMES
+from agentlog.projections.search.queries import search as search_conversations
+from agentlog.schemas.events import Event
+
+TOOL_CALLS_OVER_TIME = """
+    SELECT toStartOfInterval(occurred_at, INTERVAL {seconds} SECOND) AS at, tool_name, count() AS calls
+      FROM agent_events
+     WHERE event_type = 'tool_called' AND occurred_at > now() - INTERVAL 1 DAY
+     GROUP BY at, tool_name ORDER BY at, tool_name"""
+TOOL_SPAN = """
+    SELECT toUInt32(dateDiff('second', min(occurred_at), max(occurred_at))) AS span FROM agent_events
+     WHERE event_type = 'tool_called' AND occurred_at > now() - INTERVAL 1 DAY"""
+FAILURES_BY_TYPE = """
+    SELECT kind, type, sum(failures) AS failures FROM failures_hourly
+     GROUP BY kind, type ORDER BY failures DESC, kind, type LIMIT 12"""
+COST_BY_MODEL = """
+    SELECT model, sum(calls) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           round(sum(cost_usd), 4) AS cost_usd
+      FROM llm_usage_hourly GROUP BY model ORDER BY cost_usd DESC"""
+_BUCKETS = (60, 300, 900, 3600)
+_LAG_TTL = 2.0
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"sequence_number": event.sequence_number, "event_type": event.event_type.value,
+            "event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
+            "agent_name": event.agent_name, "payload": dict(event.payload)}
+
+
+class ReadModels:
+    """Postgres for operators, Elasticsearch for support staff, ClickHouse for analysts.
+
+    ``analytics``: the analytics projection of this process, when it holds the embedded ClickHouse
+    store; its queries then go through it (one process may open the store).
+    """
+
+    def __init__(self, settings: Settings, *, analytics: AnalyticsProjection | None = None) -> None:
+        self.settings = settings
+        self.analytics = analytics
+        self._es = None
+        self._lag: tuple[float, dict[str, dict[str, int]]] | None = None
+        self._lag_lock = threading.Lock()
+
+    # -- Postgres: the dashboard -------------------------------------------------------------------------------
+
+    def metrics(self, since: str = "24h") -> list[dict[str, Any]]:
+        """The seed's agent metrics over the last ``since`` (30m, 24h, 7d)."""
+        interval = dashboard_queries.interval(since)
+        with self._postgres() as conn:
+            return dashboard_queries.agent_metrics(conn, interval)
+
+    def counters(self) -> dict[str, Any]:
+        """Totals over every conversation: by status, events, tools, handoffs, failures, tokens and cost."""
+        with self._postgres() as conn:
+            return dashboard_queries.counters(conn)
+
+    def conversations(self, *, status: str | None = None, agent: str | None = None,
+                      limit: int = 50) -> list[dict[str, Any]]:
+        with self._postgres() as conn:
+            return dashboard_queries.conversations(conn, status=status or None, agent=agent or None, limit=limit)
+
+    def agents(self) -> list[str]:
+        with self._postgres() as conn:
+            return dashboard_queries.agents(conn)
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """The replayed state and the timeline: from the Postgres archive, else from the log itself."""
+        events = self.events(conversation_id)
+        return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events]}
+
+    def events(self, conversation_id: str) -> list[Event]:
+        events = events_from_archive(self.settings, conversation_id) or events_from_kafka(self.settings,
+                                                                                          conversation_id)
+        if not events:
+            raise UnknownConversation(f"no conversation {conversation_id!r} in the log; "
+                                      "list some with `agentlog search '*'` or create some with `agentlog simulate`")
+        return events
+
+    def _postgres(self) -> psycopg.Connection:
+        return connect(self.settings)
+
+    # -- Elasticsearch: support staff's search -----------------------------------------------------------------
+
+    def search(self, query: str, *, agent: str | None = None, status: str | None = None, since: str | None = None,
+               limit: int = 20) -> dict[str, Any]:
+        if self._es is None:
+            self._es = clients.elasticsearch(self.settings)
+        try:
+            return search_conversations(self._es, query, agent=agent or None, status=status or None,
+                                        since=since or None, size=limit, index=self.settings.search_alias)
+        except ApiError as exc:
+            if exc.meta.status == 404:
+                return {"total": 0, "hits": []}  # no index yet: nothing has been projected
+            raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc.message}") from exc
+        except TransportError as exc:
+            raise StoreUnavailable(f"elasticsearch: nothing answers at {self.settings.elasticsearch_url}; "
+                                   "run `agentlog stack up`") from exc
+
+    # -- ClickHouse: analysts' SQL -----------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> list[dict[str, Any]]:
+        """A read-only statement, in this process when it holds the store, else as ``agentlog sql`` runs it."""
+        if self.analytics is not None:
+            with self.analytics.lock:
+                return analytics_queries.run_local(self.analytics.analyst_client, statement)
+        return analytics_queries.run(self.settings, statement)
+
+    def charts(self) -> dict[str, Any]:
+        """The analytics page's charts: tool calls over time, failures by type, tokens and cost by model."""
+        span = (self.sql(TOOL_SPAN) or [{"span": 0}])[0]["span"] or 0
+        seconds = next((b for b in _BUCKETS if span / b <= 90), 3600)
+        return {"bucket_seconds": seconds,
+                "tool_calls": self.sql(TOOL_CALLS_OVER_TIME.format(seconds=seconds)),
+                "failures": self.sql(FAILURES_BY_TYPE), "models": self.sql(COST_BY_MODEL)}
+
+    # -- Kafka: how far behind each projection is --------------------------------------------------------------
+
+    def lag(self, *, fresh: bool = False) -> dict[str, dict[str, int]]:
+        """Per projection, per partition: events still to apply (asked of the broker at most every 2 s)."""
+        with self._lag_lock:
+            if fresh or self._lag is None or time.monotonic() - self._lag[0] > _LAG_TTL:
+                try:
+                    result = group_lag(self.settings, list(NAMES))
+                except KafkaException as exc:
+                    raise ServiceUnreachable("kafka", self.settings.kafka_bootstrap) from exc
+                self._lag = (time.monotonic(),
+                             {name: {str(p): n for p, n in sorted(parts.items())} for name, parts in result.items()})
+            return self._lag[1]
+
+    def close(self) -> None:
+        if self._es is not None:
+            self._es.close()

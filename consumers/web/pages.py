@@ -1,0 +1,98 @@
+"""The dashboard's pages: server-side templates over the same ``ReadModels`` as the JSON API.
+
+Each part of a page asks one store; a store that does not answer costs that part (shown as one line
+saying what is wrong and what to do), not the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+
+from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.web.api import status_of
+from agentlog.schemas.errors import AgentlogError
+
+STATUSES = ["active", "completed", "failed", "blocked"]
+EXAMPLE_SQL = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures\n"
+               "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 10")
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def highlight(fragment: str) -> Markup:
+    """A search highlight: the text escaped, Elasticsearch's ``<em>`` marks kept."""
+    return Markup(str(escape(fragment)).replace("&lt;em&gt;", "<mark>").replace("&lt;/em&gt;", "</mark>"))
+
+
+templates.env.filters["highlight"] = highlight
+
+
+class Part:
+    """What one store answered for one part of a page, or the one line that says why it did not."""
+
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self.value: Any = None
+        self.error: str | None = None
+        try:
+            self.value = read()
+        except AgentlogError as exc:
+            self.error = str(exc)
+
+
+def models(request: Request) -> ReadModels:
+    return request.app.state.models
+
+
+def _overview(request: Request, status: str | None, agent: str | None) -> dict[str, Any]:
+    m = models(request)
+    return {"counters": Part(m.counters), "metrics": Part(lambda: m.metrics("24h")),
+            "conversations": Part(lambda: m.conversations(status=status, agent=agent, limit=25)),
+            "lag": Part(m.lag), "projectors": request.app.state.projectors(),
+            "status": status or "", "agent": agent or ""}
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, status: str | None = None, agent: str | None = None) -> HTMLResponse:
+    agents = Part(models(request).agents)
+    return templates.TemplateResponse(request, "dashboard.html", {
+        **_overview(request, status, agent), "agents": agents.value or [], "statuses": STATUSES, "page": "dashboard"})
+
+
+@router.get("/fragments/overview", response_class=HTMLResponse)
+def overview(request: Request, status: str | None = None, agent: str | None = None) -> HTMLResponse:
+    """The dashboard's live part, fetched again every few seconds by the page."""
+    return templates.TemplateResponse(request, "overview.html", _overview(request, status, agent))
+
+
+@router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
+def conversation(request: Request, conversation_id: str) -> HTMLResponse:
+    try:
+        replayed = models(request).conversation(conversation_id)
+    except AgentlogError as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc), "page": ""},
+                                          status_code=status_of(exc))
+    return templates.TemplateResponse(request, "conversation.html", {
+        "id": conversation_id, "state": replayed["state"], "events": replayed["events"], "page": ""})
+
+
+@router.get("/search", response_class=HTMLResponse)
+def search(request: Request, q: str = "", agent: str | None = None, status: str | None = None,
+           since: str | None = None) -> HTMLResponse:
+    result = Part(lambda: models(request).search(q, agent=agent, status=status, since=since, limit=50)) if q else None
+    return templates.TemplateResponse(request, "search.html", {
+        "q": q, "agent": agent or "", "status": status or "", "since": since or "", "result": result,
+        "statuses": STATUSES, "page": "search"})
+
+
+@router.get("/analytics", response_class=HTMLResponse)
+def analytics(request: Request, sql: str | None = None) -> HTMLResponse:
+    rows = Part(lambda: models(request).sql(sql)) if sql else None
+    return templates.TemplateResponse(request, "analytics.html", {
+        "sql": sql or EXAMPLE_SQL, "rows": rows, "page": "analytics"})
