@@ -6,6 +6,7 @@ numbers for the same data. A store that does not answer is a ``StoreUnavailable`
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -47,6 +48,15 @@ COST_BY_MODEL = """
       FROM llm_usage_hourly GROUP BY model ORDER BY cost_usd DESC"""
 _BUCKETS = (60, 300, 900, 3600)
 _LAG_TTL = 2.0
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """JSON text of an answer, the same from the CLI and the web API: datetimes in ISO 8601."""
+    return json.dumps(value, indent=indent, default=_plain)
 
 
 def event_json(event: Event) -> dict[str, Any]:

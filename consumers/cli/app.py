@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from agentlog.consumers.read_models import dumps
 from agentlog.schemas.errors import AgentlogError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -27,13 +27,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Log at debug level,
         logging.getLogger("agentlog.kafka").setLevel(logging.CRITICAL)
 
 
-def _plain(value: Any) -> Any:
-    """Datetimes as ISO 8601 (as the JSON API writes them), anything else as its text."""
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=_plain) + "\n")
+    sys.stdout.write(dumps(value, indent=2) + "\n")
 
 
 def main() -> None:

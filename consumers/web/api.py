@@ -9,15 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.read_models import ReadModels, dumps
 from agentlog.consumers.replay import UnknownConversation
 from agentlog.consumers.runtime import StoreUnavailable
 from agentlog.deploy.errors import StackError
 from agentlog.schemas.errors import AgentlogError
 
-router = APIRouter(prefix="/api")
+
+
+class JSON(JSONResponse):
+    """An answer written as the CLI's ``--json`` writes it, so the two compare equal."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode()
+
+
+router = APIRouter(prefix="/api", default_response_class=JSON)
 
 
 def status_of(exc: AgentlogError) -> int:
@@ -31,7 +41,15 @@ def status_of(exc: AgentlogError) -> int:
 
 async def agentlog_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentlogError)
-    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+    return JSON({"detail": str(exc)}, status_code=status_of(exc))
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """A parameter that does not fit (``limit=0``, no ``q``): one line naming it, not a list of objects."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"][1:]) or "the request"
+    return JSON({"detail": f"{where}: {first['msg']}"}, status_code=400)
 
 
 def models(request: Request) -> ReadModels:
@@ -39,65 +57,65 @@ def models(request: Request) -> ReadModels:
 
 
 @router.get("/metrics")
-def agent_metrics(request: Request, since: str = "24h") -> list[dict[str, Any]]:
+def agent_metrics(request: Request, since: str = "24h") -> JSON:
     """The seed's agent metrics: ``agentlog metrics --since S --json``."""
-    return models(request).metrics(since)
+    return JSON(models(request).metrics(since))
 
 
 @router.get("/counters")
-def counters(request: Request) -> dict[str, Any]:
+def counters(request: Request) -> JSON:
     """Totals over every conversation, for the live counters."""
-    return models(request).counters()
+    return JSON(models(request).counters())
 
 
 @router.get("/conversations")
 def conversations(request: Request, status: str | None = None, agent: str | None = None,
-                  limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+                  limit: int = Query(50, ge=1, le=1000)) -> JSON:
     """The newest conversations, filtered by status and by an agent that took part."""
-    return models(request).conversations(status=status, agent=agent, limit=limit)
+    return JSON(models(request).conversations(status=status, agent=agent, limit=limit))
 
 
 @router.get("/conversations/{conversation_id}")
-def conversation(request: Request, conversation_id: str) -> dict[str, Any]:
+def conversation(request: Request, conversation_id: str) -> JSON:
     """The replayed state and the timeline: ``agentlog replay ID --json``."""
-    return models(request).conversation(conversation_id)
+    return JSON(models(request).conversation(conversation_id))
 
 
 @router.get("/search")
 def search(request: Request, q: str = "*", agent: str | None = None, status: str | None = None,
-           since: str | None = None, limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
+           since: str | None = None, limit: int = Query(20, ge=1, le=1000)) -> JSON:
     """Full text over messages and tool I/O, newest first: ``agentlog search Q --json``."""
-    return models(request).search(q, agent=agent, status=status, since=since, limit=limit)
+    return JSON(models(request).search(q, agent=agent, status=status, since=since, limit=limit))
 
 
 @router.get("/sql")
-def sql_get(request: Request, q: str) -> dict[str, Any]:
+def sql_get(request: Request, q: str) -> JSON:
     """A read-only statement on ClickHouse: ``agentlog sql Q --json`` gives the same rows."""
-    return {"rows": models(request).sql(q)}
+    return JSON({"rows": models(request).sql(q)})
 
 
 @router.post("/sql")
-def sql_post(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+def sql_post(request: Request, body: dict[str, Any] = Body(...)) -> JSON:
     """The same, with ``{"sql": "SELECT ..."}`` in the body (``agentlog sql`` in another process sends this)."""
     statement = body.get("sql")
     if not isinstance(statement, str):
         raise AgentlogError('the body must be JSON: {"sql": "SELECT ..."}')
-    return {"rows": models(request).sql(statement)}
+    return JSON({"rows": models(request).sql(statement)})
 
 
 @router.get("/charts")
-def charts(request: Request) -> dict[str, Any]:
+def charts(request: Request) -> JSON:
     """The analytics page's series: tool calls over time, failures by type, tokens and cost by model."""
-    return models(request).charts()
+    return JSON(models(request).charts())
 
 
 @router.get("/lag")
-def lag(request: Request) -> dict[str, dict[str, int]]:
+def lag(request: Request) -> JSON:
     """Per projection, per partition, what is left to apply: ``agentlog lag --json``."""
-    return models(request).lag()
+    return JSON(models(request).lag())
 
 
 @router.get("/health")
-def health(request: Request) -> dict[str, Any]:
+def health(request: Request) -> JSON:
     """Whether each projector of this process runs, what it applied, and why it stopped if it did."""
-    return {"projectors": request.app.state.projectors()}
+    return JSON({"projectors": request.app.state.projectors()})

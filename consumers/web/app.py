@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 
@@ -21,6 +22,7 @@ def create_app(models: ReadModels, *, projectors: Callable[[], dict[str, Any]] =
     app.state.models = models
     app.state.projectors = projectors
     app.add_exception_handler(AgentlogError, api.agentlog_error)
+    app.add_exception_handler(RequestValidationError, api.invalid_request)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

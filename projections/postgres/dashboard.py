@@ -38,7 +38,8 @@ def connect(settings: Settings, schema: str | None = None) -> psycopg.Connection
     try:
         conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}") from exc
+        raise StoreUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}; "
+                               "`agentlog stack up` starts the local one") from exc
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or settings.postgres_schema)))
     conn.commit()
     return conn

@@ -1,0 +1,111 @@
+"""One ``agentlog serve`` for the web tests, on a private world holding the seed's scenarios and some traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from agentlog.consumers.cli.demo import record_refund, run_book_demo
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.world import drop, private
+from agentlog.producers.traffic import send
+from tests.conftest import ROOT, env_of
+
+SIMULATED = 30
+
+
+@dataclass
+class Served:
+    url: str
+    settings: Settings
+    env: dict[str, str]
+    refund_id: str
+    saga_id: str
+    events: int
+    """Events appended before the server started."""
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """Status and decoded JSON body of a GET."""
+        return _call(urllib.request.Request(self.url + path))
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return _call(urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                            headers={"Content-Type": "application/json"}))
+
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return response.read().decode()
+
+
+def _call(request: urllib.request.Request) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _record(settings: Settings) -> tuple[str, str, int]:
+    refund_id = await record_refund(settings)
+    saga_id, _ = await run_book_demo(settings)
+    summary = await send(settings, SIMULATED, seed=7)
+    return refund_id, saga_id, summary["events"]
+
+
+@pytest.fixture(scope="package")
+def served(stack: Settings, tmp_path_factory) -> Served:
+    """``agentlog serve`` in a subprocess, its projectors caught up with what was appended."""
+    store = tmp_path_factory.mktemp("clickhouse")
+    world = replace(private(stack, uuid.uuid4().hex[:12]), clickhouse_url=f"chdb://{store}/clickhouse")
+    env = env_of(world)
+    refund_id, saga_id, simulated = asyncio.run(_record(world))
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "serve", "--port", str(port)],
+                               env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9)
+    try:
+        _wait_caught_up(served, process, log)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+        drop(world)
+
+
+def _wait_caught_up(served: Served, process: subprocess.Popen, log) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"agentlog serve exited with {process.returncode}: {log.read()}")
+        try:
+            status, counters = served.get("/api/counters")
+            _, lag = served.get("/api/lag")
+            if status == 200 and counters["events"] >= served.events and \
+                    all(n == 0 for parts in lag.values() for n in parts.values()):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    log.seek(0)
+    pytest.fail(f"agentlog serve did not catch up in 120 s: {log.read()}")
