@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap stack demo test bench down clean
+.PHONY: bootstrap stack browser demo serve test bench down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ stack: bootstrap
 demo: stack
 	$(BIN)/agentlog demo
 
-test: stack
+serve: stack
+	$(BIN)/agentlog serve
+
+# The browser tests drive Debian's Chromium through its chromedriver; nothing downloads a browser of its own.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || { echo "could not install chromium: run as root, or apt-get install chromium chromium-driver first"; exit 1; }; }
+
+test: stack browser
 	$(BIN)/pytest
 
 bench: stack

@@ -15,10 +15,13 @@
   }
 
   function toolsOverTime(rows, bucketSeconds) {
-    const times = [...new Set(rows.map(r => r.at))].sort();
+    const at = t => Date.parse(t.endsWith("Z") || t.includes("+") ? t : t + "Z");
+    const seen = rows.map(r => at(r.at));
+    const times = [];  // every bucket from the first to the last, empty ones too, so the axis is time
+    for (let t = Math.min(...seen); seen.length && t <= Math.max(...seen); t += bucketSeconds * 1000) times.push(t);
     const tools = [...new Set(rows.map(r => r.tool_name))].sort();
-    const calls = new Map(rows.map(r => [r.at + "|" + r.tool_name, r.calls]));
-    const label = t => new Date(t.endsWith("Z") || t.includes("+") ? t : t + "Z").toISOString().slice(11, 16);
+    const calls = new Map(rows.map(r => [at(r.at) + "|" + r.tool_name, r.calls]));
+    const label = t => new Date(t).toISOString().slice(11, 16);
     return {
       type: "bar",
       data: {
@@ -37,7 +40,8 @@
       type: "bar",
       data: {labels: rows.map(r => r.kind + ": " + r.type),
              datasets: [{label: "failures", data: rows.map(r => r.failures), backgroundColor: "#dc2626"}]},
-      options: {animation: false, maintainAspectRatio: false, indexAxis: "y", plugins: {legend: {display: false}}},
+      options: {animation: false, maintainAspectRatio: false, indexAxis: "y", plugins: {legend: {display: false}},
+                scales: {x: {ticks: {precision: 0}}}},
     };
   }
 

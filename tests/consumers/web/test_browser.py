@@ -1,0 +1,110 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven through its chromedriver.
+
+Screenshots go to ``test-artifacts/`` (or ``AGENTLOG_TEST_ARTIFACTS``). Nothing here downloads a
+browser: `make test` installs Debian's ``chromium`` and ``chromium-driver`` when they are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import WebDriverWait
+
+from agentlog.producers.traffic import send
+from tests.conftest import ROOT
+from tests.consumers.web.conftest import Served
+
+ARTIFACTS = Path(os.environ.get("AGENTLOG_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,1000", "--hide-scrollbars"]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.fail("Debian's chromium and chromium-driver are missing: `make test` installs them "
+                    "(apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, seconds: float = 30) -> WebDriverWait:
+    return WebDriverWait(driver, seconds, poll_frequency=0.2)
+
+
+def test_an_operator_searches_opens_a_conversation_and_sees_its_timeline(served: Served, browser) -> None:
+    browser.get(served.url + "/")
+    wait(browser).until(seen.text_to_be_present_in_element((By.ID, "agent-metrics"), "refund-agent"))
+    assert "running" in browser.find_element(By.ID, "lag").text
+    browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+    box = browser.find_element(By.ID, "search-box")
+    box.send_keys("partial refund", Keys.ENTER)
+    hits = wait(browser).until(seen.presence_of_element_located((By.ID, "hits")))
+    link = hits.find_element(By.LINK_TEXT, served.refund_id)
+    marked = [m.text.lower() for m in hits.find_elements(By.CSS_SELECTOR, "mark")]
+    assert "partial" in marked and "refund" in marked
+    browser.save_screenshot(str(ARTIFACTS / "search.png"))
+
+    link.click()
+    timeline = wait(browser).until(seen.presence_of_element_located((By.ID, "timeline")))
+    rows = [row.text for row in timeline.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert [row.split()[2] for row in rows] == ["conversation_started", "tool_called", "tool_result",
+                                                "handoff_initiated", "tool_called", "tool_result", "tool_called",
+                                                "tool_result", "response_generated"]
+    assert "issue_refund" in rows[6] and "44.99" in rows[6]
+    assert "triage-agent → refund-agent" in rows[3]
+    browser.save_screenshot(str(ARTIFACTS / "conversation.png"))
+
+
+def test_a_rolled_back_saga_shows_its_compensations(served: Served, browser) -> None:
+    browser.get(f"{served.url}/conversations/{served.saga_id}")
+    saga = wait(browser).until(seen.presence_of_element_located((By.CSS_SELECTOR, ".saga")))
+    assert "rolled back" in saga.find_element(By.TAG_NAME, "h3").text
+    steps = {step.find_element(By.CLASS_NAME, "name").text: step.get_attribute("class").split()[1]
+             for step in saga.find_elements(By.CSS_SELECTOR, ".step")}
+    assert steps == {"1. qualify_lead": "compensated", "2. create_opportunity": "compensated",
+                     "3. book_demo_slot": "failed"}
+    order = [c.text for c in saga.find_elements(By.CSS_SELECTOR, ".comp")]
+    assert order == ["← create_opportunity", "← qualify_lead"]
+
+
+def test_the_analytics_page_draws_its_charts(served: Served, browser) -> None:
+    browser.get(served.url + "/analytics")
+    wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn")
+    points = browser.execute_script(
+        "return Object.values(Chart.instances).map(c => c.data.datasets.reduce((n, d) => n + d.data.length, 0))")
+    assert len(points) == 3 and all(n > 0 for n in points)
+    browser.find_element(By.NAME, "sql").clear()
+    browser.find_element(By.NAME, "sql").send_keys("SELECT count() AS n FROM agent_events")
+    browser.find_element(By.CSS_SELECTOR, ".sql-form button").click()
+    cell = wait(browser).until(seen.presence_of_element_located((By.CSS_SELECTOR, "#sql-rows tbody td")))
+    assert int(cell.text) >= served.events
+    wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn")
+    browser.save_screenshot(str(ARTIFACTS / "analytics.png"))
+
+
+def test_the_dashboard_refreshes_itself_while_events_arrive(served: Served, browser) -> None:
+    browser.get(served.url + "/")
+    counter = wait(browser).until(seen.presence_of_element_located((By.ID, "count-conversations")))
+    before = int(counter.text.replace(",", ""))
+    asyncio.run(send(served.settings, 3, seed=99))
+    wait(browser, 60).until(lambda d: int(d.find_element(By.ID, "count-conversations").text.replace(",", ""))
+                            == before + 3)
