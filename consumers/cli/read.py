@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Optional
 
 import typer
+from prometheus_client import start_http_server
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
@@ -33,14 +35,23 @@ def _names(only: Optional[str]) -> list[str]:
 @app.command()
 def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, search or analytics."),
             until_caught_up: bool = typer.Option(False, "--until-caught-up",
-                                                 help="Stop once every partition is at the end of the log.")) -> None:
+                                                 help="Stop once every partition is at the end of the log."),
+            metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                                       help="Serve Prometheus metrics on this port (all addresses).")
+            ) -> None:
     """Run the projectors: the log into Postgres, Elasticsearch and ClickHouse."""
     names = _names(only)
+    if metrics_port is not None:
+        try:
+            start_http_server(metrics_port)
+        except OSError as exc:
+            raise AgentlogError(f"--metrics-port {metrics_port}: {exc.strerror}; pick another port") from None
     group = ProjectorGroup(settings(), names, until_caught_up=until_caught_up)
     server = None
     if "analytics" in names and settings().embedded_clickhouse:
         server = QueryServer(settings(), group.projection("analytics"))
         server.start()
+    signal.signal(signal.SIGTERM, lambda *_: group.stop.set())  # finish the batch in hand, commit, leave
     started = time.monotonic()
     group.start()
     try:
