@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import psycopg
 from confluent_kafka import KafkaException
@@ -65,6 +66,10 @@ def event_json(event: Event) -> dict[str, Any]:
             "agent_name": event.agent_name, "payload": dict(event.payload)}
 
 
+class NotProjected(StoreUnavailable):
+    """A read model that no projector has set up yet."""
+
+
 class ReadModels:
     """Postgres for operators, Elasticsearch for support staff, ClickHouse for analysts.
 
@@ -114,8 +119,17 @@ class ReadModels:
                                       "list some with `agentlog search '*'` or create some with `agentlog simulate`")
         return events
 
-    def _postgres(self) -> psycopg.Connection:
-        return connect(self.settings)
+    @contextmanager
+    def _postgres(self) -> Iterator[psycopg.Connection]:
+        """A dashboard connection; its errors as a user reads them."""
+        with connect(self.settings) as conn:
+            try:
+                yield conn
+            except psycopg.errors.UndefinedTable as exc:
+                raise NotProjected(f"the dashboard has no tables in schema {self.settings.postgres_schema!r} yet: "
+                                   "run `agentlog serve` or `agentlog project`") from exc
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"postgres at {self.settings.postgres_dsn}: {exc}") from exc
 
     # -- Elasticsearch: support staff's search -----------------------------------------------------------------
 

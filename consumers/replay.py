@@ -6,10 +6,10 @@ import time
 import uuid
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from agentlog.consumers.runtime import StoreUnavailable
-
+from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.settings import Settings
 from agentlog.producers.partitioner import partition_for
 from agentlog.projections.postgres import connect
@@ -39,7 +39,10 @@ def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | 
         "group.id": f"agentlog-replay-{uuid.uuid4().hex}", "enable.auto.commit": False,
         "enable.partition.eof": True}))
     try:
-        partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        try:
+            partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        except KafkaException as exc:
+            raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
         partition = partition_for(conversation_id, partitions)
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         if high <= low:

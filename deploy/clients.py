@@ -7,9 +7,10 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client as ClickHouseClient
+from clickhouse_connect.driver.exceptions import OperationalError
 from elasticsearch import Elasticsearch
 
-from agentlog.deploy.errors import StackError
+from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
 
@@ -41,10 +42,13 @@ def clickhouse(settings: Settings, *, database: str = "default") -> ClickHouseCl
             raise StackError(f"clickhouse: cannot open the embedded store {path}: {exc}") from exc
     if scheme in {"http", "https"}:
         parts = urlsplit(url)
-        return clickhouse_connect.get_client(
-            host=parts.hostname, port=parts.port or (8443 if scheme == "https" else 8123),
-            username=parts.username or "default", password=parts.password or "",
-            secure=scheme == "https", database=database)
+        try:
+            return clickhouse_connect.get_client(
+                host=parts.hostname, port=parts.port or (8443 if scheme == "https" else 8123),
+                username=parts.username or "default", password=parts.password or "",
+                secure=scheme == "https", database=database)
+        except OperationalError as exc:  # the client asks the server for its version at once
+            raise ServiceUnreachable("clickhouse", url, "start that server or fix AGENTLOG_CLICKHOUSE_URL") from exc
     raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={url!r} must be chdb:///path or http(s)://host:port")
 
 

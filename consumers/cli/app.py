@@ -23,8 +23,9 @@ log = logging.getLogger("agentlog")
 def _root(debug: bool = typer.Option(False, "--debug", help="Log at debug level, with stack traces.")) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not debug:  # the client library's connection chatter; errors reach the user as one line instead
-        logging.getLogger("agentlog.kafka").setLevel(logging.CRITICAL)
+    if not debug:  # the client libraries' connection chatter; errors reach the user as one line instead
+        for name in ("agentlog.kafka", "elastic_transport", "urllib3", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def print_json(value: Any) -> None:

@@ -93,5 +93,5 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     console.print(f"done in {time.monotonic() - started:.1f}s. Try: agentlog replay {refund_id} · "
                   "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"",
                   soft_wrap=True)
-    console.print("Open the dashboard: run `agentlog serve` (or `.venv/bin/agentlog serve`), then browse "
+    console.print("Open the dashboard: run `make serve` (or `agentlog serve`), then browse "
                   f"http://127.0.0.1:8000 — this conversation is at /conversations/{refund_id}", soft_wrap=True)

@@ -40,7 +40,7 @@ def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
     saga = out[out.index("Saga: book demo meeting (rolled_back)"):]
     assert saga.index("← Compensate Step 2: create_opportunity") < saga.index("← Compensate Step 1: qualify_lead")
     assert "refund-agent" in out.split("Dashboard: agent metrics")[1]
-    assert "Open the dashboard: run `agentlog serve`" in out and "http://127.0.0.1:8000" in out
+    assert "Open the dashboard: run `make serve` (or `agentlog serve`)" in out and "http://127.0.0.1:8000" in out
     metrics = json.loads(agentlog("metrics", "--json", env=env_of(own)).stdout)
     assert sum(row["total_conversations"] for row in metrics) == 42
     sql = agentlog("sql", "SELECT count() AS n FROM agent_events", "--json", env=env_of(own))
