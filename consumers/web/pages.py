@@ -18,7 +18,7 @@ from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
 from agentlog.schemas.errors import AgentlogError
 
-STATUSES = ["active", "completed", "failed", "blocked"]
+STATUSES = ["active", "completed", "failed", "blocked", "rolled_back", "needs_intervention"]
 EXAMPLE_SQL = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures\n"
                "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 10")
 
