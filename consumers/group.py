@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
@@ -13,6 +15,8 @@ from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
 log = logging.getLogger(__name__)
+
+_RATE_WINDOW = 10.0
 
 
 @dataclass
@@ -25,6 +29,7 @@ class ProjectorGroup:
     def __post_init__(self) -> None:
         self.projectors = {name: Projector(build(name, self.settings), self.settings) for name in self.names}
         self.results: dict[str, RunStats] = {}
+        self._samples: dict[str, deque[tuple[float, int]]] = {}
         self.errors: dict[str, BaseException] = {}
         self._threads = {name: threading.Thread(target=self._run, args=(name,), name=f"projector-{name}",
                                                 daemon=True) for name in self.names}
@@ -36,9 +41,21 @@ class ProjectorGroup:
         return any(thread.is_alive() for thread in self._threads.values())
 
     def status(self) -> dict[str, dict[str, object]]:
-        """Per projector: whether it runs, how many events it applied, and why it stopped if it failed."""
-        return {name: {"running": self._threads[name].is_alive(), "events": self.projectors[name].stats.events,
-                       "error": str(self.errors[name]) if name in self.errors else None} for name in self.names}
+        """Per projector: whether it runs, how many events it applied (and how many a second over the last
+        ten seconds of asking), and why it stopped if it failed."""
+        now = time.monotonic()
+        result: dict[str, dict[str, object]] = {}
+        for name in self.names:
+            events = self.projectors[name].stats.events
+            samples = self._samples.setdefault(name, deque())
+            samples.append((now, events))
+            while len(samples) > 2 and now - samples[1][0] >= _RATE_WINDOW:
+                samples.popleft()
+            then, before = samples[0]
+            result[name] = {"running": self._threads[name].is_alive(), "events": events,
+                            "per_second": round((events - before) / (now - then), 1) if now > then else 0.0,
+                            "error": str(self.errors[name]) if name in self.errors else None}
+        return result
 
     def start(self) -> None:
         for thread in self._threads.values():

@@ -28,6 +28,7 @@ class Codec:
     def __init__(self, schemas: Catalog | None = None) -> None:
         self.catalog = schemas or catalog()
         self._schema = self.catalog.current.schema
+        self._decoding = self.catalog.current.decoding
         self._header = MAGIC + self.catalog.current.fingerprint
         self._version = self.catalog.current.version
         self._checks = payload_checks(self._schema)
@@ -71,9 +72,9 @@ class Codec:
         if data[:2] != MAGIC or len(data) < HEADER_SIZE:
             raise NotSingleObjectEncoded("not an Avro single-object encoded event (no C3 01 marker)")
         writer = self.catalog.by_fingerprint(data[2:HEADER_SIZE])
-        reader = None if writer.version == self._version else self._schema
+        reader = None if writer.version == self._version else self._decoding
         try:
-            record = schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.schema, reader,
+            record = schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.decoding, reader,
                                        return_record_name=True)
         except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
             raise SchemaError(f"corrupt event body (schema v{writer.version}): {exc}") from exc
@@ -85,7 +86,7 @@ class Codec:
     def from_record(record: dict[str, Any], version: int) -> Event:
         record_name, payload = record["payload"]
         event_type = RECORD_TO_TYPE[record_name]
-        if event_type.value != record["event_type"]:
+        if event_type != record["event_type"]:  # a StrEnum equals its text
             raise SchemaError(f"event type {record['event_type']!r} carries a {record_name} payload")
         event_id = record["event_id"]
         return Event(

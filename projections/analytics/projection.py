@@ -10,17 +10,16 @@ views, fed by exactly those inserts.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import uuid
 from typing import Any
 
+import orjson
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable
 from agentlog.deploy import clients
-from agentlog.deploy.errors import StackError
+from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.schema import FACT_COLUMNS, create, generation, repair
 from agentlog.schemas.events import Event, EventType
@@ -34,7 +33,7 @@ def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
     kind = event.event_type
     tool = p.get("tool_name", "") if kind in (EventType.TOOL_CALLED, EventType.TOOL_RESULT) else ""
     return [
-        uuid.UUID(event.event_id), event.conversation_id, event.sequence_number, kind.value, event.occurred_at,
+        event.event_id, event.conversation_id, event.sequence_number, kind.value, event.occurred_at,
         event.agent_name, event.tenant_id, tool, p.get("tool_call_id") or "",
         p.get("status", "") if kind == EventType.TOOL_RESULT else "",
         p.get("duration_ms") if kind == EventType.TOOL_RESULT else None,
@@ -42,7 +41,7 @@ def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
         float(p.get("latency_ms", 0.0)), float(p.get("cost_usd", 0.0)),
         p.get("error_type", ""), p.get("guardrail", ""), p.get("action", "") if kind == EventType.GUARDRAIL_TRIGGERED
         else "", p.get("from_agent", ""), p.get("to_agent", ""), p.get("saga_id", ""), p.get("step", ""),
-        json.dumps(dict(p)), event.schema_version, partition, offset,
+        orjson.dumps(dict(p)).decode(), event.schema_version, partition, offset,
     ]
 
 
@@ -71,7 +70,7 @@ class AnalyticsProjection(Projection):
         if self._client is None:
             try:
                 self._client = clients.clickhouse(self.settings)
-            except OperationalError as exc:  # a ClickHouse server that does not answer
+            except ServiceUnreachable as exc:  # a ClickHouse server that does not answer: retried
                 raise StoreUnavailable(f"clickhouse at {self.settings.clickhouse_url}: {exc}") from exc
         return self._client
 

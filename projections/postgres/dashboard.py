@@ -6,12 +6,12 @@ comes again is recognised by its offsets (and by the archive's keys), never appl
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -138,7 +138,7 @@ class DashboardProjection(Projection):
                     e = r.event
                     copy.write_row((e.conversation_id, e.sequence_number, e.event_id, e.event_type.value,
                                     e.occurred_at, e.agent_name, e.tenant_id, e.correlation_id, e.causation_id,
-                                    e.schema_version, json.dumps(dict(e.payload)), r.partition, r.offset))
+                                    e.schema_version, orjson.dumps(dict(e.payload)).decode(), r.partition, r.offset))
             cur.execute("INSERT INTO agent_events SELECT * FROM staging_events ON CONFLICT DO NOTHING")
 
     def _update_views(self, conn: psycopg.Connection, records: list) -> None:

@@ -94,6 +94,10 @@ def test_prometheus_sees_the_projectors(served: Served) -> None:
         r'^agentlog_events_applied_total\{projection="(\w+)"\} (\S+)$', text, re.M)}
     assert applied == {"dashboard": served.events, "search": served.events, "analytics": served.events}
     assert re.search(r'^agentlog_projector_up\{projection="analytics"\} 1\.0$', text, re.M)
+    _, health = served.get("/api/health")
+    assert {name: (run["running"], run["events"]) for name, run in health["projectors"].items()} == {
+        name: (True, served.events) for name in ("dashboard", "search", "analytics")}
+    assert all(run["per_second"] >= 0 and run["error"] is None for run in health["projectors"].values())
 
 
 def test_sql_from_another_process_goes_through_serve(served: Served) -> None:
