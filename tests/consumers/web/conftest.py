@@ -101,8 +101,10 @@ def _wait_caught_up(served: Served, process: subprocess.Popen, log) -> None:
         try:
             status, counters = served.get("/api/counters")
             _, lag = served.get("/api/lag")
+            _, everything = served.get("/api/search?q=*&limit=1")  # Elasticsearch shows writes after a refresh
             if status == 200 and counters["events"] >= served.events and \
-                    all(n == 0 for parts in lag.values() for n in parts.values()):
+                    all(n == 0 for parts in lag.values() for n in parts.values()) and \
+                    everything.get("total") == counters["conversations"]:
                 return
         except (urllib.error.URLError, ConnectionError):
             pass
