@@ -8,9 +8,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
+from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
@@ -78,6 +80,18 @@ class ProjectorGroup:
             self.stop.set()
         finally:
             metrics.PROJECTOR_UP.labels(name).set(0)
+
+
+def running_elsewhere(settings: Settings, names: list[str], topic: str | None = None) -> set[str]:
+    """The projections whose consumer group has members now (projectors running in other processes)."""
+    topic = topic or settings.events_topic
+    groups = {group_for(name, topic): name for name in names}
+    admin = AdminClient(settings.kafka_config())
+    try:
+        described = admin.describe_consumer_groups(list(groups), request_timeout=10)
+        return {groups[group] for group, future in described.items() if future.result(timeout=10).members}
+    except KafkaException as exc:
+        raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
 
 
 def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:

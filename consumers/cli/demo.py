@@ -10,7 +10,7 @@ from rich.rule import Rule
 
 from agentlog.consumers.cli import read, write
 from agentlog.consumers.cli.app import app, console
-from agentlog.consumers.group import ProjectorGroup
+from agentlog.consumers.group import ProjectorGroup, running_elsewhere
 from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
@@ -19,6 +19,7 @@ from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
 from agentlog.projections.registry import NAMES
+from agentlog.schemas.errors import AgentlogError
 
 TOOL_USAGE = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures "
               "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 8")
@@ -52,6 +53,19 @@ async def record_refund(config: Settings) -> str:
             return conv.conversation_id
 
 
+def _wait_for(models: ReadModels, refund_id: str, timeout: float = 120) -> None:
+    """Until other processes' projectors have applied everything and the search index shows it."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the running projectors to catch up"):
+        while time.monotonic() < deadline:
+            behind = sum(n for parts in models.lag(fresh=True).values() for n in parts.values())
+            found = {hit["conversation_id"] for hit in models.search("ORD-5521", limit=1000)["hits"]}
+            if behind == 0 and refund_id in found:
+                return
+            time.sleep(0.5)
+    raise AgentlogError(f"the running projectors did not catch up within {timeout:.0f}s; see `agentlog lag`")
+
+
 @app.command()
 def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
                                            help="Simulated conversations beside the seed's.")) -> None:
@@ -63,12 +77,19 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         saga_id, saga_status = asyncio.run(run_book_demo(config))
         summary = asyncio.run(send(config, conversations, seed=42))
     console.print(f"appended {summary['events']} simulated events, the seed's refund conversation and the "
-                  "book-demo saga to Kafka")
-    group = ProjectorGroup(config, list(NAMES), until_caught_up=True)
-    with console.status("projecting into Postgres, Elasticsearch and ClickHouse"):
-        group.start()
-        group.join()
-    models = ReadModels(config, analytics=group.projection("analytics"))
+                  "book-demo saga to Kafka", soft_wrap=True)
+    elsewhere = running_elsewhere(config, list(NAMES))
+    own = [name for name in NAMES if name not in elsewhere]
+    group = ProjectorGroup(config, own, until_caught_up=True)
+    if own:
+        with console.status(f"projecting into {', '.join(own)}"):
+            group.start()
+            group.join()
+    models = ReadModels(config, analytics=group.projection("analytics") if "analytics" in own else None)
+    _wait_for(models, refund_id)
+    if elsewhere:
+        console.print(f"the projectors already running for {', '.join(sorted(elsewhere))} (`agentlog serve`?) "
+                      "applied the events", soft_wrap=True)
     try:
         console.print(Rule("Replay: the seed's refund conversation (from the Postgres archive)"))
         events = models.events(refund_id)
@@ -88,7 +109,8 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
             read.print_rows(models.sql(statement))
     finally:
         models.close()
-        group.projection("analytics").close()
+        if "analytics" in own:
+            group.projection("analytics").close()
     console.print(Rule())
     console.print(f"done in {time.monotonic() - started:.1f}s. Try: agentlog replay {refund_id} · "
                   "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -57,6 +58,9 @@ def owner_file(settings: Settings) -> Path:
 def run(settings: Settings, statement: str) -> list[dict[str, Any]]:
     """Run a read-only statement: directly when the store is free, else through the process that holds it."""
     check_read_only(statement)
+    if settings.embedded_clickhouse and clients.chdb_owner(clients.chdb_path(settings.clickhouse_url)) not in (
+            None, os.getpid()):
+        return _through_owner(settings, statement)  # held by another process: ask it, not the engine
     try:
         client = clients.clickhouse(settings, database=settings.clickhouse_database)
     except StackError:
