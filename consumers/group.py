@@ -94,6 +94,20 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
         raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
 
 
+def log_size(settings: Settings, topic: str | None = None) -> int:
+    """How many messages the topic holds now (what a projector starting from the beginning will read)."""
+    topic = topic or settings.events_topic
+    consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.size", "enable.auto.commit": False}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(high - low for low, high in (consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                                                for p in partitions))
+    except KafkaException as exc:
+        raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+    finally:
+        consumer.close()
+
+
 def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:
     """Per projection, per partition: messages between its committed offset and the end of the log."""
     topic = topic or settings.events_topic

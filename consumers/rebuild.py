@@ -39,13 +39,17 @@ class Rebuilt:
 
 
 def rebuild(settings: Settings, name: str, *, topic: str | None = None,
-            analytics: AnalyticsProjection | None = None, stop: threading.Event | None = None) -> Rebuilt:
+            analytics: AnalyticsProjection | None = None, stop: threading.Event | None = None,
+            watch: Callable[[Projector], None] = lambda projector: None) -> Rebuilt:
+    """``watch`` is handed each projector before it runs (a progress bar reads its ``stats``)."""
     started = time.monotonic()
     tag = time.strftime("%Y%m%d%H%M%S")
     group = f"agentlog.{name}.rebuild.{tag}"
 
     def project(projection) -> RunStats:
-        return Projector(projection, settings, topic=topic, group_id=group).run(stop=stop, until_caught_up=True)
+        projector = Projector(projection, settings, topic=topic, group_id=group)
+        watch(projector)
+        return projector.run(stop=stop, until_caught_up=True)
 
     steps: dict[str, Callable[[], tuple[int, str]]] = {
         "dashboard": lambda: _dashboard(settings, tag, project),

@@ -10,7 +10,8 @@ from rich.rule import Rule
 
 from agentlog.consumers.cli import read, write
 from agentlog.consumers.cli.app import app, console
-from agentlog.consumers.group import ProjectorGroup, running_elsewhere
+from agentlog.consumers.cli.progress import show
+from agentlog.consumers.group import ProjectorGroup, lag as group_lag, running_elsewhere
 from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
@@ -82,9 +83,11 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     own = [name for name in NAMES if name not in elsewhere]
     group = ProjectorGroup(config, own, until_caught_up=True)
     if own:
-        with console.status(f"projecting into {', '.join(own)}"):
-            group.start()
-            group.join()
+        behind = group_lag(config, own)
+        group.start()
+        show({name: (sum(behind[name].values()), lambda name=name: group.projectors[name].stats.events)
+              for name in own}, until=lambda: not group.running())
+        group.join()
     models = ReadModels(config, analytics=group.projection("analytics") if "analytics" in own else None)
     _wait_for(models, refund_id)
     if elsewhere:

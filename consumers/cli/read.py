@@ -11,9 +11,11 @@ from prometheus_client import start_http_server
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.group import ProjectorGroup
+from agentlog.consumers.cli.progress import follow, show
+from agentlog.consumers.group import ProjectorGroup, lag as group_lag, log_size
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
+from agentlog.consumers.runtime import Projector
 from agentlog.deploy.settings import settings
 from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.registry import NAMES
@@ -52,13 +54,17 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
         server = QueryServer(settings(), group.projection("analytics"))
         server.start()
     signal.signal(signal.SIGTERM, lambda *_: group.stop.set())  # finish the batch in hand, commit, leave
+    behind = group_lag(settings(), names) if until_caught_up else {}
     started = time.monotonic()
     group.start()
     try:
-        with console.status(f"projecting into {', '.join(names)}" + (" until caught up" if until_caught_up else
-                                                                     " (Ctrl-C to stop)")):
-            while group.running():
-                time.sleep(0.2)
+        if until_caught_up:
+            show({name: (sum(behind[name].values()), lambda name=name: group.projectors[name].stats.events)
+                  for name in names}, until=lambda: not group.running())
+        else:
+            with console.status(f"projecting into {', '.join(names)} (Ctrl-C to stop)"):
+                while group.running():
+                    time.sleep(0.2)
     except KeyboardInterrupt:
         group.stop.set()
     finally:
@@ -146,7 +152,8 @@ def print_rows(rows: list[dict]) -> None:
 def rebuild(name: str = typer.Argument(..., help="dashboard, search or analytics.")) -> None:
     """Replay the whole log into a new version of a read model, then swap it in atomically."""
     _names(name)
-    with console.status(f"rebuilding {name} from the beginning of the log"):
-        result = rebuild_model(settings(), name)
+    projectors: list[Projector] = []
+    result = follow(lambda: rebuild_model(settings(), name, watch=projectors.append),
+                    {name: (log_size(settings()), lambda: sum(p.stats.events for p in projectors))})
     console.print(f"{name} rebuilt from {result.events} events in {result.seconds:.1f}s and swapped in "
                   f"(replaced {result.replaced})")
