@@ -23,9 +23,12 @@ from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.analytics.schema import TABLES, create
 from agentlog.projections.postgres import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
-from agentlog.projections.search.index import create_index, index_name, next_version, swap
+from agentlog.projections.search.index import create_index, delete, index_name, next_version, retire, swap
 
 log = logging.getLogger(__name__)
+_RETIRE_GRACE = 2.0
+"""Seconds a retired index refuses writes before it is deleted: a batch read from it before the swap
+gets a refusal it answers by starting again, rather than an index quietly created anew."""
 DASHBOARD_TABLES = ["schema_migrations", "agent_events", "conversation_views", "projection_offsets",
                     "sequence_anomalies"]
 
@@ -84,9 +87,10 @@ def _search(settings: Settings, project) -> tuple[int, str]:
     create_index(es, new)
     stats = project(SearchProjection(settings, index=new))
     old = swap(es, new, alias)
-    stats.events += project(SearchProjection(settings, index=new)).events  # what arrived during the swap
-    if old:
-        es.indices.delete(index=old)
+    if old:  # a live projector still writing to it starts that batch again, on the new index, from its positions
+        retire(es, old)
+        time.sleep(_RETIRE_GRACE)
+        delete(es, old)
     return stats.events, f"index {old}"
 
 

@@ -70,9 +70,14 @@ class Projector:
         self.assignment: list[TopicPartition] = []
         self._assigned: dict[int, int] = {}
         self._lag_checked = 0.0
+        self._targets: dict[int, int] | None = None
+        """With ``until_caught_up``: per partition, the end of the log when the run first looked at it."""
 
     def run(self, *, stop: threading.Event | None = None, until_caught_up: bool = False) -> RunStats:
+        """Project until ``stop`` is set; with ``until_caught_up``, until every partition reached the end
+        the log had when the run first looked (so it ends while writes go on)."""
         stop = stop or threading.Event()
+        self._targets = {} if until_caught_up else None
         self._handle_signals(stop)
         if not self._setup(stop):
             return self.stats
@@ -99,6 +104,8 @@ class Projector:
                     self.dead_letters.flush()                                                # 4. dead letters
                     self._commit(consumer, batch)                                            # 5. commit
                     self._count(batch)
+                    if until_caught_up and self._check_due(1.0) and self._caught_up(consumer):
+                        break
         finally:
             consumer.close()
             self.projection.close()
@@ -147,8 +154,8 @@ class Projector:
                 log.warning("%s: batch failed (%s); applying its %d events one at a time", self.projection.name,
                             exc, len(batch))
                 self._isolate(consumer, batch, stop)
-        except Rewind as rewind:
-            self._rewind(consumer, rewind.positions)
+        except Rewind as rewind:  # the batch is dropped: each of its partitions is read again, from its start
+            self._rewind(consumer, {**batch.starts, **rewind.positions})  # or from where the store stands
             return False
         for message, exc in poison:
             self._dead_letter(message, "undecodable", exc)
@@ -220,12 +227,19 @@ class Projector:
 
     def _measure_lag(self, consumer: Consumer) -> None:
         """Refresh the lag gauge while idle, every few seconds (it asks the broker for each partition's end)."""
-        if time.monotonic() - self._lag_checked > 5:
-            self._lag_checked = time.monotonic()
+        if self._check_due(5.0):
             self._caught_up(consumer)
 
+    def _check_due(self, every: float) -> bool:
+        """True at most once per ``every`` seconds (asking the broker for each partition's end costs a round trip)."""
+        if time.monotonic() - self._lag_checked < every:
+            return False
+        self._lag_checked = time.monotonic()
+        return True
+
     def _caught_up(self, consumer: Consumer) -> bool:
-        """True when every assigned partition's position is at the end of the log; updates the lag gauge.
+        """True when every assigned partition's position is at the end of the log (with ``until_caught_up``:
+        the end it had when first looked at); updates the lag gauge.
 
         A partition that has delivered nothing yet has no position: its starting point
         (the store's position given at assignment, else the committed offset) stands in.
@@ -242,9 +256,10 @@ class Projector:
         for partition, offset in positions.items():
             low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5,
                                                        cached=False)
-            lag = high - (offset if offset >= 0 else low)
-            metrics.LAG.labels(self.projection.name, str(partition)).set(lag)
-            behind += max(0, lag)
+            position = offset if offset >= 0 else low
+            metrics.LAG.labels(self.projection.name, str(partition)).set(high - position)
+            end = high if self._targets is None else self._targets.setdefault(partition, high)
+            behind += max(0, end - position)
         return behind == 0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,4 +1,9 @@
-"""The conversations index: versioned indices behind the alias ``conversations``."""
+"""The conversations index: versioned indices behind the alias ``conversations``.
+
+Each index ``conversations-vN`` has a companion ``conversations-vN-positions`` holding, per
+topic and partition, the next offset its documents have seen, so the index itself says how far
+it got (and a projector that finds it behind after a swap seeks back to it).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ MAPPINGS = {
     },
 }
 SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "200ms"}
+POSITION_MAPPINGS = {"dynamic": False, "properties": {"topic": _KEYWORD, "partition": {"type": "integer"},
+                                                      "next_offset": {"type": "long"}}}
+POSITION_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
 SEARCHABLE = ["user_message", "final_response", "messages.text", "tools_called.input_text",
               "tools_called.output_text", "errors.message", "handoffs.reason", "guardrails.detail"]
 
@@ -43,14 +51,26 @@ def current_index(es: Elasticsearch, alias: str = ALIAS) -> str | None:
         return None
 
 
+def positions_index(index: str) -> str:
+    return f"{index}-positions"
+
+
 def create_index(es: Elasticsearch, name: str) -> None:
+    """The conversations index and its positions."""
+    ensure_positions(es, name)
     es.indices.create(index=name, mappings=MAPPINGS, settings=SETTINGS)
+
+
+def ensure_positions(es: Elasticsearch, index: str) -> None:
+    if not es.indices.exists(index=positions_index(index)):
+        es.indices.create(index=positions_index(index), mappings=POSITION_MAPPINGS, settings=POSITION_SETTINGS)
 
 
 def ensure_alias(es: Elasticsearch, alias: str = ALIAS) -> str:
     """The index behind ``alias``, creating version 1 when there is none."""
     existing = current_index(es, alias)
     if existing:
+        ensure_positions(es, existing)  # an index made before positions were kept has none yet
         return existing
     name = index_name(1, alias)
     if not es.indices.exists(index=name):
@@ -63,6 +83,17 @@ def next_version(es: Elasticsearch, alias: str = ALIAS) -> int:
     names = es.indices.get(index=f"{alias}-v*", allow_no_indices=True, expand_wildcards="all")
     versions = [int(n.rsplit("-v", 1)[1]) for n in names if n.rsplit("-v", 1)[1].isdigit()]
     return max(versions, default=0) + 1
+
+
+def retire(es: Elasticsearch, index: str) -> None:
+    """Refuse writes to an index that left the alias (a projector still writing to it starts its batch again)."""
+    for name in (index, positions_index(index)):
+        if es.indices.exists(index=name):
+            es.indices.add_block(index=name, block="write")
+
+
+def delete(es: Elasticsearch, index: str) -> None:
+    es.indices.delete(index=f"{index},{positions_index(index)}", ignore_unavailable=True)
 
 
 def swap(es: Elasticsearch, new_index: str, alias: str = ALIAS) -> str | None:

@@ -3,6 +3,11 @@
 The version of a document is the last sequence number applied to it, so an older state
 can never overwrite a newer one: a replayed batch gets version conflicts, which mean
 "already there". No scripts: each document is rebuilt in Python from its stored source.
+
+The index keeps its position per partition beside the documents (``…-positions``), written
+after them, so a crash in between replays (harmlessly) and never skips. Each batch goes to the
+index behind the alias at that moment; when a rebuild swapped in an index that is behind the
+consumer, the projector seeks back to where that index stands, so no document misses an event.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
-from agentlog.consumers.runtime import Batch, Projection, ProjectionError, StoreUnavailable, metrics
+from agentlog.consumers.runtime import Batch, Projection, ProjectionError, Rewind, StoreUnavailable, metrics
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.conversation import ConversationState
-from agentlog.projections.search.index import ensure_alias
+from agentlog.projections.search.index import current_index, ensure_alias, ensure_positions, positions_index
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {429, 500, 502, 503, 504}
+_MOVED = {"cluster_block_exception", "index_not_found_exception"}
+"""A write-blocked (retired) or deleted index: the alias has moved on."""
 
 
 def document(state: ConversationState) -> dict[str, Any]:
@@ -49,17 +56,25 @@ class SearchProjection(Projection):
         self.alias = alias or settings.search_alias
         self.target = index or self.alias
         self.es: Elasticsearch = clients.elasticsearch(settings)
+        self._from_beginning: set[tuple[str, int]] = set()
 
     def setup(self) -> None:
         try:
             if self.target == self.alias:
                 ensure_alias(self.es, self.alias)
+            else:
+                ensure_positions(self.es, self.target)
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
 
+    def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        try:
+            stored = self._stored(self._index(), topic, partitions)
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
+        return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
+
     def apply(self, batch: Batch) -> None:
-        if not batch.records:
-            return
         try:
             self._apply(batch)
         except (TransportConnectionError, ConnectionTimeout) as exc:
@@ -67,14 +82,29 @@ class SearchProjection(Projection):
         except ApiError as exc:
             if exc.meta.status in _RETRYABLE:
                 raise StoreUnavailable(f"elasticsearch answered {exc.meta.status}", retry_after=2) from exc
+            if exc.error in _MOVED:
+                raise Rewind(dict(batch.starts)) from exc  # the index was retired meanwhile: again, on the new one
             raise
 
+    def _index(self) -> str:
+        """The index this batch goes to: the one named, or the one behind the alias now."""
+        if self.target != self.alias:
+            return self.target
+        return current_index(self.es, self.alias) or ensure_alias(self.es, self.alias)
+
+    def _stored(self, index: str, topic: str, partitions: list[int]) -> dict[int, int]:
+        found = self.es.mget(index=positions_index(index), ids=[f"{topic}:{p}" for p in partitions])["docs"]
+        return {d["_source"]["partition"]: d["_source"]["next_offset"] for d in found if d.get("found")}
+
     def _apply(self, batch: Batch) -> None:
-        ids = list(dict.fromkeys(r.event.conversation_id for r in batch.records))
-        found = self.es.mget(index=self.target, ids=ids, source=True)["docs"]
+        index = self._index()
+        stored = self._check_positions(index, batch)
+        records = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
+        ids = list(dict.fromkeys(r.event.conversation_id for r in records))
+        found = self.es.mget(index=index, ids=ids, source=True)["docs"] if ids else []
         states = {d["_id"]: ConversationState.from_dict(d["_source"]) for d in found if d.get("found")}
         changed: dict[str, ConversationState] = {}
-        for record in batch.records:
+        for record in records:
             event = record.event
             state = states.setdefault(event.conversation_id, ConversationState(event.conversation_id))
             if event.sequence_number <= state.last_sequence:
@@ -85,23 +115,53 @@ class SearchProjection(Projection):
                             state.last_sequence + 1, event.sequence_number)
             state.apply(event)
             changed[event.conversation_id] = state
-        if not changed:
-            return
-        operations: list[dict[str, Any]] = []
-        for cid, state in changed.items():
-            operations.append({"index": {"_index": self.target, "_id": cid, "version": state.last_sequence,
-                                         "version_type": "external"}})
-            operations.append(document(state))
-        response = self.es.bulk(operations=operations)
-        if response["errors"]:
-            self._check_items(response["items"])
+        if changed:
+            operations: list[dict[str, Any]] = []
+            for cid, state in changed.items():
+                operations.append({"index": {"_index": index, "_id": cid, "version": state.last_sequence,
+                                             "version_type": "external"}})
+                operations.append(document(state))
+            response = self.es.bulk(operations=operations)
+            if response["errors"]:
+                self._check_items(response["items"], batch)
+        self._advance(index, batch, stored)
 
-    def _check_items(self, items: list[dict[str, Any]]) -> None:
+    def _check_positions(self, index: str, batch: Batch) -> dict[int, int]:
+        """The index's positions for this batch's partitions; Rewind when the index is behind the batch."""
+        stored = self._stored(index, batch.topic, list(batch.starts))
+        rewind: dict[int, int] = {}
+        for partition, start in batch.starts.items():
+            if partition in stored:
+                if start > stored[partition]:
+                    rewind[partition] = stored[partition]
+            elif start > 0 and (index, partition) not in self._from_beginning:
+                self._from_beginning.add((index, partition))
+                rewind[partition] = -2
+        if rewind:
+            raise Rewind(rewind)
+        return stored
+
+    def _advance(self, index: str, batch: Batch, stored: dict[int, int]) -> None:
+        """Record the batch's ends, after its documents: a crash in between replays, never skips."""
+        operations: list[dict[str, Any]] = []
+        for partition, end in batch.ends.items():
+            if end > stored.get(partition, -1):
+                operations.append({"index": {"_index": positions_index(index), "_id": f"{batch.topic}:{partition}",
+                                             "version": end, "version_type": "external"}})
+                operations.append({"topic": batch.topic, "partition": partition, "next_offset": end})
+        if operations:
+            response = self.es.bulk(operations=operations)
+            if response["errors"]:
+                self._check_items(response["items"], batch)
+
+    def _check_items(self, items: list[dict[str, Any]], batch: Batch) -> None:
         for item in items:
             result = item["index"]
             status = result.get("status", 200)
             if status < 300 or status == 409:  # 409: a newer (or the same) state is already there
                 continue
+            if (result.get("error") or {}).get("type") in _MOVED:
+                raise Rewind(dict(batch.starts))  # the index was retired meanwhile: again, on the new one
             if status in _RETRYABLE:
                 raise StoreUnavailable(f"elasticsearch rejected a document with {status}", retry_after=2)
             raise ProjectionError(f"elasticsearch refused conversation {result.get('_id')}: {result.get('error')}")

@@ -38,9 +38,6 @@ class ProjectionContract(ABC):
     def counts(self, settings: Settings) -> tuple[int, int]:
         """(conversations, events) as the store holds them."""
 
-    def keeps_positions(self) -> bool:
-        return True
-
     def test_apply_then_again_changes_nothing_and_positions_survive(self, isolated: Settings) -> None:
         conversations = [make_conversation(tools=t) for t in (1, 2, 3, 4)]
         events = sum(len(c) for c in conversations)
@@ -57,10 +54,7 @@ class ProjectionContract(ABC):
         restarted = self.make(isolated)
         try:
             positions = restarted.positions(isolated.events_topic, [0, 1, 2])
-            if self.keeps_positions():
-                assert positions == {0: batch.ends[0], 1: batch.ends[1], 2: -2}
-            else:
-                assert positions is None
+            assert positions == {0: batch.ends[0], 1: batch.ends[1], 2: -2}
             restarted.apply(batch)
             assert self.counts(isolated) == (4, events)
         finally:
@@ -82,9 +76,6 @@ class TestDashboard(ProjectionContract):
 class TestSearch(ProjectionContract):
     def make(self, settings):
         return SearchProjection(settings)
-
-    def keeps_positions(self):
-        return False
 
     def counts(self, settings):
         es = clients.elasticsearch(settings)
