@@ -19,10 +19,13 @@ SOURCE_PARTITION = "agentlog.dlq.source.partition"
 SOURCE_OFFSET = "agentlog.dlq.source.offset"
 PROJECTION = "agentlog.dlq.projection"
 FAILED_AT = "agentlog.dlq.failed_at"
+ID = "agentlog.dlq.id"
+"""projection/topic/partition/offset: the same for a dead letter sent again after a crash, so readers dedupe."""
 
 
 class DeadLetters:
-    """``send`` buffers a dead letter; ``flush`` returns once the broker has them all (before offsets commit)."""
+    """``send`` buffers a dead letter; ``flush`` returns once the broker has them all (before the store's
+    position moves past them)."""
 
     def __init__(self, settings: Settings, *, projection: str, topic: str | None = None) -> None:
         self.topic = topic or settings.dlq_topic
@@ -42,6 +45,7 @@ class DeadLetters:
             (SOURCE_OFFSET, str(message.offset()).encode()),
             (PROJECTION, self.projection.encode()),
             (FAILED_AT, datetime.now(UTC).isoformat().encode()),
+            (ID, f"{self.projection}/{message.topic()}/{message.partition()}/{message.offset()}".encode()),
         ]
         log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
                     reason, error)

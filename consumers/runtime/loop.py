@@ -2,12 +2,13 @@
 
 Exactly-once, read top to bottom in ``run``:
 1. poll at most ``batch_size`` messages, waiting at most ``batch_wait`` seconds;
-2. decode them; what cannot be decoded is set aside for the dead-letter topic;
+2. decode them; what cannot be decoded goes to the dead-letter topic, and the broker has it
+   before the store's position passes it (a crash in between sends it again, under the same id);
 3. apply the batch to the store; an outage pauses the partitions and retries with backoff
-   (nothing is skipped), a bad event is found by applying one event at a time and set aside;
-4. flush the dead letters, so the broker has them;
-5. commit the offsets — only now, after the store has the batch.
-A crash between 3 and 5 replays the batch, which every projection applies idempotently.
+   (nothing is skipped), a bad event is found by applying one event at a time and dead-lettered
+   the same way, before the store's position moves past it;
+4. commit the offsets — only now, after the store has the batch.
+A crash between 3 and 4 replays the batch, which every projection applies idempotently.
 Partitions move between members only inside ``consume`` (step 1), never while a batch is in hand.
 """
 
@@ -70,6 +71,8 @@ class Projector:
         self.assignment: list[TopicPartition] = []
         self._assigned: dict[int, int] = {}
         self._lag_checked = 0.0
+        self._lettered: set[tuple[int, int]] = set()
+        """(partition, offset) of the messages this process has dead-lettered."""
         self._targets: dict[int, int] | None = None
         """With ``until_caught_up``: per partition, the end of the log when the run first looked at it."""
 
@@ -96,13 +99,15 @@ class Projector:
                     self._measure_lag(consumer)
                     continue
                 batch, poison = self._decode(messages)                                       # 2. decode
+                for message, exc in poison:
+                    self._dead_letter(message, "undecodable", exc)
+                self.dead_letters.flush()
                 try:
-                    applied = self._apply(consumer, batch, poison, stop)                     # 3. apply
+                    applied = self._apply(consumer, batch, stop)                             # 3. apply
                 except Stopping:
                     break
                 if applied:
-                    self.dead_letters.flush()                                                # 4. dead letters
-                    self._commit(consumer, batch)                                            # 5. commit
+                    self._commit(consumer, batch)                                            # 4. commit
                     self._count(batch)
                     if until_caught_up and self._check_due(1.0) and self._caught_up(consumer):
                         break
@@ -141,8 +146,7 @@ class Projector:
             batch.records.append(Record(event, message.topic(), message.partition(), message.offset(), message))
         return batch, poison
 
-    def _apply(self, consumer: Consumer, batch: Batch, poison: list[tuple[Message, Exception]],
-               stop: threading.Event) -> bool:
+    def _apply(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> bool:
         """Apply the batch; False when the consumer was rewound and the batch dropped (it comes again)."""
         started = time.perf_counter()
         try:
@@ -157,8 +161,6 @@ class Projector:
         except Rewind as rewind:  # the batch is dropped: each of its partitions is read again, from its start
             self._rewind(consumer, {**batch.starts, **rewind.positions})  # or from where the store stands
             return False
-        for message, exc in poison:
-            self._dead_letter(message, "undecodable", exc)
         metrics.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
         return True
 
@@ -171,6 +173,7 @@ class Projector:
                 raise
             except Exception as bad:
                 self._dead_letter(record.message, "projection_failed", bad)
+        self.dead_letters.flush()  # the broker has them before the store's position moves past them
         self._apply_retrying(consumer, batch.positions_only(), stop)
 
     def _apply_retrying(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
@@ -221,6 +224,11 @@ class Projector:
         metrics.BATCHES.labels(self.projection.name).inc()
 
     def _dead_letter(self, message: Message, reason: str, exc: Exception) -> None:
+        """Once per message in this process: a batch read again after a rewind does not send it twice."""
+        where = (message.partition(), message.offset())
+        if where in self._lettered:
+            return
+        self._lettered.add(where)
         self.dead_letters.send(message, reason, exc)
         self.stats.dead_letters += 1
         metrics.DEAD_LETTERS.labels(self.projection.name, reason).inc()

@@ -12,13 +12,12 @@ import time
 import uuid
 from dataclasses import replace
 
-import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from agentlog.consumers.dlq.dead_letters import ERROR, REASON, SOURCE_OFFSET, SOURCE_PARTITION
+from agentlog.consumers.dlq.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET, SOURCE_PARTITION
 from agentlog.consumers.rebuild import rebuild
-from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime import Batch, Projection, Projector
 from agentlog.deploy import clients
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.settings import Settings
@@ -118,6 +117,9 @@ def test_poison_events_go_to_the_dead_letter_topic_and_the_rest_is_applied(isola
     assert {value: (int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET]))
             for value, headers in letters.items()} == {value: stored_at[value] for value in poison}
     assert all(headers[ERROR] for headers in letters.values())
+    assert {headers[ID].decode() for headers in letters.values()} == {
+        f"dashboard/{isolated.events_topic}/{partition}/{offset}" for partition, offset in
+        (stored_at[value] for value in poison)}
 
 
 def test_a_postgres_outage_loses_nothing_and_the_projector_resumes_by_itself(stack: Settings,
@@ -243,9 +245,42 @@ def test_a_poison_event_between_batches_is_passed_once_by_every_projection(isola
     for value in [codec.encode(events[0]), b"poison", codec.encode(events[1]), codec.encode(events[2])]:
         producer.produce(isolated.events_topic, key="conv-p", value=value)
     assert producer.flush(10) == 0
-    projector = Projector(build(name, isolated), isolated, batch_size=1)
+    watching = DeadLettersAtApply(build(name, isolated), isolated)
+    projector = Projector(watching, isolated, batch_size=1)
     thread = threading.Thread(target=projector.run, kwargs={"until_caught_up": True}, daemon=True)
     thread.start()
     thread.join(90)
     assert not thread.is_alive(), "the projector did not get past the poison message"
     assert (projector.stats.events, projector.stats.dead_letters) == (3, 1)
+    poison_offset = 1
+    passing = [letters for ends, letters in watching.seen if max(ends.values()) > poison_offset]
+    assert passing and all(letters == 1 for letters in passing), \
+        "the store's position moved past the poison before the broker had its dead letter"
+
+
+class DeadLettersAtApply(Projection):
+    """A real projection, noting at each batch how many dead letters the broker already has."""
+
+    def __init__(self, inner: Projection, settings: Settings) -> None:
+        self.inner, self.settings, self.name = inner, settings, inner.name
+        self.seen: list[tuple[dict[int, int], int]] = []
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def positions(self, topic: str, partitions: list[int]):
+        return self.inner.positions(topic, partitions)
+
+    def apply(self, batch: Batch) -> None:
+        consumer = Consumer(self.settings.kafka_config(**{"group.id": "agentlog.test.watch"}))
+        try:
+            topic = self.settings.dlq_topic
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            letters = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        finally:
+            consumer.close()
+        self.seen.append((dict(batch.ends), letters))
+        self.inner.apply(batch)
+
+    def close(self) -> None:
+        self.inner.close()
