@@ -41,6 +41,21 @@ class Batch:
         return Batch(self.topic, [record], {record.partition: record.offset + 1},
                      {record.partition: self.starts[record.partition]})
 
+    def behind(self, stored: dict[int, int], restarted: set[int]) -> dict[int, int]:
+        """Where to seek when the store is behind this batch (empty when it is not): per partition, the
+        store's position; or the beginning (-2) when the store holds nothing of a partition whose batch does
+        not start at offset 0, once per partition (``restarted`` remembers which) — a wiped or swapped-in store.
+        """
+        rewind: dict[int, int] = {}
+        for partition, start in self.starts.items():
+            if partition in stored:
+                if start > stored[partition]:
+                    rewind[partition] = stored[partition]
+            elif start > 0 and partition not in restarted:
+                restarted.add(partition)
+                rewind[partition] = -2
+        return rewind
+
     def positions_only(self) -> "Batch":
         """No records, all positions: moves the store's offsets past what was set aside."""
         return Batch(self.topic, [], dict(self.ends), dict(self.starts))

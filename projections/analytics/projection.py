@@ -60,6 +60,8 @@ class AnalyticsProjection(Projection):
         self._known: dict[int, int | None] = {}
         """Per partition, the next offset the store expects (None: nothing applied yet)."""
         self._generation: int | None = None
+        self._from_beginning: dict[int | None, set[int]] = {}
+        """Per generation of the tables, the partitions read again from the beginning for (a swapped-in store)."""
         self.lock = sharing.lock if sharing else threading.Lock()
         """Held around every use of the client: the query API shares it with the projector."""
 
@@ -96,7 +98,7 @@ class AnalyticsProjection(Projection):
 
     def apply(self, batch: Batch) -> None:
         stored = self._positions(list(batch.starts))
-        rewind = {p: stored[p] for p, start in batch.starts.items() if p in stored and start > stored[p]}
+        rewind = batch.behind(stored, self._from_beginning.setdefault(self._generation, set()))
         if rewind:
             raise Rewind(rewind)
         rows = [fact_row(r.event, r.partition, r.offset) for r in batch.records

@@ -118,14 +118,7 @@ class DashboardProjection(Projection):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), p) FROM unnest(%s::int[]) AS p ORDER BY p",
                      (f"{self.name}/{batch.topic}", sorted(batch.starts))).fetchall()
         stored = self._stored(conn, batch.topic, list(batch.starts))
-        rewind: dict[int, int] = {}
-        for partition, start in batch.starts.items():
-            if partition in stored:
-                if start > stored[partition]:
-                    rewind[partition] = stored[partition]
-            elif start > 0 and partition not in self._from_beginning:
-                self._from_beginning.add(partition)
-                rewind[partition] = -2
+        rewind = batch.behind(stored, self._from_beginning)
         if rewind:
             raise Rewind(rewind)
         return stored

@@ -56,7 +56,8 @@ class SearchProjection(Projection):
         self.alias = alias or settings.search_alias
         self.target = index or self.alias
         self.es: Elasticsearch = clients.elasticsearch(settings)
-        self._from_beginning: set[tuple[str, int]] = set()
+        self._from_beginning: dict[str, set[int]] = {}
+        """Per index, the partitions it was read again from the beginning for (a wiped or new index)."""
 
     def setup(self) -> None:
         try:
@@ -129,14 +130,7 @@ class SearchProjection(Projection):
     def _check_positions(self, index: str, batch: Batch) -> dict[int, int]:
         """The index's positions for this batch's partitions; Rewind when the index is behind the batch."""
         stored = self._stored(index, batch.topic, list(batch.starts))
-        rewind: dict[int, int] = {}
-        for partition, start in batch.starts.items():
-            if partition in stored:
-                if start > stored[partition]:
-                    rewind[partition] = stored[partition]
-            elif start > 0 and (index, partition) not in self._from_beginning:
-                self._from_beginning.add((index, partition))
-                rewind[partition] = -2
+        rewind = batch.behind(stored, self._from_beginning.setdefault(index, set()))
         if rewind:
             raise Rewind(rewind)
         return stored
