@@ -97,10 +97,13 @@ class ReadModels:
         with self._postgres() as conn:
             return dashboard_queries.counters(conn)
 
-    def conversations(self, *, status: str | None = None, agent: str | None = None,
-                      limit: int = 50) -> list[dict[str, Any]]:
+    def conversations(self, *, status: str | None = None, agent: str | None = None, limit: int = 50,
+                      before: str | None = None) -> list[dict[str, Any]]:
+        """The newest first; ``before``: the cursor (``started_at|id``) of the last row of the previous page."""
+        after = dashboard_queries.cursor(before) if before else None
         with self._postgres() as conn:
-            return dashboard_queries.conversations(conn, status=status or None, agent=agent or None, limit=limit)
+            return dashboard_queries.conversations(conn, status=status or None, agent=agent or None, limit=limit,
+                                                   before=after)
 
     def agents(self) -> list[str]:
         with self._postgres() as conn:

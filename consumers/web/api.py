@@ -70,9 +70,10 @@ def counters(request: Request) -> JSON:
 
 @router.get("/conversations")
 def conversations(request: Request, status: str | None = None, agent: str | None = None,
-                  limit: int = Query(50, ge=1, le=1000)) -> JSON:
-    """The newest conversations, filtered by status and by an agent that took part."""
-    return JSON(models(request).conversations(status=status, agent=agent, limit=limit))
+                  limit: int = Query(50, ge=1, le=1000), before: str | None = None) -> JSON:
+    """The newest conversations, filtered by status and by an agent that took part; ``before``, the
+    ``started_at|id`` of the last one on a page, gives the next page."""
+    return JSON(models(request).conversations(status=status, agent=agent, limit=limit, before=before))
 
 
 @router.get("/conversations/{conversation_id}")

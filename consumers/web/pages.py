@@ -16,8 +16,10 @@ from markupsafe import Markup, escape
 
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
+from agentlog.projections.postgres.queries import page_after
 from agentlog.schemas.errors import AgentlogError
 
+PAGE = 25
 STATUSES = ["active", "completed", "failed", "blocked", "rolled_back", "needs_intervention"]
 EXAMPLE_SQL = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures\n"
                "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 10")
@@ -50,25 +52,29 @@ def models(request: Request) -> ReadModels:
     return request.app.state.models
 
 
-def _overview(request: Request, status: str | None, agent: str | None) -> dict[str, Any]:
+def _overview(request: Request, status: str | None, agent: str | None, before: str | None) -> dict[str, Any]:
     m = models(request)
-    return {"counters": Part(m.counters), "metrics": Part(lambda: m.metrics("24h")),
-            "conversations": Part(lambda: m.conversations(status=status, agent=agent, limit=25)),
-            "lag": Part(m.lag), "projectors": request.app.state.projectors(),
-            "status": status or "", "agent": agent or ""}
+    rows = Part(lambda: m.conversations(status=status, agent=agent, limit=PAGE, before=before))
+    older = page_after(rows.value[-1]) if rows.value and len(rows.value) == PAGE else None
+    return {"counters": Part(m.counters), "metrics": Part(lambda: m.metrics("24h")), "conversations": rows,
+            "older": older, "lag": Part(m.lag), "projectors": request.app.state.projectors(),
+            "status": status or "", "agent": agent or "", "before": before or ""}
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(request: Request, status: str | None = None, agent: str | None = None) -> HTMLResponse:
+def dashboard(request: Request, status: str | None = None, agent: str | None = None,
+              before: str | None = None) -> HTMLResponse:
     agents = Part(models(request).agents)
     return templates.TemplateResponse(request, "dashboard.html", {
-        **_overview(request, status, agent), "agents": agents.value or [], "statuses": STATUSES, "page": "dashboard"})
+        **_overview(request, status, agent, before), "agents": agents.value or [], "statuses": STATUSES,
+        "page": "dashboard"})
 
 
 @router.get("/fragments/overview", response_class=HTMLResponse)
-def overview(request: Request, status: str | None = None, agent: str | None = None) -> HTMLResponse:
+def overview(request: Request, status: str | None = None, agent: str | None = None,
+             before: str | None = None) -> HTMLResponse:
     """The dashboard's live part, fetched again every few seconds by the page."""
-    return templates.TemplateResponse(request, "overview.html", _overview(request, status, agent))
+    return templates.TemplateResponse(request, "overview.html", _overview(request, status, agent, before))
 
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse)

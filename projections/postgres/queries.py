@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -71,15 +72,32 @@ def events_of(conn: psycopg.Connection, conversation_id: str) -> list[Event]:
 
 
 def conversations(conn: psycopg.Connection, *, status: str | None = None, agent: str | None = None,
-                  limit: int = 50) -> list[dict[str, Any]]:
+                  limit: int = 50, before: tuple[datetime, str] | None = None) -> list[dict[str, Any]]:
+    """The newest conversations first; ``before`` (started_at, id) of the last one seen gives the next page."""
+    at, cid = before or (None, None)
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT id, started_at, active_agent, status, tool_count, handoff_count, error_count, guardrail_count, "
             "duration_ms, saga_status, cost_usd, user_message, last_event_at FROM conversation_views "
             "WHERE (%(status)s::text IS NULL OR status = %(status)s) "
             "AND (%(agent)s::text IS NULL OR active_agent = %(agent)s OR %(agent)s = ANY(agents)) "
-            "ORDER BY started_at DESC NULLS LAST LIMIT %(limit)s",
-            {"status": status, "agent": agent, "limit": limit}).fetchall()
+            "AND (%(at)s::timestamptz IS NULL OR (started_at, id) < (%(at)s, %(cid)s)) "
+            "ORDER BY started_at DESC NULLS LAST, id DESC LIMIT %(limit)s",
+            {"status": status, "agent": agent, "limit": limit, "at": at, "cid": cid}).fetchall()
+
+
+def page_after(row: dict[str, Any]) -> str:
+    """The cursor of the page after ``row``: its started_at and id."""
+    return f"{row['started_at'].isoformat()}|{row['id']}"
+
+
+def cursor(text: str) -> tuple[datetime, str]:
+    """A ``before`` cursor read back; AgentlogError when it is not one."""
+    at, _, cid = text.partition("|")
+    try:
+        return datetime.fromisoformat(at), cid
+    except ValueError:
+        raise AgentlogError(f"before={text!r}: use the cursor a page gave (started_at|id)") from None
 
 
 def counters(conn: psycopg.Connection) -> dict[str, Any]:
@@ -96,4 +114,5 @@ def agents(conn: psycopg.Connection) -> list[str]:
         "SELECT DISTINCT unnest(agents) AS agent FROM conversation_views ORDER BY agent").fetchall()]
 
 
-__all__ = ["AGENT_METRICS", "agent_metrics", "agents", "conversations", "counters", "events_of", "interval"]
+__all__ = ["AGENT_METRICS", "agent_metrics", "agents", "conversations", "counters", "cursor", "events_of", "interval",
+           "page_after"]

@@ -59,6 +59,13 @@ def test_the_conversation_list_filters(served: Served) -> None:
     assert len(refunds) < len(everything)
     _, rolled_back = served.get("/api/conversations?status=completed&limit=1000")
     assert all(row["status"] == "completed" for row in rolled_back)
+    _, first = served.get("/api/conversations?limit=10")
+    last = first[-1]
+    _, second = served.get("/api/conversations?" + urllib.parse.urlencode(
+        {"limit": 10, "before": f"{last['started_at']}|{last['id']}"}))
+    assert [row["id"] for row in first + second] == [row["id"] for row in everything[:20]]
+    status, body = served.get("/api/conversations?before=yesterday")
+    assert status == 400 and body["detail"] == "before='yesterday': use the cursor a page gave (started_at|id)"
 
 
 def test_the_charts_come_from_clickhouse(served: Served) -> None:

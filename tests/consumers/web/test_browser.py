@@ -101,6 +101,16 @@ def test_the_analytics_page_draws_its_charts(served: Served, browser) -> None:
     browser.save_screenshot(str(ARTIFACTS / "analytics.png"))
 
 
+def test_the_conversation_list_pages_back(served: Served, browser) -> None:
+    browser.get(served.url + "/")
+    first = [a.text for a in wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#conversations tbody td:first-child a"))]
+    browser.find_element(By.ID, "older").click()
+    wait(browser).until(seen.presence_of_element_located((By.ID, "newest")))
+    older = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#conversations tbody td:first-child a")]
+    assert len(first) == 25 and older and not set(first) & set(older)
+
+
 def test_the_dashboard_refreshes_itself_while_events_arrive(served: Served, browser) -> None:
     browser.get(served.url + "/")
     counter = wait(browser).until(seen.presence_of_element_located((By.ID, "count-conversations")))
