@@ -94,33 +94,37 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
         raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
 
 
-def log_size(settings: Settings, topic: str | None = None) -> int:
-    """How many messages the topic holds now (what a projector starting from the beginning will read)."""
+def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[int, int]]:
+    """Per partition of the topic, its (low, high) offsets: where the log begins and ends now."""
     topic = topic or settings.events_topic
-    consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.size", "enable.auto.commit": False}))
+    consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.watermarks", "enable.auto.commit": False}))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(high - low for low, high in (consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                                                for p in partitions))
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in sorted(partitions)}
     except KafkaException as exc:
         raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
     finally:
         consumer.close()
 
 
+def log_size(settings: Settings, topic: str | None = None) -> int:
+    """How many messages the topic holds now (what a projector starting from the beginning will read)."""
+    return sum(high - low for low, high in watermarks(settings, topic).values())
+
+
 def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:
     """Per projection, per partition: messages between its committed offset and the end of the log."""
     topic = topic or settings.events_topic
+    ends = watermarks(settings, topic)
     result: dict[str, dict[int, int]] = {}
     for name in names:
         consumer = Consumer(settings.kafka_config(**{"group.id": group_for(name, topic), "enable.auto.commit": False}))
         try:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-            result[name] = {}
-            for tp in committed:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                result[name][tp.partition] = high - (tp.offset if tp.offset >= 0 else low)
+            committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+        except KafkaException as exc:
+            raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
         finally:
             consumer.close()
+        result[name] = {tp.partition: ends[tp.partition][1] - (tp.offset if tp.offset >= 0 else ends[tp.partition][0])
+                        for tp in committed}
     return result

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import psycopg
-from confluent_kafka import KafkaException
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 
@@ -21,7 +20,6 @@ from agentlog.consumers.group import lag as group_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.consumers.runtime import StoreUnavailable
 from agentlog.deploy import clients
-from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.projection import AnalyticsProjection
@@ -174,10 +172,7 @@ class ReadModels:
         """Per projection, per partition: events still to apply (asked of the broker at most every 2 s)."""
         with self._lag_lock:
             if fresh or self._lag is None or time.monotonic() - self._lag[0] > _LAG_TTL:
-                try:
-                    result = group_lag(self.settings, list(NAMES))
-                except KafkaException as exc:
-                    raise ServiceUnreachable("kafka", self.settings.kafka_bootstrap) from exc
+                result = group_lag(self.settings, list(NAMES))
                 self._lag = (time.monotonic(),
                              {name: {str(p): n for p, n in sorted(parts.items())} for name, parts in result.items()})
             return self._lag[1]

@@ -48,6 +48,10 @@ def _text(value: Any) -> str | None:
     return json.dumps(value)
 
 
+class MovedOn(Exception):
+    """The index this batch was read from was retired (write-blocked) or deleted: the alias has moved on."""
+
+
 class SearchProjection(Projection):
     name = "search"
 
@@ -71,7 +75,7 @@ class SearchProjection(Projection):
     def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
         try:
             stored = self._stored(self._index(), topic, partitions)
-        except (TransportConnectionError, ConnectionTimeout) as exc:
+        except (TransportConnectionError, ConnectionTimeout, MovedOn) as exc:
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
         return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
 
@@ -80,11 +84,13 @@ class SearchProjection(Projection):
             self._apply(batch)
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
+        except MovedOn as exc:  # the index was retired meanwhile: the batch again, on the new one
+            raise Rewind(dict(batch.starts)) from exc
         except ApiError as exc:
             if exc.meta.status in _RETRYABLE:
                 raise StoreUnavailable(f"elasticsearch answered {exc.meta.status}", retry_after=2) from exc
             if exc.error in _MOVED:
-                raise Rewind(dict(batch.starts)) from exc  # the index was retired meanwhile: again, on the new one
+                raise Rewind(dict(batch.starts)) from exc
             raise
 
     def _index(self) -> str:
@@ -94,16 +100,30 @@ class SearchProjection(Projection):
         return current_index(self.es, self.alias) or ensure_alias(self.es, self.alias)
 
     def _stored(self, index: str, topic: str, partitions: list[int]) -> dict[int, int]:
-        found = self.es.mget(index=positions_index(index), ids=[f"{topic}:{p}" for p in partitions])["docs"]
-        return {d["_source"]["partition"]: d["_source"]["next_offset"] for d in found if d.get("found")}
+        return self._read(index, topic, partitions, [])[0]
+
+    def _read(self, index: str, topic: str, partitions: list[int],
+              ids: list[str]) -> tuple[dict[int, int], dict[str, ConversationState]]:
+        """In one request: the index's positions for ``partitions`` and the stored states of ``ids``."""
+        docs = [{"_index": positions_index(index), "_id": f"{topic}:{p}"} for p in partitions]
+        docs += [{"_index": index, "_id": cid} for cid in ids]
+        found = self.es.mget(docs=docs)["docs"]
+        for doc in found:
+            if (doc.get("error") or {}).get("type") in _MOVED:
+                raise MovedOn(doc["error"]["type"])
+        positions = {d["_source"]["partition"]: d["_source"]["next_offset"]
+                     for d in found[:len(partitions)] if d.get("found")}
+        states = {d["_id"]: ConversationState.from_dict(d["_source"]) for d in found[len(partitions):] if d.get("found")}
+        return positions, states
 
     def _apply(self, batch: Batch) -> None:
         index = self._index()
-        stored = self._check_positions(index, batch)
+        ids = list(dict.fromkeys(r.event.conversation_id for r in batch.records))
+        stored, states = self._read(index, batch.topic, list(batch.starts), ids)
+        rewind = batch.behind(stored, self._from_beginning.setdefault(index, set()))
+        if rewind:
+            raise Rewind(rewind)
         records = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
-        ids = list(dict.fromkeys(r.event.conversation_id for r in records))
-        found = self.es.mget(index=index, ids=ids, source=True)["docs"] if ids else []
-        states = {d["_id"]: ConversationState.from_dict(d["_source"]) for d in found if d.get("found")}
         changed: dict[str, ConversationState] = {}
         for record in records:
             event = record.event
@@ -124,16 +144,8 @@ class SearchProjection(Projection):
                 operations.append(document(state))
             response = self.es.bulk(operations=operations)
             if response["errors"]:
-                self._check_items(response["items"], batch)
+                self._check_items(response["items"])
         self._advance(index, batch, stored)
-
-    def _check_positions(self, index: str, batch: Batch) -> dict[int, int]:
-        """The index's positions for this batch's partitions; Rewind when the index is behind the batch."""
-        stored = self._stored(index, batch.topic, list(batch.starts))
-        rewind = batch.behind(stored, self._from_beginning.setdefault(index, set()))
-        if rewind:
-            raise Rewind(rewind)
-        return stored
 
     def _advance(self, index: str, batch: Batch, stored: dict[int, int]) -> None:
         """Record the batch's ends, after its documents: a crash in between replays, never skips."""
@@ -146,16 +158,16 @@ class SearchProjection(Projection):
         if operations:
             response = self.es.bulk(operations=operations)
             if response["errors"]:
-                self._check_items(response["items"], batch)
+                self._check_items(response["items"])
 
-    def _check_items(self, items: list[dict[str, Any]], batch: Batch) -> None:
+    def _check_items(self, items: list[dict[str, Any]]) -> None:
         for item in items:
             result = item["index"]
             status = result.get("status", 200)
             if status < 300 or status == 409:  # 409: a newer (or the same) state is already there
                 continue
             if (result.get("error") or {}).get("type") in _MOVED:
-                raise Rewind(dict(batch.starts))  # the index was retired meanwhile: again, on the new one
+                raise MovedOn(result["error"]["type"])
             if status in _RETRYABLE:
                 raise StoreUnavailable(f"elasticsearch rejected a document with {status}", retry_after=2)
             raise ProjectionError(f"elasticsearch refused conversation {result.get('_id')}: {result.get('error')}")

@@ -57,8 +57,8 @@ def test_the_conversation_list_filters(served: Served) -> None:
     _, refunds = served.get("/api/conversations?agent=refund-agent&limit=1000")
     assert refunds and all(row["active_agent"] == "refund-agent" or row["handoff_count"] for row in refunds)
     assert len(refunds) < len(everything)
-    _, rolled_back = served.get("/api/conversations?status=completed&limit=1000")
-    assert all(row["status"] == "completed" for row in rolled_back)
+    _, completed = served.get("/api/conversations?status=completed&limit=1000")
+    assert completed and all(row["status"] == "completed" for row in completed)
     _, first = served.get("/api/conversations?limit=10")
     last = first[-1]
     _, second = served.get("/api/conversations?" + urllib.parse.urlencode(
