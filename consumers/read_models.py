@@ -79,6 +79,7 @@ class ReadModels:
         self.settings = settings
         self.analytics = analytics
         self._es = None
+        self._box = analytics_queries.SQLBox(settings)
         self._lag: tuple[float, dict[str, dict[str, int]]] | None = None
         self._lag_lock = threading.Lock()
 
@@ -152,11 +153,9 @@ class ReadModels:
     # -- ClickHouse: analysts' SQL -----------------------------------------------------------------------------
 
     def sql(self, statement: str) -> list[dict[str, Any]]:
-        """A read-only statement, in this process when it holds the store, else as ``agentlog sql`` runs it."""
-        if self.analytics is not None:
-            with self.analytics.lock:
-                return analytics_queries.run_local(self.analytics.analyst_client, statement)
-        return analytics_queries.run(self.settings, statement)
+        """A statement in the SQL box: in this process when it holds the store (on handles of the box's own,
+        never the projector's), else as ``agentlog sql`` runs it."""
+        return analytics_queries.run(self.settings, statement, box=self._box)
 
     def charts(self) -> dict[str, Any]:
         """The analytics page's charts: tool calls over time, failures by type, tokens and cost by model."""

@@ -22,10 +22,13 @@ def chdb_path(url: str) -> Path:
     return Path(urlsplit(url).path)
 
 
-def clickhouse(settings: Settings, *, database: str = "default") -> ClickHouseClient:
+def clickhouse(settings: Settings, *, database: str = "default",
+               engine_settings: dict[str, object] | None = None) -> ClickHouseClient:
     """A client on the configured ClickHouse: the embedded engine (``chdb://PATH``) or a server (``http(s)://``).
 
     The embedded engine is owned by one process; a second one gets a StackError naming the owner.
+    ``engine_settings`` hold for every query of an embedded client (``readonly=1`` and limits: the query cannot
+    loosen them); a server's client sends them with each query.
     """
     url = settings.clickhouse_url
     scheme = urlsplit(url).scheme
@@ -33,7 +36,8 @@ def clickhouse(settings: Settings, *, database: str = "default") -> ClickHouseCl
         path = chdb_path(url)
         path.mkdir(parents=True, exist_ok=True)
         try:
-            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
+            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database,
+                                                 chdb_options=dict(engine_settings or {}) or None)
         except Exception as exc:  # chdb reports a held lock as a generic ProgrammingError
             owner = chdb_owner(path)
             if owner is not None:
@@ -46,7 +50,7 @@ def clickhouse(settings: Settings, *, database: str = "default") -> ClickHouseCl
             return clickhouse_connect.get_client(
                 host=parts.hostname, port=parts.port or (8443 if scheme == "https" else 8123),
                 username=parts.username or "default", password=parts.password or "",
-                secure=scheme == "https", database=database)
+                secure=scheme == "https", database=database, settings=dict(engine_settings or {}))
         except OperationalError as exc:  # the client asks the server for its version at once
             raise ServiceUnreachable("clickhouse", url, "start that server or fix AGENTLOG_CLICKHOUSE_URL") from exc
     raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={url!r} must be chdb:///path or http(s)://host:port")

@@ -11,7 +11,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
+
+from agentlog.schemas.errors import ConfigError
+
+Number = TypeVar("Number", int, float)
 
 EVENTS_TOPIC = "agent.events"
 DLQ_TOPIC = "agent.events.dlq"
@@ -37,6 +41,14 @@ class Settings:
     search_alias: str = "conversations"
     clickhouse_database: str = "default"
     batch_size: int = 5000
+    sql_timeout: float = 30.0
+    """Seconds an analyst's query may run (``AGENTLOG_SQL_TIMEOUT``)."""
+    sql_memory: int = 1 << 30
+    """Bytes of memory an analyst's query may take (``AGENTLOG_SQL_MEMORY``)."""
+    sql_rows: int = 10_000
+    """Rows an analyst's query may return (``AGENTLOG_SQL_ROWS``, at least 2,000)."""
+    sql_bytes: int = 64 << 20
+    """Bytes of result an analyst's query may return (``AGENTLOG_SQL_BYTES``)."""
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -67,14 +79,32 @@ class Settings:
             postgres_dsn=env.get("AGENTLOG_POSTGRES_DSN", cls.postgres_dsn),
             elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
             clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
-            partitions=int(env.get("AGENTLOG_KAFKA_PARTITIONS", cls.partitions)),
+            partitions=_number(env, "AGENTLOG_KAFKA_PARTITIONS", cls.partitions, int),
             events_topic=env.get("AGENTLOG_EVENTS_TOPIC", cls.events_topic),
             dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
-            batch_size=int(env.get("AGENTLOG_BATCH_SIZE", cls.batch_size)),
+            batch_size=_number(env, "AGENTLOG_BATCH_SIZE", cls.batch_size, int),
+            sql_timeout=_number(env, "AGENTLOG_SQL_TIMEOUT", cls.sql_timeout, float),
+            sql_memory=_number(env, "AGENTLOG_SQL_MEMORY", cls.sql_memory, int),
+            sql_rows=max(2_000, _number(env, "AGENTLOG_SQL_ROWS", cls.sql_rows, int)),
+            sql_bytes=_number(env, "AGENTLOG_SQL_BYTES", cls.sql_bytes, int),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number]) -> Number:
+    """A positive number from the environment; ConfigError naming the variable otherwise."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = kind(0)
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name}={text!r}: must be a positive number, like {default}")
+    return value
 
 
 @functools.cache

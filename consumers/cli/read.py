@@ -51,7 +51,7 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
     group = ProjectorGroup(settings(), names, until_caught_up=until_caught_up)
     server = None
     if "analytics" in names and settings().embedded_clickhouse:
-        server = QueryServer(settings(), group.projection("analytics"))
+        server = QueryServer(settings())
         server.start()
     signal.signal(signal.SIGTERM, lambda *_: group.stop.set())  # finish the batch in hand, commit, leave
     behind = group_lag(settings(), names) if until_caught_up else {}

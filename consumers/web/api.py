@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from agentlog.consumers.read_models import ReadModels, dumps
 from agentlog.consumers.replay import UnknownConversation
 from agentlog.consumers.runtime import StoreUnavailable
+from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
 from agentlog.schemas.errors import AgentlogError
 
@@ -34,6 +35,8 @@ def status_of(exc: AgentlogError) -> int:
     """404 for an unknown conversation, 503 for a store that does not answer, 400 for the rest."""
     if isinstance(exc, UnknownConversation):
         return 404
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, (StoreUnavailable, StackError)):
         return 503
     return 400
@@ -89,16 +92,18 @@ def search(request: Request, q: str = "*", agent: str | None = None, status: str
     return JSON(models(request).search(q, agent=agent, status=status, since=since, limit=limit))
 
 
-@router.get("/sql")
-def sql_get(request: Request, q: str) -> JSON:
-    """A read-only statement on ClickHouse: ``agentlog sql Q --json`` gives the same rows."""
-    return JSON({"rows": models(request).sql(q)})
+@router.get("/sql", include_in_schema=False)
+def sql_get(request: Request) -> JSON:
+    """A statement runs only by POST: a link or an image on another site must not run one."""
+    return JSON({"detail": 'POST /api/sql with {"sql": "SELECT ..."} (Content-Type: application/json)'},
+                status_code=405, headers={"Allow": "POST"})
 
 
 @router.post("/sql")
-def sql_post(request: Request, body: dict[str, Any] = Body(...)) -> JSON:
-    """The same, with ``{"sql": "SELECT ..."}`` in the body (``agentlog sql`` in another process sends this)."""
-    statement = body.get("sql")
+def sql_post(request: Request, body: Any = Body(...)) -> JSON:
+    """A statement in the SQL box (one SELECT over the analytics tables, within the limits), with
+    ``{"sql": "SELECT ..."}`` in the body: ``agentlog sql Q --json`` gives the same rows."""
+    statement = body.get("sql") if isinstance(body, dict) else None
     if not isinstance(statement, str):
         raise AgentlogError('the body must be JSON: {"sql": "SELECT ..."}')
     return JSON({"rows": models(request).sql(statement)})

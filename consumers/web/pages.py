@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
+from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
 from agentlog.projections.postgres.queries import page_after
 from agentlog.schemas.errors import AgentlogError
 
@@ -99,6 +101,27 @@ def search(request: Request, q: str = "", agent: str | None = None, status: str 
 
 @router.get("/analytics", response_class=HTMLResponse)
 def analytics(request: Request, sql: str | None = None) -> HTMLResponse:
-    rows = Part(lambda: models(request).sql(sql)) if sql else None
-    return templates.TemplateResponse(request, "analytics.html", {
-        "sql": sql or EXAMPLE_SQL, "rows": rows, "page": "analytics"})
+    """The charts and the SQL box, with ``sql`` written in it (a link may fill the box; only a POST runs it)."""
+    return _analytics(request, sql or EXAMPLE_SQL, None)
+
+
+@router.post("/analytics", response_class=HTMLResponse)
+async def analytics_run(request: Request) -> HTMLResponse:
+    """Run the box's statement: a POST of the page's own form (its token matches this browser's cookie)."""
+    try:
+        fields = await form(request)
+    except Forbidden as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc), "page": ""}, status_code=403)
+    statement = fields.get("sql", "")
+    rows = await run_in_threadpool(Part, lambda: models(request).sql(statement))
+    return _analytics(request, statement, rows)
+
+
+def _analytics(request: Request, statement: str, rows: Part | None) -> HTMLResponse:
+    token = csrf_token(request)
+    limits = models(request).settings
+    response = templates.TemplateResponse(request, "analytics.html", {
+        "sql": statement, "rows": rows, "page": "analytics", "csrf": token,
+        "limits": f"{limits.sql_timeout:g} s and {limits.sql_rows:,} rows"})
+    set_csrf_cookie(response, token)
+    return response

@@ -64,7 +64,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     group = ProjectorGroup(settings, list(NAMES)) if projectors else None
     owner = group.projection("analytics") if group is not None and settings.embedded_clickhouse else None
     models = ReadModels(settings, analytics=owner)
-    app = create_app(models, projectors=group.status if group is not None else dict)
+    app = create_app(models, projectors=group.status if group is not None else dict, host=host)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     if group is not None:
         group.start()

@@ -56,7 +56,6 @@ class AnalyticsProjection(Projection):
         self.database = database or settings.clickhouse_database
         self._sharing = sharing
         self._client = None
-        self._analyst = None
         self._known: dict[int, int | None] = {}
         """Per partition, the next offset the store expects (None: nothing applied yet)."""
         self._generation: int | None = None
@@ -131,22 +130,11 @@ class AnalyticsProjection(Projection):
         with self.lock:
             return self._run(lambda c: c.query(statement, parameters=parameters))
 
-    @property
-    def analyst_client(self):
-        """A client whose current database is this projection's, for analysts' unqualified table names."""
-        if self._sharing is not None:
-            return self._sharing.analyst_client
-        if self._analyst is None:
-            self.client  # the engine is opened (and the database created by setup) first
-            self._analyst = clients.clickhouse(self.settings, database=self.database)
-        return self._analyst
-
     def close(self) -> None:
         with self.lock:
-            for client in (self._analyst, self._client):
-                if client is not None:
-                    client.close()
-            self._client = self._analyst = None
+            if self._client is not None:
+                self._client.close()
+            self._client = None
 
     def _run(self, action):
         try:

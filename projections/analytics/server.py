@@ -13,14 +13,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics.projection import AnalyticsProjection
-from agentlog.projections.analytics.queries import owner_file, run_local
+from agentlog.deploy.errors import StackError
+from agentlog.projections.analytics.queries import SQLBox, owner_file
 from agentlog.schemas.errors import AgentlogError
 
-
-def run_owned(projection: AnalyticsProjection, statement: str) -> list[dict]:
-    with projection.lock:
-        return run_local(projection.analyst_client, statement)
+MAX_BODY = 1 << 20
 
 
 def advertise(settings: Settings, url: str) -> None:
@@ -37,22 +34,35 @@ def withdraw(settings: Settings) -> None:
 
 
 class QueryServer:
-    def __init__(self, settings: Settings, projection: AnalyticsProjection) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        projection_ref = projection
+        box = SQLBox(settings)
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 if self.path != "/api/sql":
                     self._send(404, {"detail": "POST /api/sql"})
                     return
+                if self.headers.get_content_type() != "application/json" or self.headers.get("Origin"):
+                    self._send(400, {"detail": "the body must be JSON (Content-Type: application/json), "
+                                               "sent by agentlog itself, not a browser"})
+                    return
                 try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                    self._send(200, {"rows": run_owned(projection_ref, body.get("sql", ""))})
+                    length = int(self.headers.get("Content-Length", 0))
+                    if not 0 <= length <= MAX_BODY:
+                        raise ValueError(length)
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                    statement = body.get("sql") if isinstance(body, dict) else None
+                    if not isinstance(statement, str):
+                        raise ValueError(statement)
+                    self._send(200, {"rows": box.run(statement)})
+                except StackError as exc:
+                    self._send(503, {"detail": str(exc)})
                 except AgentlogError as exc:
                     self._send(400, {"detail": str(exc)})
                 except ValueError:
-                    self._send(400, {"detail": "the body must be JSON: {\"sql\": \"SELECT ...\"}"})
+                    self._send(400, {"detail": f"the body must be JSON of at most {MAX_BODY:,} bytes: "
+                                               "{\"sql\": \"SELECT ...\"}"})
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload, default=str).encode()

@@ -54,4 +54,4 @@ def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
 def test_sql_refuses_a_statement_that_writes(stack: Settings) -> None:
     done = agentlog("sql", "DROP TABLE agent_events")
     assert done.returncode == 1
-    assert done.stderr.strip().startswith("error: only read-only statements")
+    assert done.stderr.strip().startswith("error: only SELECT (or WITH ... SELECT), SHOW TABLES and DESCRIBE")
