@@ -27,7 +27,8 @@ from agentlog.projections.conversation import fold
 from agentlog.projections.postgres import connect
 from agentlog.projections.postgres import queries as dashboard_queries
 from agentlog.projections.registry import NAMES
-from agentlog.projections.search.queries import search as search_conversations
+from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery, search as search_conversations
+from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event
 
 TOOL_CALLS_OVER_TIME = """
@@ -62,6 +63,28 @@ def event_json(event: Event) -> dict[str, Any]:
     return {"sequence_number": event.sequence_number, "event_type": event.event_type.value,
             "event_id": event.event_id, "occurred_at": event.occurred_at.isoformat(),
             "agent_name": event.agent_name, "payload": dict(event.payload)}
+
+
+class BadRequest(AgentlogError):
+    """A value the asker sent that no store can take."""
+
+
+def plain(name: str, value: str | None, *, most: int) -> None:
+    """BadRequest unless ``value`` is text a store can take: no NUL, at most ``most`` characters."""
+    if value is None:
+        return
+    if "\x00" in value:
+        raise BadRequest(f"{name} holds a NUL character")
+    if len(value) > most:
+        raise BadRequest(f"{name} has {len(value):,} characters; at most {most:,}")
+
+
+def _reason(exc: ApiError) -> str:
+    try:
+        causes = exc.body["error"]["root_cause"]
+        return str(causes[0].get("reason", exc.message))[:200]
+    except (KeyError, IndexError, TypeError):
+        return str(exc.message)[:200]
 
 
 class NotProjected(StoreUnavailable):
@@ -99,6 +122,8 @@ class ReadModels:
     def conversations(self, *, status: str | None = None, agent: str | None = None, limit: int = 50,
                       before: str | None = None) -> list[dict[str, Any]]:
         """The newest first; ``before``: the cursor (``started_at|id``) of the last row of the previous page."""
+        for name, value in (("status", status), ("agent", agent), ("before", before)):
+            plain(name, value, most=600)
         after = dashboard_queries.cursor(before) if before else None
         with self._postgres() as conn:
             return dashboard_queries.conversations(conn, status=status or None, agent=agent or None, limit=limit,
@@ -114,6 +139,7 @@ class ReadModels:
         return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events]}
 
     def events(self, conversation_id: str) -> list[Event]:
+        plain("conversation id", conversation_id, most=256)
         events = events_from_archive(self.settings, conversation_id) or events_from_kafka(self.settings,
                                                                                           conversation_id)
         if not events:
@@ -132,11 +158,15 @@ class ReadModels:
                                    "run `agentlog serve` or `agentlog project`") from exc
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"postgres at {self.settings.postgres_dsn}: {exc}") from exc
+            except psycopg.DataError as exc:  # a value Postgres cannot take: the asker's mistake, not an outage
+                raise BadRequest(f"postgres cannot take that value: {str(exc).strip().splitlines()[0]}") from exc
 
     # -- Elasticsearch: support staff's search -----------------------------------------------------------------
 
     def search(self, query: str, *, agent: str | None = None, status: str | None = None, since: str | None = None,
                limit: int = 20) -> dict[str, Any]:
+        for name, value in (("query", query), ("agent", agent), ("status", status), ("since", since)):
+            plain(name, value, most=MAX_CHARACTERS)
         if self._es is None:
             self._es = clients.elasticsearch(self.settings)
         try:
@@ -145,6 +175,8 @@ class ReadModels:
         except ApiError as exc:
             if exc.meta.status == 404:
                 return {"total": 0, "hits": []}  # no index yet: nothing has been projected
+            if exc.meta.status == 400:  # Elasticsearch could not take the query: the asker's to change
+                raise BadQuery(f"elasticsearch cannot run that search: {_reason(exc)}") from exc
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc.message}") from exc
         except TransportError as exc:
             raise StoreUnavailable(f"elasticsearch: nothing answers at {self.settings.elasticsearch_url}; "

@@ -8,25 +8,33 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
 from agentlog.schemas.catalog import Catalog, catalog
-from agentlog.schemas.errors import NotSingleObjectEncoded, SchemaError
+from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
+from agentlog.schemas.rules import DEFAULT_SKEW, check_event
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
 
 MAGIC = b"\xc3\x01"
+_NO_LATER_THAN = datetime(9000, 1, 1, tzinfo=UTC)
+"""Decoding without the message's timestamp (a replay): no bound from the future."""
 HEADER_SIZE = len(MAGIC) + 8
 
 
 class Codec:
-    def __init__(self, schemas: Catalog | None = None) -> None:
+    """``skew``: how far past now (encoding) or the message's timestamp (decoding) ``occurred_at`` may be."""
+
+    def __init__(self, schemas: Catalog | None = None, *, skew: timedelta = DEFAULT_SKEW) -> None:
         self.catalog = schemas or catalog()
+        self.skew = skew
         self._schema = self.catalog.current.schema
         self._decoding = self.catalog.current.decoding
         self._header = MAGIC + self.catalog.current.fingerprint
@@ -51,8 +59,7 @@ class Codec:
             raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}")
         record_name = TYPE_TO_RECORD[event_type]
         check_payload(event_type, event.payload, self._checks[record_name])
-        if not isinstance(event.sequence_number, int) or isinstance(event.sequence_number, bool):
-            raise SchemaError(f"sequence_number must be an integer, got {event.sequence_number!r}")
+        check_event(event, skew=self.skew)
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,
@@ -67,20 +74,40 @@ class Codec:
             "payload": (record_name, event.payload),
         }
 
-    def decode(self, data: bytes) -> Event:
-        """An event from its bytes, in the current schema's shape, whatever version wrote it."""
-        if data[:2] != MAGIC or len(data) < HEADER_SIZE:
+    def decode(self, data: bytes, *, key: bytes | None = None, written_at: datetime | None = None) -> Event:
+        """An event from its bytes, in the current schema's shape, whatever version wrote it.
+
+        The body must be read to its last byte (bytes after it are a corrupt message, not an event);
+        ``key``, the Kafka message's key, must be the event's conversation id when given; the event must
+        keep the rule of ``schemas.rules``, its time no later than ``written_at`` (the message's timestamp)
+        allows.
+        """
+        if not isinstance(data, (bytes, bytearray)) or data[:2] != MAGIC or len(data) < HEADER_SIZE:
             raise NotSingleObjectEncoded("not an Avro single-object encoded event (no C3 01 marker)")
-        writer = self.catalog.by_fingerprint(data[2:HEADER_SIZE])
+        writer = self.catalog.by_fingerprint(bytes(data[2:HEADER_SIZE]))
         reader = None if writer.version == self._version else self._decoding
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer.decoding, reader,
-                                       return_record_name=True)
-        except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
-            raise SchemaError(f"corrupt event body (schema v{writer.version}): {exc}") from exc
+            record = schemaless_reader(body, writer.decoding, reader, return_record_name=True)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
+                MemoryError, struct.error) as exc:
+            raise SchemaError(f"corrupt event body (schema v{writer.version}): {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from exc
+        if body.tell() != len(data):
+            raise SchemaError(f"corrupt event: {len(data) - body.tell()} byte(s) after the body (schema "
+                              f"v{writer.version})")
         for version in range(writer.version, self._version):
             record = UPCASTERS[version](record)
-        return self.from_record(record, writer.version)
+        try:
+            event = self.from_record(record, writer.version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SchemaError(f"corrupt event record (schema v{writer.version}): {str(exc)[:200]}") from exc
+        check_event(event, now=written_at or _NO_LATER_THAN, skew=self.skew)
+        if key is not None and key != event.conversation_id.encode():
+            raise KeyMismatch(f"the message key {key[:80]!r} is not the event's conversation id "
+                              f"{event.conversation_id[:80]!r}")
+        return event
 
     @staticmethod
     def from_record(record: dict[str, Any], version: int) -> Event:

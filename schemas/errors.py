@@ -28,3 +28,7 @@ class NotSingleObjectEncoded(SchemaError):
 
 class IncompatibleSchema(SchemaError):
     """A newer reader schema cannot read data written with an older one."""
+
+
+class KeyMismatch(SchemaError):
+    """A message's Kafka key is not the conversation id of the event it carries."""

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from prometheus_client import start_http_server
+from rich.markup import escape
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
@@ -19,6 +20,7 @@ from agentlog.consumers.runtime import Projector
 from agentlog.deploy.settings import settings
 from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.registry import NAMES
+from agentlog.projections.search.queries import marked
 from agentlog.schemas.errors import AgentlogError
 
 
@@ -127,7 +129,8 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
     for hit in result["hits"]:
         console.print(f"[bold]{hit['conversation_id']}[/] {hit['status']} {hit['active_agent']} {hit['started_at']}")
         for fragment in hit["highlights"][:3]:
-            console.print("   " + fragment.replace("<em>", "[reverse]").replace("</em>", "[/reverse]"))
+            console.print("   " + "".join(f"[reverse]{escape(text)}[/reverse]" if matched else escape(text)
+                                          for text, matched in marked(fragment)))
 
 
 @app.command()

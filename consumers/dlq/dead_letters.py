@@ -1,14 +1,24 @@
-"""The dead-letter topic: what could not be decoded or applied, with the original bytes and why."""
+"""The dead-letter topic: what could not be decoded or applied, with the original bytes and why.
+
+A message too large for the dead-letter topic goes there as a record of the failure instead: the
+headers saying why and where from, its size and SHA-256, and its first bytes. No message is too large
+to be dead-lettered, so none can stop a projector.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from agentlog.deploy.settings import Settings
 from agentlog.schemas.errors import AgentlogError
+
+
+class DeadLettersUnacknowledged(AgentlogError):
+    """The broker did not take the dead letters in time: an outage, retried by the projector."""
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +31,15 @@ PROJECTION = "agentlog.dlq.projection"
 FAILED_AT = "agentlog.dlq.failed_at"
 ID = "agentlog.dlq.id"
 """projection/topic/partition/offset: the same for a dead letter sent again after a crash, so readers dedupe."""
+TRUNCATED = "agentlog.dlq.truncated"
+"""Present on a record of a message too large to be sent whole: its value is the original's first bytes."""
+ORIGINAL_SIZE = "agentlog.dlq.original.size"
+ORIGINAL_SHA256 = "agentlog.dlq.original.sha256"
+ORIGINAL_HEADERS = "agentlog.dlq.original.headers"
+
+MAX_LETTER = 512_000
+"""Bytes of value and headers sent whole; a larger message goes as a record (well under Kafka's 1 MB default)."""
+FIRST_BYTES = 4096
 
 
 class DeadLetters:
@@ -32,12 +51,38 @@ class DeadLetters:
         self.projection = projection
         self._producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all",
                                                            "linger.ms": 5}))
-        self._failed: list[str] = []
+        self._again: list[tuple[Message, list[tuple[str, bytes]], bool]] = []
+        """Letters the broker refused: (original, our headers, send as a record), sent again by ``flush``."""
+        self._errors: list[str] = []
         self.sent = 0
 
     def send(self, message: Message, reason: str, error: BaseException | str) -> None:
-        headers = list(message.headers() or [])
-        headers += [
+        log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
+                    reason, str(error)[:500])
+        original = list(message.headers() or [])
+        size = len(message.value() or b"") + sum(len(k) + len(v or b"") for k, v in original)
+        self._produce(message, self._headers(message, reason, error), as_record=size > MAX_LETTER)
+        self.sent += 1
+
+    def flush(self, timeout: float = 30) -> None:
+        """Returns once the broker has every dead letter sent so far. One the broker found too large goes
+        again as its record; one it did not take goes again. Raises DeadLettersUnacknowledged when the broker
+        still has not taken them all (the projector waits and calls again)."""
+        remaining = self._producer.flush(timeout)
+        for _ in range(2):
+            if not self._again:
+                break
+            again, self._again = self._again, []
+            for message, headers, as_record in again:
+                self._produce(message, headers, as_record=as_record)
+            remaining = self._producer.flush(timeout)
+        if remaining or self._again:
+            errors, self._errors = self._errors[-3:], []
+            raise DeadLettersUnacknowledged(f"the broker did not take {remaining + len(self._again)} dead letter(s) "
+                                            f"for {self.topic}: {'; '.join(errors) or 'timed out'}")
+
+    def _headers(self, message: Message, reason: str, error: BaseException | str) -> list[tuple[str, bytes]]:
+        return [
             (REASON, reason.encode()),
             (ERROR, str(error)[:2000].encode()),
             (SOURCE_TOPIC, message.topic().encode()),
@@ -47,17 +92,32 @@ class DeadLetters:
             (FAILED_AT, datetime.now(UTC).isoformat().encode()),
             (ID, f"{self.projection}/{message.topic()}/{message.partition()}/{message.offset()}".encode()),
         ]
-        log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
-                    reason, error)
-        self._producer.produce(self.topic, key=message.key(), value=message.value(), headers=headers,
-                               on_delivery=self._delivered)
-        self.sent += 1
 
-    def flush(self, timeout: float = 30) -> None:
-        if self._producer.flush(timeout) or self._failed:
-            failed, self._failed = self._failed, []
-            raise AgentlogError(f"dead letters not acknowledged by the broker: {failed or 'timed out'}")
+    def _produce(self, message: Message, headers: list[tuple[str, bytes]], *, as_record: bool) -> None:
+        """The letter whole (the original's key, bytes and headers, then ours), or its record: our headers,
+        the original's size, SHA-256 and header count, and its first bytes."""
+        value = message.value() or b""
+        if as_record:
+            key, body = (message.key() or b"")[:FIRST_BYTES], value[:FIRST_BYTES]
+            sent = headers + [(TRUNCATED, b"true"), (ORIGINAL_SIZE, str(len(value)).encode()),
+                              (ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
+                              (ORIGINAL_HEADERS, str(len(message.headers() or [])).encode())]
+        else:
+            key, body, sent = message.key(), value, list(message.headers() or []) + headers
 
-    def _delivered(self, err, msg) -> None:
-        if err is not None:
-            self._failed.append(err.str())
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._errors.append(err.str())
+                self._again.append((message, headers, as_record or err.code() == KafkaError.MSG_SIZE_TOO_LARGE))
+
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=body, headers=sent, on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending: larger than the producer takes
+                if as_record or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                self._produce(message, headers, as_record=True)
+                return

@@ -20,10 +20,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, TopicPartition
 
 from agentlog.consumers.dlq import DeadLetters
+from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import metrics
 from agentlog.consumers.runtime.batch import Batch, Record
 from agentlog.consumers.runtime.errors import Rewind, StoreUnavailable
@@ -33,6 +35,12 @@ from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
+
+
+def _written_at(message: Message) -> datetime | None:
+    """The message's timestamp (the producer's or the broker's), if it has one."""
+    kind, millis = message.timestamp()
+    return datetime.fromtimestamp(millis / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0 else None
 
 
 def group_for(projection: str, topic: str) -> str:
@@ -99,10 +107,10 @@ class Projector:
                     self._measure_lag(consumer)
                     continue
                 batch, poison = self._decode(messages)                                       # 2. decode
-                for message, exc in poison:
-                    self._dead_letter(message, "undecodable", exc)
-                self.dead_letters.flush()
                 try:
+                    for message, exc in poison:
+                        self._dead_letter(message, "undecodable", exc)
+                    self._flush_dead_letters(consumer, stop)
                     applied = self._apply(consumer, batch, stop)                             # 3. apply
                 except Stopping:
                     break
@@ -139,7 +147,7 @@ class Projector:
                 continue
             batch.saw(message.partition(), message.offset())
             try:
-                event = self.codec.decode(message.value() or b"")
+                event = self.codec.decode(message.value() or b"", key=message.key(), written_at=_written_at(message))
             except SchemaError as exc:
                 poison.append((message, exc))
                 continue
@@ -173,7 +181,7 @@ class Projector:
                 raise
             except Exception as bad:
                 self._dead_letter(record.message, "projection_failed", bad)
-        self.dead_letters.flush()  # the broker has them before the store's position moves past them
+        self._flush_dead_letters(consumer, stop)  # the broker has them before the store's position moves past them
         self._apply_retrying(consumer, batch.positions_only(), stop)
 
     def _apply_retrying(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
@@ -188,6 +196,19 @@ class Projector:
                 wait = min(max(backoff, exc.retry_after), self.max_backoff)
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.projection.name, exc, wait)
                 self._wait_paused(consumer, wait, stop)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _flush_dead_letters(self, consumer: Consumer, stop: threading.Event) -> None:
+        """Wait, with the partitions paused, until the broker has every dead letter sent so far."""
+        backoff = 0.5
+        while True:
+            try:
+                self.dead_letters.flush()
+                return
+            except DeadLettersUnacknowledged as exc:
+                self.stats.retries += 1
+                log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, backoff)
+                self._wait_paused(consumer, backoff, stop)
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _wait_paused(self, consumer: Consumer, seconds: float, stop: threading.Event) -> None:

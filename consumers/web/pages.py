@@ -19,6 +19,7 @@ from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
 from agentlog.projections.postgres.queries import page_after
+from agentlog.projections.search.queries import marked
 from agentlog.schemas.errors import AgentlogError
 
 PAGE = 25
@@ -31,8 +32,9 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
 def highlight(fragment: str) -> Markup:
-    """A search highlight: the text escaped, Elasticsearch's ``<em>`` marks kept."""
-    return Markup(str(escape(fragment)).replace("&lt;em&gt;", "<mark>").replace("&lt;/em&gt;", "</mark>"))
+    """A search highlight: its text escaped, its matches marked (a user's own markup stays text)."""
+    return Markup("").join(Markup("<mark>{}</mark>").format(text) if matched else escape(text)
+                           for text, matched in marked(fragment))
 
 
 templates.env.filters["highlight"] = highlight

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import orjson
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable
+from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable, metrics
 from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
@@ -26,6 +27,7 @@ from agentlog.schemas.events import Event, EventType
 
 
 log = logging.getLogger(__name__)
+_REMEMBERED = 100_000
 
 
 def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
@@ -59,6 +61,8 @@ class AnalyticsProjection(Projection):
         self._known: dict[int, int | None] = {}
         """Per partition, the next offset the store expects (None: nothing applied yet)."""
         self._generation: int | None = None
+        self._sequences: OrderedDict[str, int] = OrderedDict()
+        """The last sequence number of conversations seen lately (the data says it of the others)."""
         self._from_beginning: dict[int | None, set[int]] = {}
         """Per generation of the tables, the partitions read again from the beginning for (a swapped-in store)."""
         self.lock = sharing.lock if sharing else threading.Lock()
@@ -83,35 +87,104 @@ class AnalyticsProjection(Projection):
             log.warning("analytics: recomputed hours the last run left half-written: %s", repaired)
 
     def stored_positions(self, partitions: list[int]) -> dict[int, int]:
+        """Per partition, the offset after the last message the store took: its last row, or the position
+        recorded past messages that left no row (dead letters, duplicates), whichever is further."""
+        parameters = {"partitions": partitions or [-1]}
         with self.lock:
             rows = self._run(lambda c: c.query(
                 f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {self.database}.agent_events "
-                "WHERE kafka_partition IN %(partitions)s GROUP BY kafka_partition",
-                parameters={"partitions": partitions or [-1]}).result_rows)
-        return {int(p): int(o) for p, o in rows}
+                "WHERE kafka_partition IN %(partitions)s GROUP BY kafka_partition", parameters=parameters).result_rows)
+            past = self._run(lambda c: c.query(
+                f"SELECT kafka_partition, max(next_offset) FROM {self.database}.positions "
+                "WHERE kafka_partition IN %(partitions)s GROUP BY kafka_partition", parameters=parameters).result_rows)
+        stored: dict[int, int] = {}
+        for p, o in [*rows, *past]:
+            stored[int(p)] = max(int(o), stored.get(int(p), 0))
+        return stored
 
     def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
         self._known.clear()
+        self._sequences.clear()
         stored = self._positions(partitions)
         return {p: stored.get(p, -2) for p in partitions}
 
     def apply(self, batch: Batch) -> None:
+        """The batch's new events into the fact table, one INSERT block (the views follow it). An event whose
+        sequence number its conversation already has is not inserted (the first in log order wins) and, like
+        a gap, is recorded in ``sequence_anomalies`` (written first: replayed, it is recorded again, once)."""
         stored = self._positions(list(batch.starts))
         rewind = batch.behind(stored, self._from_beginning.setdefault(self._generation, set()))
         if rewind:
             raise Rewind(rewind)
-        rows = [fact_row(r.event, r.partition, r.offset) for r in batch.records
-                if r.offset >= stored.get(r.partition, 0)]
+        fresh = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
+        lasts = self._last_sequences({r.event.conversation_id for r in fresh})
+        rows, anomalies = [], []
+        for r in fresh:
+            event, last = r.event, lasts.get(r.event.conversation_id, 0)
+            if event.sequence_number != last + 1:
+                kind = "duplicate" if event.sequence_number <= last else "gap"
+                anomalies.append([event.conversation_id, kind, last + 1, event.sequence_number, event.event_id,
+                                  r.partition, r.offset])
+                if kind == "duplicate":
+                    continue
+            lasts[event.conversation_id] = event.sequence_number
+            rows.append(fact_row(event, r.partition, r.offset))
+        if anomalies:
+            self._report(anomalies)
         if rows:
-            firsts: dict[int, int] = {}
-            for row in rows:
-                firsts.setdefault(row[-2], row[-1])
-            token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
+            self._insert(batch, rows)
+        self._advance(batch, stored, rows)
+        self._remember(lasts)
+
+    def _insert(self, batch: Batch, rows: list[list[Any]]) -> None:
+        firsts: dict[int, int] = {}
+        for row in rows:
+            firsts.setdefault(row[-2], row[-1])
+        token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
+        with self.lock:
+            self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
+                                         settings={"insert_deduplication_token": token}))
+
+    def _advance(self, batch: Batch, stored: dict[int, int], rows: list[list[Any]]) -> None:
+        """Past what left no row too (dead letters, duplicates): recorded when a partition's last messages left
+        none, so that a restart does not read them again; kept in memory in any case."""
+        inserted: dict[int, int] = {}
+        for row in rows:
+            inserted[row[-2]] = row[-1] + 1
+        past = [[p, end] for p, end in batch.ends.items() if end > max(inserted.get(p, 0), stored.get(p, 0))]
+        if past:
             with self.lock:
-                self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
-                                             settings={"insert_deduplication_token": token}))
-        for partition, end in batch.ends.items():  # past what was set aside too, so it is not read again
+                self._run(lambda c: c.insert(f"{self.database}.positions", past,
+                                             column_names=["kafka_partition", "next_offset"]))
+        for partition, end in batch.ends.items():
             self._known[partition] = max(end, stored.get(partition, 0))
+
+    def _report(self, anomalies: list[list[Any]]) -> None:
+        for cid, kind, expected, got, *_ in anomalies:
+            metrics.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
+            log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)
+        with self.lock:
+            self._run(lambda c: c.insert(f"{self.database}.sequence_anomalies", anomalies, column_names=[
+                "conversation_id", "kind", "expected", "got", "event_id", "kafka_partition", "kafka_offset"]))
+
+    def _last_sequences(self, ids: set[str]) -> dict[str, int]:
+        """Each conversation's last sequence number in the store: from memory, else from the data."""
+        found = {cid: self._sequences[cid] for cid in ids if cid in self._sequences}
+        missing = [cid for cid in ids if cid not in found]
+        if missing:
+            with self.lock:
+                rows = self._run(lambda c: c.query(
+                    f"SELECT conversation_id, max(last_sequence) FROM {self.database}.conversation_sequences "
+                    "WHERE conversation_id IN %(ids)s GROUP BY conversation_id", parameters={"ids": missing}).result_rows)
+            found.update((cid, int(last)) for cid, last in rows)
+        return found
+
+    def _remember(self, lasts: dict[str, int]) -> None:
+        for cid, last in lasts.items():
+            self._sequences[cid] = last
+            self._sequences.move_to_end(cid)
+        while len(self._sequences) > _REMEMBERED:
+            self._sequences.popitem(last=False)
 
     def _positions(self, partitions: list[int]) -> dict[int, int]:
         """The store's next offset per partition: from memory, or from the data when unknown or after a swap."""
@@ -119,6 +192,7 @@ class AnalyticsProjection(Projection):
             current = self._run(lambda c: generation(c, self.database))
         if current != self._generation:
             self._known.clear()
+            self._sequences.clear()
             self._generation = current
         missing = [p for p in partitions if p not in self._known]
         if missing:

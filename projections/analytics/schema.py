@@ -81,7 +81,36 @@ TABLES = {
             cost_usd       SimpleAggregateFunction(sum, Float64),
             latency_ms     AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)
         ) ENGINE = AggregatingMergeTree ORDER BY (hour, model, agent_name)""",
+    "conversation_sequences": """
+        CREATE TABLE IF NOT EXISTS {db}.conversation_sequences (
+            conversation_id  String,
+            last_sequence    UInt64
+        ) ENGINE = ReplacingMergeTree(last_sequence) ORDER BY conversation_id""",
+    "sequence_anomalies": """
+        CREATE TABLE IF NOT EXISTS {db}.sequence_anomalies (
+            conversation_id  String,
+            kind             LowCardinality(String),
+            expected         UInt64,
+            got              UInt64,
+            event_id         UUID,
+            kafka_partition  UInt16,
+            kafka_offset     UInt64,
+            found_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree ORDER BY (kafka_partition, kafka_offset)""",
+    "positions": """
+        CREATE TABLE IF NOT EXISTS {db}.positions (
+            kafka_partition  UInt16,
+            next_offset      UInt64
+        ) ENGINE = ReplacingMergeTree(next_offset) ORDER BY kafka_partition""",
 }
+"""``conversation_sequences``: each conversation's last sequence number, fed by a view of every insert
+(the first event of a sequence number wins; a second is an anomaly, in ``sequence_anomalies``).
+``positions``: a partition's next offset when its last messages put no row in the fact table (dead
+letters, duplicates), so that a restart does not read (and dead-letter) them again."""
+
+SEQUENCES_VIEW = """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.conversation_sequences_mv TO {db}.conversation_sequences AS
+    SELECT conversation_id, max(sequence_number) AS last_sequence FROM {db}.agent_events GROUP BY conversation_id"""
 
 @dataclass(frozen=True)
 class Aggregate:
@@ -148,6 +177,7 @@ def create(client, database: str) -> None:
     for a in AGGREGATES:
         client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{a.view} TO {database}.{a.target} AS "
                        + a.select.format(db=database, filter=""))
+    client.command(SEQUENCES_VIEW.format(db=database))
 
 
 def repair(client, database: str) -> dict[str, list]:
@@ -171,4 +201,6 @@ def repair(client, database: str) -> dict[str, list]:
         client.command(f"INSERT INTO {database}.{a.target} "
                        + a.select.format(db=database, filter=f"AND toStartOfHour(occurred_at) IN ({hours})"))
         repaired[a.target] = wrong
+    client.command(f"INSERT INTO {database}.conversation_sequences SELECT conversation_id, max(sequence_number) "
+                   f"FROM {database}.agent_events GROUP BY conversation_id")  # idempotent: the largest wins
     return repaired

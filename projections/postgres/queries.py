@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from agentlog.projections.durations import duration
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event, EventType
 
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
 
 AGENT_METRICS = """
     SELECT active_agent,
@@ -42,16 +42,15 @@ COUNTERS = """
            coalesce(sum(guardrail_count), 0)::bigint AS guardrails,
            coalesce(sum(input_tokens + output_tokens), 0)::bigint AS tokens,
            coalesce(round(sum(cost_usd)::numeric, 4), 0)::float AS cost_usd,
-           max(last_event_at) AS last_event_at
+           max(last_event_at) AS last_event_at,
+           (SELECT count(*) FROM sequence_anomalies)::int AS sequence_anomalies
       FROM conversation_views"""
 
 
 def interval(since: str) -> str:
     """``30m`` / ``24h`` / ``7d`` as a Postgres interval ('24 hours'); AgentlogError for anything else."""
-    match = _DURATION.match(since.strip())
-    if not match:
-        raise AgentlogError(f"--since {since!r}: use a duration like 30m, 24h or 7d")
-    return f"{match.group(1)} {_UNITS[match.group(2)]}"
+    amount, unit = duration(since)
+    return f"{amount} {_UNITS[unit]}"
 
 
 def agent_metrics(conn: psycopg.Connection, since: str) -> list[dict[str, Any]]:

@@ -128,8 +128,9 @@ class SearchProjection(Projection):
         for record in records:
             event = record.event
             state = states.setdefault(event.conversation_id, ConversationState(event.conversation_id))
-            if event.sequence_number <= state.last_sequence:
-                continue  # already in the document
+            if event.sequence_number <= state.last_sequence:  # already in the document: the first one wins
+                metrics.SEQUENCE_ANOMALIES.labels(self.name, "duplicate").inc()  # (or a batch read again)
+                continue
             if event.sequence_number > state.last_sequence + 1:
                 metrics.SEQUENCE_ANOMALIES.labels(self.name, "gap").inc()
                 log.warning("conversation %s: sequence gap (expected %d, got %d)", event.conversation_id,

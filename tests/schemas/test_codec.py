@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import string
 from datetime import UTC, datetime
 
 import fastavro
@@ -17,55 +16,11 @@ from agentlog.schemas.catalog import AVRO_DIR, catalog
 from agentlog.schemas.codec import MAGIC
 from agentlog.schemas.compatibility import check_catalog
 from tests.factories import make_conversation
+from tests.strategies import PAYLOADS, events
 
 codec = Codec()
-text = st.text(string.printable + "éü€😀", max_size=40)
-json_text = st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=8),
-                            st.one_of(st.integers(), text, st.floats(allow_nan=False)), max_size=4).map(json.dumps)
-micros = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                      timezones=st.just(UTC))
-longs = st.integers(min_value=0, max_value=2**62)
-doubles = st.floats(allow_nan=False, allow_infinity=False, width=64)
-
-PAYLOADS = {
-    EventType.CONVERSATION_STARTED: st.fixed_dictionaries({"user_message": text, "channel": st.none() | text}),
-    EventType.TOOL_CALLED: st.fixed_dictionaries({"tool_call_id": text, "tool_name": text, "input_json": json_text}),
-    EventType.TOOL_RESULT: st.fixed_dictionaries({"tool_call_id": text, "tool_name": text, "output_json": json_text,
-                                                  "status": st.sampled_from(["ok", "error"]),
-                                                  "duration_ms": st.none() | doubles}),
-    EventType.HANDOFF_INITIATED: st.fixed_dictionaries({"from_agent": text, "to_agent": text, "reason": text}),
-    EventType.RESPONSE_GENERATED: st.fixed_dictionaries({"response": text}),
-    EventType.ERROR_OCCURRED: st.fixed_dictionaries({"error_type": text, "message": text,
-                                                     "tool_call_id": st.none() | text, "retryable": st.booleans()}),
-    EventType.GUARDRAIL_TRIGGERED: st.fixed_dictionaries({"guardrail": text, "action": text, "detail": text}),
-    EventType.LLM_CALLED: st.fixed_dictionaries({"model": text, "input_tokens": longs, "output_tokens": longs,
-                                                 "latency_ms": doubles, "cost_usd": doubles}),
-    EventType.SAGA_STARTED: st.fixed_dictionaries({"saga_id": text, "saga_name": text, "steps": st.lists(text),
-                                                   "args_json": json_text}),
-    EventType.SAGA_STEP_COMPLETED: st.fixed_dictionaries({"saga_id": text, "step": text, "step_index": st.integers(0, 99),
-                                                          "idempotency_key": text, "result_json": json_text,
-                                                          "attempts": st.integers(1, 9)}),
-    EventType.SAGA_STEP_FAILED: st.fixed_dictionaries({"saga_id": text, "step": text, "step_index": st.integers(0, 99),
-                                                       "idempotency_key": text, "error": text,
-                                                       "attempts": st.integers(1, 9)}),
-    EventType.SAGA_STEP_COMPENSATED: st.fixed_dictionaries({"saga_id": text, "step": text,
-                                                            "step_index": st.integers(0, 99), "result_json": json_text}),
-    EventType.SAGA_COMPENSATION_FAILED: st.fixed_dictionaries({"saga_id": text, "step": text,
-                                                               "step_index": st.integers(0, 99), "error": text,
-                                                               "attempts": st.integers(1, 9)}),
-    EventType.SAGA_COMPLETED: st.fixed_dictionaries({"saga_id": text}),
-    EventType.SAGA_ROLLED_BACK: st.fixed_dictionaries({"saga_id": text, "failed_step": text, "reason": text}),
-}
-
-
 def test_every_event_type_has_a_payload_strategy() -> None:
     assert set(PAYLOADS) == set(EventType)
-
-
-events = st.sampled_from(list(EventType)).flatmap(lambda kind: st.builds(
-    Event, conversation_id=text, sequence_number=st.integers(1, 2**40), event_type=st.just(kind),
-    agent_name=text, payload=PAYLOADS[kind], event_id=st.uuids().map(str), occurred_at=micros,
-    tenant_id=text, correlation_id=st.none() | text, causation_id=st.none() | text))
 
 
 @settings(max_examples=300, deadline=None)
