@@ -169,3 +169,30 @@ def test_a_broker_that_is_down_fails_the_append_within_the_timeout_naming_it(sta
             return time.monotonic() - started
 
     assert asyncio.run(run()) < 10
+
+
+def test_the_sdk_refuses_what_a_store_would_refuse_before_sending(stack: Settings, topic: str) -> None:
+    """NaN and friends fail the append, naming the field; nothing reaches the log; the conversation goes on."""
+    from agentlog.schemas.rules import InvalidEvent
+
+    async def record() -> list[str]:
+        refused = []
+        async with EventLog(stack, topic=topic) as log:
+            async with Conversation(log, agent="triage-agent") as conv:
+                await conv.started("hello")
+                for attempt in (lambda: conv.llm_called("m", input_tokens=1, output_tokens=1, latency_ms=1.0,
+                                                        cost_usd=float("nan")),
+                                lambda: conv.llm_called("m", input_tokens=-3, output_tokens=1, latency_ms=1.0,
+                                                        cost_usd=0.1),
+                                lambda: conv.response("nul \x00 byte")):
+                    with pytest.raises(InvalidEvent) as exc:
+                        await attempt()
+                    refused.append(str(exc.value))
+                await conv.response("still here")
+        return refused
+
+    refused = asyncio.run(record())
+    assert ["cost_usd must be a finite number" in refused[0], "input_tokens must be from 0" in refused[1],
+            "response holds a NUL character" in refused[2]] == [True, True, True]
+    events = sorted(Codec().decode(m.value()).sequence_number for m in read_all(stack, topic, 2))
+    assert events == [1, 2]

@@ -75,7 +75,8 @@ def served(stack: Settings, tmp_path_factory) -> Served:
     """``agentlog serve`` in a subprocess, its projectors caught up with what was appended."""
     store = tmp_path_factory.mktemp("clickhouse")
     world = replace(private(stack, uuid.uuid4().hex[:12]), clickhouse_url=f"chdb://{store}/clickhouse")
-    env = env_of(world)
+    world = replace(world, sql_timeout=8.0)
+    env = {**env_of(world), "AGENTLOG_SQL_TIMEOUT": "8"}
     refund_id, saga_id, simulated = asyncio.run(_record(world))
     port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
