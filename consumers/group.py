@@ -8,11 +8,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
-from agentlog.deploy.errors import ServiceUnreachable
+from agentlog.deploy.kafka import partitions_of, retrying
 from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
@@ -87,11 +87,12 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
     topic = topic or settings.events_topic
     groups = {group_for(name, topic): name for name in names}
     admin = AdminClient(settings.kafka_config())
-    try:
-        described = admin.describe_consumer_groups(list(groups), request_timeout=10)
-        return {groups[group] for group, future in described.items() if future.result(timeout=10).members}
-    except KafkaException as exc:
-        raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+
+    def described() -> set[str]:
+        answers = admin.describe_consumer_groups(list(groups), request_timeout=10)
+        return {groups[group] for group, future in answers.items() if future.result(timeout=10).members}
+
+    return retrying(settings, described, what="describing the projections' consumer groups")
 
 
 def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[int, int]]:
@@ -99,10 +100,9 @@ def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[
     topic = topic or settings.events_topic
     consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.watermarks", "enable.auto.commit": False}))
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in sorted(partitions)}
-    except KafkaException as exc:
-        raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+        partitions = retrying(settings, lambda: partitions_of(consumer, topic), what=f"listing {topic}")
+        return {p: retrying(settings, lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
+                            what=f"offsets of {topic}") for p in partitions}
     finally:
         consumer.close()
 
@@ -112,17 +112,25 @@ def log_size(settings: Settings, topic: str | None = None) -> int:
     return sum(high - low for low, high in watermarks(settings, topic).values())
 
 
-def lag(settings: Settings, names: list[str], topic: str | None = None) -> dict[str, dict[int, int]]:
-    """Per projection, per partition: messages between its committed offset and the end of the log."""
+def lag(settings: Settings, names: list[str], topic: str | None = None,
+        stored: dict[str, dict[int, int]] | None = None) -> dict[str, dict[int, int]]:
+    """Per projection, per partition: messages between where it stands and the end of the log.
+
+    Where it stands: ``stored[name]``, the store's own positions (-2: nothing applied), when given;
+    else its consumer group's committed offsets (stale after a rebuild until the projector commits).
+    """
     topic = topic or settings.events_topic
     ends = watermarks(settings, topic)
     result: dict[str, dict[int, int]] = {}
     for name in names:
+        if stored and stored.get(name) is not None:
+            own = stored[name]
+            result[name] = {p: high - (own[p] if own.get(p, -2) >= 0 else low) for p, (low, high) in ends.items()}
+            continue
         consumer = Consumer(settings.kafka_config(**{"group.id": group_for(name, topic), "enable.auto.commit": False}))
         try:
-            committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-        except KafkaException as exc:
-            raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+            committed = retrying(settings, lambda: consumer.committed([TopicPartition(topic, p) for p in ends],
+                                                                      timeout=10), what="committed offsets")
         finally:
             consumer.close()
         result[name] = {tp.partition: ends[tp.partition][1] - (tp.offset if tp.offset >= 0 else ends[tp.partition][0])

@@ -7,6 +7,8 @@ numbers for the same data. A store that does not answer is a ``StoreUnavailable`
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -26,10 +28,12 @@ from agentlog.projections.analytics.projection import AnalyticsProjection
 from agentlog.projections.conversation import fold
 from agentlog.projections.postgres import connect
 from agentlog.projections.postgres import queries as dashboard_queries
-from agentlog.projections.registry import NAMES
+from agentlog.projections.registry import NAMES, build
 from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery, search as search_conversations
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event
+
+log = logging.getLogger(__name__)
 
 TOOL_CALLS_OVER_TIME = """
     SELECT toStartOfInterval(occurred_at, INTERVAL {seconds} SECOND) AS at, tool_name, count() AS calls
@@ -200,13 +204,45 @@ class ReadModels:
     # -- Kafka: how far behind each projection is --------------------------------------------------------------
 
     def lag(self, *, fresh: bool = False) -> dict[str, dict[str, int]]:
-        """Per projection, per partition: events still to apply (asked of the broker at most every 2 s)."""
+        """Per projection, per partition: events still to apply, counted from the store's own positions
+        (asked of the broker and the stores at most every 2 s)."""
         with self._lag_lock:
             if fresh or self._lag is None or time.monotonic() - self._lag[0] > _LAG_TTL:
-                result = group_lag(self.settings, list(NAMES))
+                result = group_lag(self.settings, list(NAMES), stored=self.positions())
                 self._lag = (time.monotonic(),
                              {name: {str(p): n for p, n in sorted(parts.items())} for name, parts in result.items()})
             return self._lag[1]
+
+    def positions(self) -> dict[str, dict[int, int] | None]:
+        """Per projection, the next offset per partition as its store says (None: the store cannot say now, or
+        another process holds it; the consumer group's committed offsets stand in)."""
+        partitions = list(range(self.settings.partitions))
+        topic = self.settings.events_topic
+        found: dict[str, dict[int, int] | None] = {}
+        for name in NAMES:
+            if name == "analytics" and self.analytics is not None:  # this process's projector: read, touch nothing
+                try:
+                    stored = self.analytics.stored_positions(partitions)
+                    found[name] = {p: stored.get(p, -2) for p in partitions}
+                except Exception as exc:  # noqa: BLE001 -- the committed offsets stand in
+                    log.debug("lag: analytics cannot say its positions (%s)", exc)
+                    found[name] = None
+                continue
+            projection = None
+            try:
+                if name == "analytics" and self.settings.embedded_clickhouse and clients.chdb_owner(
+                        clients.chdb_path(self.settings.clickhouse_url)) not in (None, os.getpid()):
+                    found[name] = None  # another process holds the embedded store
+                    continue
+                projection = build(name, self.settings)
+                found[name] = projection.positions(topic, partitions)
+            except Exception as exc:  # noqa: BLE001 -- any store that cannot say: the committed offsets stand in
+                log.debug("lag: %s cannot say its positions (%s)", name, exc)
+                found[name] = None
+            finally:
+                if projection is not None:
+                    projection.close()
+        return found
 
     def close(self) -> None:
         if self._es is not None:

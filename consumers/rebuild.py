@@ -14,10 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from agentlog.consumers.runtime import Projector, RunStats
 from agentlog.deploy import clients
+from agentlog.deploy.errors import StackError
+from agentlog.deploy.kafka import retrying
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.analytics.schema import TABLES, create
@@ -60,7 +63,18 @@ def rebuild(settings: Settings, name: str, *, topic: str | None = None,
         "analytics": lambda: _analytics(settings, tag, project, analytics),
     }
     events, replaced = steps[name]()
+    _forget_group(settings, group)
     return Rebuilt(name, events, time.monotonic() - started, replaced)
+
+
+def _forget_group(settings: Settings, group: str) -> None:
+    """The rebuild's consumer group, deleted once it is done: the live projector carries on from the store."""
+    admin = AdminClient(settings.kafka_config())
+    try:
+        retrying(settings, lambda: [f.result(timeout=30) for f in admin.delete_consumer_groups(
+            [group], request_timeout=30).values()], what=f"deleting the rebuild's group {group}")
+    except StackError as exc:  # the rebuild itself is done: say it, do not undo it
+        log.warning("rebuild: could not delete consumer group %s: %s", group, exc)
 
 
 def _dashboard(settings: Settings, tag: str, project) -> tuple[int, str]:

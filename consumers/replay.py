@@ -6,10 +6,10 @@ import time
 import uuid
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentlog.consumers.runtime import StoreUnavailable
-from agentlog.deploy.errors import ServiceUnreachable
+from agentlog.deploy.kafka import partitions_of, retrying
 from agentlog.deploy.settings import Settings
 from agentlog.producers.partitioner import partition_for
 from agentlog.projections.postgres import connect
@@ -39,12 +39,10 @@ def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | 
         "group.id": f"agentlog-replay-{uuid.uuid4().hex}", "enable.auto.commit": False,
         "enable.partition.eof": True}))
     try:
-        try:
-            partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        except KafkaException as exc:
-            raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+        partitions = len(retrying(settings, lambda: partitions_of(consumer, topic), what=f"listing {topic}"))
         partition = partition_for(conversation_id, partitions)
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = retrying(settings, lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                              timeout=10), what=f"offsets of {topic}")
         if high <= low:
             return []
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
@@ -62,7 +60,7 @@ def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | 
                 position = message.offset()
                 if message.key() == key:
                     try:
-                        found.append(codec.decode(message.value()))
+                        found.append(codec.decode(message.value(), key=key))
                     except SchemaError:
                         continue  # a poison message is the dead-letter topic's business, not replay's
         return sorted(found, key=lambda e: e.sequence_number)

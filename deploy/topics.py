@@ -5,7 +5,8 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agentlog.deploy.errors import StackError
+from agentlog.deploy.errors import ServiceUnreachable, StackError
+from agentlog.deploy.kafka import UNREACHABLE
 from agentlog.deploy.settings import Settings
 
 INFINITE = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -21,7 +22,10 @@ def ensure_topics(settings: Settings, names: list[str] | None = None, *, partiti
         try:
             future.result()
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = exc.args[0].code()
+            if code in UNREACHABLE:
+                raise ServiceUnreachable("kafka", settings.kafka_bootstrap) from exc
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise StackError(f"kafka: cannot create topic {name}: {exc.args[0].str()}") from exc
 
 

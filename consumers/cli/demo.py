@@ -13,12 +13,14 @@ from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.cli.progress import show
 from agentlog.consumers.group import ProjectorGroup, lag as group_lag, running_elsewhere
 from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.replay import events_from_kafka
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting
 from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
+from agentlog.projections.conversation import fold
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
 
@@ -28,10 +30,23 @@ TOOL_LATENCY = ("SELECT tool_name, round(quantilesMerge(0.5, 0.95, 0.99)(latency
                 "FROM tool_usage_hourly GROUP BY tool_name ORDER BY p95_ms DESC")
 
 
+REFUND_ID = "conv-8842"
+"""The seed's refund conversation keeps the seed's id, so a second demo finds it in the log and leaves it."""
+BOOK_DEMO_ID = "conv-book-demo"
+
+
+def recorded(config: Settings, conversation_id: str) -> bool:
+    """Whether the log already holds the conversation (a demo run before)."""
+    return bool(events_from_kafka(config, conversation_id))
+
+
 async def run_book_demo(config: Settings) -> tuple[str, str]:
-    """The seed's "Book Demo Meeting" saga, with no free slot: it rolls back. Returns (conversation, status)."""
+    """The seed's "Book Demo Meeting" saga, with no free slot: it rolls back. Returns (conversation, status);
+    the status the log has when a demo recorded it before."""
+    if recorded(config, BOOK_DEMO_ID):
+        return BOOK_DEMO_ID, fold(BOOK_DEMO_ID, events_from_kafka(config, BOOK_DEMO_ID)).saga_status or "unknown"
     async with EventLog(config) as log:
-        async with Conversation(log, agent="sales-agent") as conv:
+        async with Conversation(log, agent="sales-agent", conversation_id=BOOK_DEMO_ID) as conv:
             await conv.started("Hi, I'm from Acme Corp and we'd like a demo of your platform next week")
             outcome = await Orchestrator().run(book_demo_meeting(Services(free_slots=0)), conv)
             await conv.response("Sorry, there is no demo slot next week; our team will reach out.")
@@ -39,9 +54,12 @@ async def run_book_demo(config: Settings) -> tuple[str, str]:
 
 
 async def record_refund(config: Settings) -> str:
-    """The seed's event log (conversation conv-8842): lookup, handoff, policy check, a partial refund."""
+    """The seed's event log (conversation conv-8842): lookup, handoff, policy check, a partial refund;
+    recorded once per log."""
+    if recorded(config, REFUND_ID):
+        return REFUND_ID
     async with EventLog(config) as log:
-        async with Conversation(log, agent="triage-agent") as conv:
+        async with Conversation(log, agent="triage-agent", conversation_id=REFUND_ID) as conv:
             await conv.started("I want a refund for order ORD-5521")
             async with conv.call("lookup_order", {"order_id": "ORD-5521"}) as call:
                 call.output = {"status": "delivered", "amount": 89.99, "items": ["espresso machine"]}

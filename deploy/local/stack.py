@@ -11,7 +11,11 @@ from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.local.service import Service, ServiceStatus
 from agentlog.deploy.settings import Settings
+from agentlog.deploy.kafka import wait_ready
 from agentlog.deploy.topics import ensure_topics
+
+GROUPS = ("agentlog.dashboard", "agentlog.search", "agentlog.analytics")
+"""The projections' consumer groups on the events topic: their coordinator must answer before ``up`` returns."""
 
 
 class Stack:
@@ -26,6 +30,7 @@ class Stack:
         with ThreadPoolExecutor(len(self.services)) as pool:
             statuses = list(pool.map(lambda service: service.up(), self.services))
         ensure_topics(self.settings)
+        wait_ready(self.settings, [self.settings.events_topic, self.settings.dlq_topic], list(GROUPS))
         return statuses
 
     def down(self, *, purge: bool = False) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from agentlog.deploy.kafka import retrying
 from agentlog.deploy.settings import Settings
 from agentlog.producers.saga.errors import SagaError
 from agentlog.producers.saga.progress import Progress
@@ -38,10 +39,12 @@ def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]
     conversation_of: dict[str, str] = {}
     last_sequence: dict[str, int] = {}
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = retrying(settings, lambda: consumer.list_topics(topic, timeout=10).topics[topic].partitions,
+                              what=f"listing {topic}")
         ends = {}
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = retrying(settings, lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                                      timeout=10), what=f"offsets of {topic}")
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])

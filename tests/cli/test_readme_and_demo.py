@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
+from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.settings import Settings
+from agentlog.projections.postgres import connect
 from tests.conftest import ROOT, agentlog, env_of
 from tests.producers.test_event_log import read_all
 from agentlog.schemas import Codec
@@ -55,3 +60,47 @@ def test_sql_refuses_a_statement_that_writes(stack: Settings) -> None:
     done = agentlog("sql", "DROP TABLE agent_events")
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: only SELECT (or WITH ... SELECT), SHOW TABLES and DESCRIBE")
+
+
+def test_the_demo_twice_records_the_seeds_conversations_once(isolated: Settings, tmp_path) -> None:
+    own = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse")
+    for _ in range(2):
+        done = agentlog("demo", "--conversations", "5", env=env_of(own))
+        assert done.returncode == 0, done.stderr
+    with connect(own) as conn:
+        counts = dict(conn.execute("SELECT conversation_id, count(*) FROM agent_events "
+                                   "WHERE conversation_id IN ('conv-8842', 'conv-book-demo') GROUP BY 1").fetchall())
+        anomalies = conn.execute("SELECT count(*) FROM sequence_anomalies").fetchone()[0]
+    assert counts["conv-8842"] == 9 and counts["conv-book-demo"] > 5
+    assert anomalies == 0
+
+
+@pytest.mark.slow
+def test_the_demo_works_as_the_first_command_on_a_new_broker(isolated: Settings, tmp_path) -> None:
+    """A brand-new Kafka data directory (its own stack dir and ports): `stack up`, then `demo` at once."""
+    port = _free_pair()
+    env = {**env_of(replace(isolated, clickhouse_url=f"chdb://{tmp_path}/stack/clickhouse")),
+           "AGENTLOG_STACK_DIR": str(tmp_path / "stack"), "AGENTLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+    try:
+        up = agentlog("stack", "up", env=env)
+        assert up.returncode == 0, up.stderr
+        done = agentlog("demo", "--conversations", "5", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "partial refund of $44.99" in done.stdout
+    finally:
+        Kafka(replace(isolated, stack_dir=tmp_path / "stack", kafka_bootstrap=f"127.0.0.1:{port}")).down()
+
+
+def _free_pair() -> int:
+    """A port whose next port is free too (Kafka's controller listens on port + 1)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no two free ports in a row")

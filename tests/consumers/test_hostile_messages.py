@@ -9,17 +9,20 @@ import uuid
 
 import fastavro
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from agentlog.consumers.dlq.dead_letters import (ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET,
                                                  TRUNCATED)
+from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.rebuild import rebuild
 from agentlog.deploy.settings import Settings
 from agentlog.projections.postgres import connect
-from agentlog.projections.registry import NAMES
+from agentlog.projections.registry import NAMES, build
 from agentlog.schemas import Codec, Event, EventType
 from agentlog.schemas.catalog import catalog
 from agentlog.schemas.codec import MAGIC
 from tests.conftest import clickhouse_rows
-from tests.consumers.test_end_to_end import _dead_letters, project, store_counts
+from tests.consumers.test_end_to_end import _dead_letters, fill, project, store_counts
 
 codec = Codec()
 
@@ -107,3 +110,29 @@ def test_two_writers_of_one_sequence_number_the_first_in_the_log_wins_everywhere
                                                                                            first[1].event_id]
     assert clickhouse_rows(isolated, f"SELECT kind, count() FROM {db}.sequence_anomalies FINAL GROUP BY kind") == [
         ("duplicate", 2)]
+
+
+def test_lag_right_after_a_rebuild_counts_from_the_store_and_the_rebuilds_group_is_gone(isolated: Settings) -> None:
+    """A rebuild leaves the live consumer group's committed offsets where they were (here: nowhere); lag
+    counts from the store's positions, and the rebuild deletes its own group."""
+    fill(isolated, 20, seed=3)
+    for name in NAMES:  # the live read models exist, no live projector has run
+        live = build(name, isolated)
+        live.setup()
+        live.close()
+    started = set(_groups(isolated))
+    for name in NAMES:
+        rebuild(isolated, name)
+    models = ReadModels(isolated)
+    try:
+        lag = models.lag(fresh=True)
+    finally:
+        models.close()
+    assert {name: sum(parts.values()) for name, parts in lag.items()} == {name: 0 for name in NAMES}
+    assert [g for g in set(_groups(isolated)) - started if ".rebuild." in g] == []
+
+
+def _groups(settings: Settings) -> list[str]:
+    admin = AdminClient(settings.kafka_config())
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    return [g.group_id for g in listed.valid]
