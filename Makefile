@@ -36,6 +36,7 @@ test: stack browser
 bench: stack
 	$(BIN)/python bench/producer.py
 	$(BIN)/python bench/projections.py
+	$(BIN)/python bench/sql_box.py
 
 down: bootstrap
 	$(BIN)/agentlog stack down

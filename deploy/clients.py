@@ -23,14 +23,14 @@ def chdb_path(url: str) -> Path:
 
 
 def clickhouse(settings: Settings, *, database: str = "default",
-               engine_settings: dict[str, object] | None = None) -> ClickHouseClient:
+               engine_settings: dict[str, object] | None = None, url: str | None = None) -> ClickHouseClient:
     """A client on the configured ClickHouse: the embedded engine (``chdb://PATH``) or a server (``http(s)://``).
 
     The embedded engine is owned by one process; a second one gets a StackError naming the owner.
     ``engine_settings`` hold for every query of an embedded client (``readonly=1`` and limits: the query cannot
     loosen them); a server's client sends them with each query.
     """
-    url = settings.clickhouse_url
+    url = url or settings.clickhouse_url
     scheme = urlsplit(url).scheme
     if scheme == "chdb":
         path = chdb_path(url)

@@ -34,6 +34,8 @@ class Settings:
     postgres_dsn: str = "postgresql://agentlog@127.0.0.1:5432/agentlog"
     elasticsearch_url: str = "http://127.0.0.1:9200"
     clickhouse_url: str = ""
+    clickhouse_analyst_url: str = ""
+    """The SQL box's ClickHouse server user (a read-only profile); empty: ``clickhouse_url``'s."""
     events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     partitions: int = 6
@@ -79,6 +81,7 @@ class Settings:
             postgres_dsn=env.get("AGENTLOG_POSTGRES_DSN", cls.postgres_dsn),
             elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
             clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
+            clickhouse_analyst_url=env.get("AGENTLOG_CLICKHOUSE_ANALYST_URL", ""),
             partitions=_number(env, "AGENTLOG_KAFKA_PARTITIONS", cls.partitions, int),
             events_topic=env.get("AGENTLOG_EVENTS_TOPIC", cls.events_topic),
             dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),

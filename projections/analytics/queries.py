@@ -230,10 +230,15 @@ class SQLBox:
 
     @contextmanager
     def _handle(self, *, readonly: int) -> Iterator[Any]:
-        """``readonly=2``: the parser (it runs nothing of the statement); ``readonly=1``: the runner."""
+        """``readonly=2``: the parser (it runs nothing of the statement); ``readonly=1``: the runner. A server's
+        user (``AGENTLOG_CLICKHOUSE_ANALYST_URL``) gets the limits with each query; its settings profile holds
+        its read-only mode (see the README)."""
         engine = ({"readonly": 2, "max_execution_time": _PARSE_TIMEOUT} if readonly == 2
                   else self.limits.engine_settings())
-        client = clients.clickhouse(self.settings, database=self.database, engine_settings=engine)
+        if not self.settings.embedded_clickhouse:
+            engine.pop("readonly")
+        client = clients.clickhouse(self.settings, database=self.database, engine_settings=engine,
+                                    url=self.settings.clickhouse_analyst_url or None)
         try:
             yield client
         finally:
