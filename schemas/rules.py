@@ -1,10 +1,11 @@
 """What an event may be: one rule, checked when an event is encoded (the SDK refuses it before sending)
 and when it is decoded (every projection dead-letters it alike), so no store keeps what another refuses.
 
-- ids and names: non-empty text of at most 256 characters (``event_id`` a UUID in its canonical form);
+- ids and names: non-empty text of at most 256 characters and 512 bytes (a search document's id takes no
+  more), ``event_id`` a UUID in its canonical form;
 - no NUL character in any text;
-- ``sequence_number`` from 1, every count at least 0, each within its Avro type (int or long);
-- every floating-point number finite and at least 0;
+- ``sequence_number`` from 1 to 2^53, every count from 0 to 2^40 (and within an Avro int where it is one);
+- every floating-point number from 0 to 10^12 (so that totals stay finite);
 - ``occurred_at`` with a time zone, from 1970 to at most ``skew`` after the moment it is checked against
   (now when encoding; the Kafka message's timestamp when decoding, so every reader decides alike);
 - every ``*_json`` field valid JSON, without NaN, NUL or integers beyond 64 bits, at most 64 levels deep.
@@ -24,6 +25,12 @@ MAX_NAME = 256
 MAX_DEPTH = 64
 LONG = 2**63 - 1
 INT = 2**31 - 1
+MAX_SEQUENCE = 2**53
+"""Sequence numbers stay exact as JSON numbers (a double) and leave room for ``expected = last + 1``."""
+MAX_COUNT = 2**40
+"""A count of one event (tokens, attempts): sums over a conversation stay far inside a signed 64-bit total."""
+MAX_NUMBER = 1e12
+"""A number of one event (cost, latency, duration): sums stay finite (JSON has no Infinity)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_SKEW = timedelta(minutes=5)
 
@@ -57,7 +64,7 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
         value = getattr(event, name)
         if value is not None:
             _name(where, name, value)
-    _integer(where, "sequence_number", event.sequence_number, low=1, high=LONG)
+    _integer(where, "sequence_number", event.sequence_number, low=1, high=MAX_SEQUENCE)
     _moment(where, event.occurred_at, now or datetime.now(UTC), skew)
     _payload(where, event.payload)
 
@@ -74,10 +81,10 @@ def _payload(where: str, payload: Mapping[str, Any]) -> None:
             else:
                 _name(where, name, value)
         elif isinstance(value, int):
-            _integer(where, name, value, low=0, high=INT if name in INTS else LONG)
+            _integer(where, name, value, low=0, high=INT if name in INTS else MAX_COUNT)
         elif isinstance(value, float):
-            if not math.isfinite(value) or value < 0:
-                raise InvalidEvent(f"{where}: {name} must be a finite number of at least 0, got {value!r}")
+            if not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
+                raise InvalidEvent(f"{where}: {name} must be a finite number from 0 to {MAX_NUMBER:g}, got {value!r}")
         elif isinstance(value, (list, tuple)):
             for item in value:
                 if not isinstance(item, str):
@@ -88,8 +95,9 @@ def _payload(where: str, payload: Mapping[str, Any]) -> None:
 def _name(where: str, field: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"{where}: {field} must be non-empty text, got {value!r:.60}")
-    if len(value) > MAX_NAME:
-        raise InvalidEvent(f"{where}: {field} has {len(value):,} characters; at most {MAX_NAME}")
+    if len(value) > MAX_NAME or len(value.encode("utf-8", "surrogatepass")) > 2 * MAX_NAME:
+        raise InvalidEvent(f"{where}: {field} has {len(value):,} characters; at most {MAX_NAME} "
+                           f"(and {2 * MAX_NAME} bytes in UTF-8)")
     _text(where, field, value)
 
 

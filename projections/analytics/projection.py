@@ -143,7 +143,8 @@ class AnalyticsProjection(Projection):
         token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
         with self.lock:
             self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
-                                         settings={"insert_deduplication_token": token}))
+                                         settings={"insert_deduplication_token": token,
+                                                   "max_partitions_per_insert_block": 0}))  # events of any month
 
     def _advance(self, batch: Batch, stored: dict[int, int], rows: list[list[Any]]) -> None:
         """Past what left no row too (dead letters, duplicates): recorded when a partition's last messages left

@@ -36,7 +36,8 @@ def said(text: str) -> Event:
 BAD = [
     (llm(cost_usd=float("nan")), "cost_usd must be a finite number"),
     (llm(latency_ms=float("inf")), "latency_ms must be a finite number"),
-    (llm(cost_usd=-0.5), "cost_usd must be a finite number of at least 0"),
+    (llm(cost_usd=-0.5), "cost_usd must be a finite number from 0 to 1e+12"),
+    (llm(cost_usd=1.6e308), "cost_usd must be a finite number from 0 to 1e+12"),
     (llm(input_tokens=-3), "input_tokens must be from 0"),
     (llm(output_tokens=2**70), "output_tokens must be from 0"),
     (said("hello\x00world"), "response holds a NUL character"),
