@@ -79,6 +79,9 @@ def main() -> None:
         written = 0
         while written < args.events:
             written += asyncio.run(send(base, 500, seed=written, topic=base.events_topic))["events"]
+        home = AnalyticsProjection(base)  # the database the analyst's query runs in
+        home.setup()
+        home.close()
         idle, busy, query = [], [], []
         for round_ in range(args.rounds):
             rate, events = project_once(base, f"{base.clickhouse_database}_idle{round_}")
