@@ -275,6 +275,14 @@ class Projector:
         """
         if not self.assignment:
             return False
+        try:
+            return self._behind(consumer) == 0
+        except KafkaException as exc:  # a broker restarting, a leader moving: asked again at the next check
+            log.warning("%s: cannot read the log's end now (%s); asking again shortly", self.projection.name,
+                        exc.args[0].str() if exc.args else exc)
+            return False
+
+    def _behind(self, consumer: Consumer) -> int:
         positions = {tp.partition: tp.offset for tp in consumer.position(self.assignment)}
         unknown = [TopicPartition(self.topic, p) for p, offset in positions.items() if offset < 0]
         if unknown:
@@ -289,7 +297,7 @@ class Projector:
             metrics.LAG.labels(self.projection.name, str(partition)).set(high - position)
             end = high if self._targets is None else self._targets.setdefault(partition, high)
             behind += max(0, end - position)
-        return behind == 0
+        return behind
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start where the store says it stands. A store that cannot say now is asked again by each
