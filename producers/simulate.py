@@ -212,10 +212,11 @@ def _follow_up(s: Script) -> None:
 
 def conversations(count: int, *, seed: int = 0, run_id: str | None = None, tenant: str = "default",
                   start: datetime | None = None):
-    """Yield ``count`` conversations, each a list of events; the same seed gives the same traffic."""
+    """Yield ``count`` conversations, each a list of events; the same seed gives the same traffic. They start
+    half a second apart and the last one two hours before now, so no event lies in the future."""
     rng = random.Random(seed)
     run_id = run_id or uuid.uuid4().hex[:8]
-    clock = start or datetime.now(UTC) - timedelta(hours=2)
+    clock = start or datetime.now(UTC) - timedelta(hours=2, seconds=count * 0.5)  # all of it in the past
     weights = [w for w, _ in SCENARIOS]
     for index in range(count):
         scenario = rng.choices([f for _, f in SCENARIOS], weights)[0]
