@@ -5,18 +5,20 @@ The same fold serves ``agentlog replay`` and the dashboard projection, so the tw
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
+
+import orjson
 
 from agentlog.schemas.events import Event, EventType
 
 
 def _json(text: str) -> Any:
+    """A tool's JSON input or output, read as the rule of what an event may be reads it (orjson)."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
         return text
 
 

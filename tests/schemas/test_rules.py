@@ -66,8 +66,8 @@ BAD = [
                                                 "input_json": "[" * 100_000 + "]" * 100_000}, occurred_at=T),
      "input_json is not valid JSON"),
     (Event("c", 1, EventType.TOOL_CALLED, "a", {"tool_call_id": "t", "tool_name": "x",
-                                                "input_json": str(2**70)}, occurred_at=T),
-     "input_json holds an integer beyond 64 bits"),
+                                                "input_json": '"\\ud800"'}, occurred_at=T),
+     "input_json is not valid JSON"),
 ]
 
 
