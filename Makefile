@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap stack browser demo serve test bench down clean
+.PHONY: bootstrap lint stack browser demo serve test bench down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
 	  || { echo "could not install chromium: run as root, or apt-get install chromium chromium-driver first"; exit 1; }; }
 
-test: stack browser
+# The walls between the layers (import-linter) and the lint (ruff) before the tests.
+lint: bootstrap
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+
+test: lint stack browser
 	$(BIN)/pytest
 
 bench: stack

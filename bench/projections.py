@@ -22,7 +22,8 @@ import psycopg
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
-from agentlog.deploy.settings import Settings, settings as env_settings
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import settings as env_settings
 from agentlog.deploy.world import drop, private
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.simulate import conversations
@@ -92,7 +93,7 @@ def seed_design_analytics(settings: Settings, events: list) -> float:
     return rate
 
 
-def freshness(settings: Settings, seconds: float, rate: float = 2000) -> dict[str, dict[str, float]]:
+def freshness(settings: Settings, seconds: float, rate: float = 2000) -> dict[str, dict[str, float]]:  # noqa: C901
     """Append at ``rate`` events/s with a probe conversation every 200 ms; time each probe to each store."""
     stop = threading.Event()
     projectors = {name: Projector(build(name, settings), settings, batch_wait=0.02) for name in NAMES}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
-from agentlog.deploy.settings import Settings, settings as env_settings
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import settings as env_settings
 from agentlog.deploy.world import drop, private
 from agentlog.producers.traffic import send
 from agentlog.projections.analytics import AnalyticsProjection

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -14,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
 from agentlog.deploy.kafka import partitions_of, retrying
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base import Positions
 from agentlog.projections.registry import build
 
 log = logging.getLogger(__name__)
@@ -113,24 +115,24 @@ def log_size(settings: Settings, topic: str | None = None) -> int:
 
 
 def lag(settings: Settings, names: list[str], topic: str | None = None,
-        stored: dict[str, dict[int, int]] | None = None) -> dict[str, dict[int, int]]:
+        stored: Mapping[str, Positions | None] | None = None) -> dict[str, dict[int, int]]:
     """Per projection, per partition: messages between where it stands and the end of the log.
 
-    Where it stands: ``stored[name]``, the store's own positions (-2: nothing applied), when given;
+    Where it stands: ``stored[name]``, the store's own positions, when given;
     else its consumer group's committed offsets (stale after a rebuild until the projector commits).
     """
     topic = topic or settings.events_topic
     ends = watermarks(settings, topic)
     result: dict[str, dict[int, int]] = {}
     for name in names:
-        if stored and stored.get(name) is not None:
-            own = stored[name]
-            result[name] = {p: high - (own[p] if own.get(p, -2) >= 0 else low) for p, (low, high) in ends.items()}
+        own = (stored or {}).get(name)
+        if own is not None:
+            result[name] = {p: high - own.next_offset(p, low) for p, (low, high) in ends.items()}
             continue
         consumer = Consumer(settings.kafka_config(**{"group.id": group_for(name, topic), "enable.auto.commit": False}))
         try:
-            committed = retrying(settings, lambda: consumer.committed([TopicPartition(topic, p) for p in ends],
-                                                                      timeout=10), what="committed offsets")
+            committed = retrying(settings, lambda consumer=consumer: consumer.committed(
+                [TopicPartition(topic, p) for p in ends], timeout=10), what="committed offsets")
         finally:
             consumer.close()
         result[name] = {tp.partition: ends[tp.partition][1] - (tp.offset if tp.offset >= 0 else ends[tp.partition][0])

@@ -20,16 +20,17 @@ from elasticsearch import ApiError
 
 from agentlog.consumers.group import lag as group_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
-from agentlog.consumers.runtime import StoreUnavailable
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.projection import AnalyticsProjection
+from agentlog.projections.base import Positions, StoreUnavailable
 from agentlog.projections.conversation import fold
 from agentlog.projections.postgres import connect
 from agentlog.projections.postgres import queries as dashboard_queries
 from agentlog.projections.registry import NAMES, build
-from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery, search as search_conversations
+from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery
+from agentlog.projections.search.queries import search as search_conversations
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event
 
@@ -213,17 +214,17 @@ class ReadModels:
                              {name: {str(p): n for p, n in sorted(parts.items())} for name, parts in result.items()})
             return self._lag[1]
 
-    def positions(self) -> dict[str, dict[int, int] | None]:
+    def positions(self) -> dict[str, Positions | None]:
         """Per projection, the next offset per partition as its store says (None: the store cannot say now, or
         another process holds it; the consumer group's committed offsets stand in)."""
         partitions = list(range(self.settings.partitions))
         topic = self.settings.events_topic
-        found: dict[str, dict[int, int] | None] = {}
+        found: dict[str, Positions | None] = {}
         for name in NAMES:
             if name == "analytics" and self.analytics is not None:  # this process's projector: read, touch nothing
                 try:
                     stored = self.analytics.stored_positions(partitions)
-                    found[name] = {p: stored.get(p, -2) for p in partitions}
+                    found[name] = Positions.of(stored, partitions)
                 except Exception as exc:  # noqa: BLE001 -- the committed offsets stand in
                     log.debug("lag: analytics cannot say its positions (%s)", exc)
                     found[name] = None

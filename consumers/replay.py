@@ -8,10 +8,10 @@ import uuid
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agentlog.consumers.runtime import StoreUnavailable
 from agentlog.deploy.kafka import partitions_of, retrying
+from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
-from agentlog.producers.partitioner import partition_for
+from agentlog.projections.base import StoreUnavailable
 from agentlog.projections.postgres import connect
 from agentlog.projections.postgres.queries import events_of
 from agentlog.schemas.codec import Codec

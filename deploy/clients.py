@@ -6,9 +6,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+import psycopg
 from clickhouse_connect.driver.client import Client as ClickHouseClient
 from clickhouse_connect.driver.exceptions import OperationalError
 from elasticsearch import Elasticsearch
+from psycopg import sql
 
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
@@ -16,6 +18,22 @@ from agentlog.deploy.settings import Settings
 
 def elasticsearch(settings: Settings, *, timeout: float = 30) -> Elasticsearch:
     return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True)
+
+
+def postgres(settings: Settings, *, schema: str | None = None) -> psycopg.Connection:
+    """A connection whose search path is ``schema`` (default: the dashboard's, ``AGENTLOG_POSTGRES_SCHEMA``)."""
+    try:
+        conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise PostgresUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}; "
+                                  "`agentlog stack up` starts the local one") from exc
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or settings.postgres_schema)))
+    conn.commit()
+    return conn
+
+
+class PostgresUnavailable(StackError):
+    """Postgres did not take the connection."""
 
 
 def chdb_path(url: str) -> Path:

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from agentlog.producers.errors import NotSerializable
-from agentlog.producers.event_log import EventLog, Position
+from agentlog.producers.event_log import EventLog
 from agentlog.schemas.events import Event, EventType
 
 current: contextvars.ContextVar["Conversation"] = contextvars.ContextVar("agentlog_conversation")

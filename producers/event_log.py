@@ -17,7 +17,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from agentlog.deploy.settings import Settings, settings as default_settings
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.events import Event

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.events import SAGA_PREFIX, Event, EventType
 
 
 def _json(text: str) -> Any:
@@ -82,63 +82,73 @@ class ConversationState:
         return int((self.completed_at - self.started_at).total_seconds() * 1000)
 
     def apply(self, event: Event) -> None:
-        p = event.payload
-        kind = event.event_type
+        """Fold one event in: the envelope's bookkeeping, then the step of its type (``_STEPS``)."""
         self.last_sequence = event.sequence_number
         self.last_event_at = event.occurred_at
         self.event_count += 1
         self.tenant_id = event.tenant_id
         if event.agent_name and event.agent_name not in self.agents:
             self.agents.append(event.agent_name)
-        if kind == EventType.CONVERSATION_STARTED:
-            self.active_agent = event.agent_name
-            self.started_at = event.occurred_at
-            self.user_message = p["user_message"]
-            self.messages.append({"role": "user", "agent": event.agent_name, "text": p["user_message"]})
-            self.status = "active"
-        elif kind == EventType.TOOL_CALLED:
-            self.tool_count += 1
-            self.last_tool = p["tool_name"]
-            self.tools_called.append({"tool": p["tool_name"], "input": _json(p["input_json"]),
-                                      "tool_call_id": p["tool_call_id"], "agent": event.agent_name})
-        elif kind == EventType.TOOL_RESULT:
-            for call in reversed(self.tools_called):
-                if call["tool_call_id"] == p["tool_call_id"]:
-                    call.update(output=_json(p["output_json"]), status=p["status"], duration_ms=p["duration_ms"])
-                    break
-        elif kind == EventType.HANDOFF_INITIATED:
-            self.handoff_count += 1
-            self.handoffs.append({"from_agent": p["from_agent"], "to_agent": p["to_agent"], "reason": p["reason"]})
-            self.active_agent = p["to_agent"]
-            if p["to_agent"] not in self.agents:
-                self.agents.append(p["to_agent"])
-        elif kind == EventType.RESPONSE_GENERATED:
-            self.final_response = p["response"]
-            self.messages.append({"role": "agent", "agent": event.agent_name, "text": p["response"]})
-            self._finish("completed", event)
-        elif kind == EventType.ERROR_OCCURRED:
-            self.error_count += 1
-            self.errors.append({"error_type": p["error_type"], "message": p["message"], "agent": event.agent_name})
-            if not p["retryable"]:
-                self._finish("failed", event)
-        elif kind == EventType.GUARDRAIL_TRIGGERED:
-            self.guardrail_count += 1
-            self.guardrails.append({"guardrail": p["guardrail"], "action": p["action"], "detail": p["detail"]})
-            if p["action"] == "blocked":
-                self._finish("blocked", event)
-        elif kind == EventType.LLM_CALLED:
-            self.llm_calls += 1
-            self.input_tokens += p["input_tokens"]
-            self.output_tokens += p["output_tokens"]
-            self.cost_usd += p["cost_usd"]
+        if event.event_type.value.startswith(SAGA_PREFIX):
+            self._apply_saga(event)
         else:
-            self._apply_saga(kind, p, event)
+            _STEPS[event.event_type](self, event.payload, event)
+
+    def _started(self, p: Mapping[str, Any], event: Event) -> None:
+        self.active_agent = event.agent_name
+        self.started_at = event.occurred_at
+        self.user_message = p["user_message"]
+        self.messages.append({"role": "user", "agent": event.agent_name, "text": p["user_message"]})
+        self.status = "active"
+
+    def _tool_called(self, p: Mapping[str, Any], event: Event) -> None:
+        self.tool_count += 1
+        self.last_tool = p["tool_name"]
+        self.tools_called.append({"tool": p["tool_name"], "input": _json(p["input_json"]),
+                                  "tool_call_id": p["tool_call_id"], "agent": event.agent_name})
+
+    def _tool_result(self, p: Mapping[str, Any], event: Event) -> None:
+        for call in reversed(self.tools_called):
+            if call["tool_call_id"] == p["tool_call_id"]:
+                call.update(output=_json(p["output_json"]), status=p["status"], duration_ms=p["duration_ms"])
+                break
+
+    def _handoff(self, p: Mapping[str, Any], event: Event) -> None:
+        self.handoff_count += 1
+        self.handoffs.append({"from_agent": p["from_agent"], "to_agent": p["to_agent"], "reason": p["reason"]})
+        self.active_agent = p["to_agent"]
+        if p["to_agent"] not in self.agents:
+            self.agents.append(p["to_agent"])
+
+    def _response(self, p: Mapping[str, Any], event: Event) -> None:
+        self.final_response = p["response"]
+        self.messages.append({"role": "agent", "agent": event.agent_name, "text": p["response"]})
+        self._finish("completed", event)
+
+    def _error(self, p: Mapping[str, Any], event: Event) -> None:
+        self.error_count += 1
+        self.errors.append({"error_type": p["error_type"], "message": p["message"], "agent": event.agent_name})
+        if not p["retryable"]:
+            self._finish("failed", event)
+
+    def _guardrail(self, p: Mapping[str, Any], event: Event) -> None:
+        self.guardrail_count += 1
+        self.guardrails.append({"guardrail": p["guardrail"], "action": p["action"], "detail": p["detail"]})
+        if p["action"] == "blocked":
+            self._finish("blocked", event)
+
+    def _llm_called(self, p: Mapping[str, Any], event: Event) -> None:
+        self.llm_calls += 1
+        self.input_tokens += p["input_tokens"]
+        self.output_tokens += p["output_tokens"]
+        self.cost_usd += p["cost_usd"]
 
     def _finish(self, status: str, event: Event) -> None:
         self.status = status
         self.completed_at = event.occurred_at
 
-    def _apply_saga(self, kind: EventType, p: dict[str, Any], event: Event) -> None:
+    def _apply_saga(self, event: Event) -> None:
+        kind, p = event.event_type, event.payload
         if kind == EventType.SAGA_STARTED:
             self.sagas[p["saga_id"]] = SagaState(p["saga_id"], p["saga_name"], list(p["steps"]))
             self.status = "active"
@@ -160,10 +170,9 @@ class ConversationState:
             self._finish("needs_intervention", event)
         elif kind == EventType.SAGA_COMPLETED:
             saga.status = "completed"
-        elif kind == EventType.SAGA_ROLLED_BACK:
-            if saga.status != "needs_intervention":
-                saga.status = "rolled_back"
-                self._finish("rolled_back", event)
+        elif kind == EventType.SAGA_ROLLED_BACK and saga.status != "needs_intervention":
+            saga.status = "rolled_back"
+            self._finish("rolled_back", event)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready but for the datetimes; ``from_dict`` reads it back."""
@@ -187,6 +196,19 @@ class ConversationState:
                 values[key] = datetime.fromisoformat(values[key])
         values["sagas"] = {s["saga_id"]: SagaState(**s) for s in data.get("sagas") or []}
         return cls(**values)
+
+
+_STEPS: dict[EventType, Callable[[ConversationState, Mapping[str, Any], Event], None]] = {
+    EventType.CONVERSATION_STARTED: ConversationState._started,
+    EventType.TOOL_CALLED: ConversationState._tool_called,
+    EventType.TOOL_RESULT: ConversationState._tool_result,
+    EventType.HANDOFF_INITIATED: ConversationState._handoff,
+    EventType.RESPONSE_GENERATED: ConversationState._response,
+    EventType.ERROR_OCCURRED: ConversationState._error,
+    EventType.GUARDRAIL_TRIGGERED: ConversationState._guardrail,
+    EventType.LLM_CALLED: ConversationState._llm_called,
+}
+"""How each event type (but the saga's, folded by ``_apply_saga``) changes the state."""
 
 
 def fold(conversation_id: str, events: Iterable[Event]) -> ConversationState:

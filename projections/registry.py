@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentlog.consumers.runtime import Projection
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base import Projection
 
 NAMES = ("dashboard", "search", "analytics")
 

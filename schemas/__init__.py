@@ -2,8 +2,13 @@
 
 from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.codec import Codec
-from agentlog.schemas.errors import (AgentlogError, IncompatibleSchema, NotSingleObjectEncoded, SchemaError,
-                                     UnknownFingerprint)
+from agentlog.schemas.errors import (
+                                     AgentlogError,
+                                     IncompatibleSchema,
+                                     NotSingleObjectEncoded,
+                                     SchemaError,
+                                     UnknownFingerprint,
+)
 from agentlog.schemas.events import Event, EventType
 
 __all__ = [

@@ -66,16 +66,15 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
     if type(sequence) is not int or not 1 <= sequence <= MAX_SEQUENCE:
         _integer(event, "sequence_number", sequence, low=1, high=MAX_SEQUENCE)
     _moment(event, event.occurred_at, now or datetime.now(UTC), skew)
+    _payload(event)
+
+
+def _payload(event: Any) -> None:
+    """Every payload field by its kind: text, a name, a number, a count, a list of names."""
     for name, value in event.payload.items():
         kind = type(value)
         if kind is str:
-            if name in TEXT:
-                if "\x00" in value:
-                    raise InvalidEvent(f"{_where(event)}: {name} holds a NUL character")
-                if name in JSON:
-                    _json(event, name, value)
-            else:
-                _name(event, name, value)
+            _string(event, name, value)
         elif kind is float:
             if not 0 <= value <= MAX_NUMBER:  # NaN fails every comparison
                 raise InvalidEvent(f"{_where(event)}: {name} must be a finite number from 0 to {MAX_NUMBER:g}, "
@@ -91,6 +90,16 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
                 _name(event, name, item)
         elif value is not None and kind is not bool:
             raise InvalidEvent(f"{_where(event)}: {name} has a value of type {kind.__name__}")
+
+
+def _string(event: Any, name: str, value: str) -> None:
+    if name not in TEXT:
+        _name(event, name, value)
+        return
+    if "\x00" in value:
+        raise InvalidEvent(f"{_where(event)}: {name} holds a NUL character")
+    if name in JSON:
+        _json(event, name, value)
 
 
 def _where(event: Any) -> str:

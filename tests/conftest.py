@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentlog.deploy.local.stack import Stack
-from agentlog.deploy.settings import Settings, settings as process_settings
+from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import settings as process_settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
 from agentlog.deploy.world import drop, private
 

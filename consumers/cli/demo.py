@@ -11,7 +11,8 @@ from rich.rule import Rule
 from agentlog.consumers.cli import read, write
 from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.cli.progress import show
-from agentlog.consumers.group import ProjectorGroup, lag as group_lag, running_elsewhere
+from agentlog.consumers.group import ProjectorGroup, running_elsewhere
+from agentlog.consumers.group import lag as group_lag
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.replay import events_from_kafka
 from agentlog.deploy.settings import Settings, settings

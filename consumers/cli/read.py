@@ -13,7 +13,8 @@ from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.consumers.cli.progress import follow, show
-from agentlog.consumers.group import ProjectorGroup, lag as group_lag, log_size
+from agentlog.consumers.group import ProjectorGroup, log_size
+from agentlog.consumers.group import lag as group_lag
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
 from agentlog.consumers.runtime import Projector

@@ -27,10 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 from agentlog.consumers.dlq import DeadLetters
 from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import metrics
-from agentlog.consumers.runtime.batch import Batch, Record
-from agentlog.consumers.runtime.errors import Rewind, StoreUnavailable
-from agentlog.consumers.runtime.projection import Projection
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
+from agentlog.projections.base import Batch, Projection, Record, Rewind, StoreUnavailable
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 

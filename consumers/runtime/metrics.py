@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from agentlog.projections.base.metrics import SEQUENCE_ANOMALIES
+
+__all__ = ["BATCHES", "BATCH_SECONDS", "DEAD_LETTERS", "EVENTS_APPLIED", "LAG", "PROJECTOR_UP", "RETRIES",
+           "SEQUENCE_ANOMALIES"]
+
 EVENTS_APPLIED = Counter("agentlog_events_applied_total", "Events applied to the store", ["projection"])
 BATCHES = Counter("agentlog_batches_total", "Batches applied", ["projection"])
 BATCH_SECONDS = Histogram("agentlog_batch_seconds", "Time to apply one batch", ["projection"],
@@ -11,6 +16,4 @@ BATCH_SECONDS = Histogram("agentlog_batch_seconds", "Time to apply one batch", [
 LAG = Gauge("agentlog_consumer_lag", "Messages behind the end of the log", ["projection", "partition"])
 DEAD_LETTERS = Counter("agentlog_dead_letters_total", "Events sent to the dead-letter topic", ["projection", "reason"])
 RETRIES = Counter("agentlog_store_retries_total", "Batches retried after a store failure", ["projection"])
-SEQUENCE_ANOMALIES = Counter("agentlog_sequence_anomalies_total", "Gaps or duplicates within a conversation",
-                             ["projection", "kind"])
 PROJECTOR_UP = Gauge("agentlog_projector_up", "1 while the projector's thread runs", ["projection"])

@@ -6,7 +6,7 @@ it and the command that brings it up.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,11 +14,10 @@ from fastapi.responses import JSONResponse
 
 from agentlog.consumers.read_models import ReadModels, dumps
 from agentlog.consumers.replay import UnknownConversation
-from agentlog.consumers.runtime import StoreUnavailable
 from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
+from agentlog.projections.base import StoreUnavailable
 from agentlog.schemas.errors import AgentlogError
-
 
 
 class JSON(JSONResponse):
@@ -100,7 +99,7 @@ def sql_get(request: Request) -> JSON:
 
 
 @router.post("/sql")
-def sql_post(request: Request, body: Any = Body(...)) -> JSON:
+def sql_post(request: Request, body: Annotated[Any, Body()]) -> JSON:
     """A statement in the SQL box (one SELECT over the analytics tables, within the limits), with
     ``{"sql": "SELECT ..."}`` in the body: ``agentlog sql Q --json`` gives the same rows."""
     statement = body.get("sql") if isinstance(body, dict) else None

@@ -9,13 +9,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from elasticsearch import Elasticsearch as Client
 from elasticsearch import ApiError, TransportError, UnsupportedProductError
+from elasticsearch import Elasticsearch as Client
 
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local.address import host_port
-from agentlog.deploy.local.process import (Daemon, give_to, is_local, port_open, service_user, traversable,
-                                            wait_until)
+from agentlog.deploy.local.process import Daemon, give_to, is_local, port_open, service_user, traversable, wait_until
 from agentlog.deploy.local.provision import done_marker, fetched, maven
 from agentlog.deploy.local.service import Service, ServiceStatus
 

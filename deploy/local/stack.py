@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+from agentlog.deploy.kafka import wait_ready
 from agentlog.deploy.local.clickhouse import ClickHouse
 from agentlog.deploy.local.elasticsearch import Elasticsearch
 from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.local.service import Service, ServiceStatus
 from agentlog.deploy.settings import Settings
-from agentlog.deploy.kafka import wait_ready
 from agentlog.deploy.topics import ensure_topics
 
 GROUPS = ("agentlog.dashboard", "agentlog.search", "agentlog.analytics")

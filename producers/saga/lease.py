@@ -9,8 +9,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
-from agentlog.projections.postgres import connect
 
 DDL = """CREATE TABLE IF NOT EXISTS saga_leases (
     saga_id    text PRIMARY KEY,
@@ -28,7 +28,7 @@ class Leases:
     @property
     def conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings)
+            self._conn = clients.postgres(self.settings)
             self._conn.autocommit = True
             self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(self.settings.postgres_schema)))

@@ -18,13 +18,12 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable, metrics
 from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.schema import FACT_COLUMNS, create, generation, repair
+from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, metrics
 from agentlog.schemas.events import Event, EventType
-
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 100_000
@@ -102,18 +101,18 @@ class AnalyticsProjection(Projection):
             stored[int(p)] = max(int(o), stored.get(int(p), 0))
         return stored
 
-    def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+    def positions(self, topic: str, partitions: list[int]) -> Positions:
         self._known.clear()
         self._sequences.clear()
         stored = self._positions(partitions)
-        return {p: stored.get(p, -2) for p in partitions}
+        return Positions.of(stored, partitions)
 
     def apply(self, batch: Batch) -> None:
         """The batch's new events into the fact table, one INSERT block (the views follow it). An event whose
         sequence number its conversation already has is not inserted (the first in log order wins) and, like
         a gap, is recorded in ``sequence_anomalies`` (written first: replayed, it is recorded again, once)."""
         stored = self._positions(list(batch.starts))
-        rewind = batch.behind(stored, self._from_beginning.setdefault(self._generation, set()))
+        rewind = batch.rewind_to(stored, self._from_beginning.setdefault(self._generation, set()))
         if rewind:
             raise Rewind(rewind)
         fresh = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]

@@ -117,7 +117,8 @@ def admit(parser, statement: str, database: str) -> str:
         tree = [row[0] for row in _parse(parser, f"SELECT explain FROM (EXPLAIN AST {canonical})")]
     except QueryFailed as exc:
         if "output options" in str(exc):
-            raise NotReadOnly("INTO OUTFILE and FORMAT are not allowed: the box returns rows, it writes no file")
+            raise NotReadOnly("INTO OUTFILE and FORMAT are not allowed: the box returns rows, it writes no file") \
+                from None
         if "only SELECT" in str(exc):
             raise NotReadOnly("only SELECT (or WITH ... SELECT), SHOW TABLES and DESCRIBE TABLE run here") from None
         raise
@@ -137,7 +138,7 @@ def _walk(tree: list[str], database: str) -> None:
     if not tree or not tree[0].startswith("SelectWithUnionQuery"):
         raise NotReadOnly("only SELECT (or WITH ... SELECT), SHOW TABLES and DESCRIBE TABLE run here")
     nodes = [(len(line) - len(line.lstrip(" ")), line.strip()) for line in tree]
-    for i, (depth, node) in enumerate(nodes):
+    for i, (_, node) in enumerate(nodes):
         kind, _, rest = node.partition(" ")
         name = rest.split(" (", 1)[0]
         if kind == "Set":
@@ -224,7 +225,7 @@ class SQLBox:
                     result = runner.query(canonical)
                 except Exception as exc:
                     raise QueryFailed(self.limits.explain(_code(exc), _first_line(exc))) from exc
-            return [dict(zip(result.column_names, row)) for row in result.result_rows]
+            return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         finally:
             self._slots.release()
 

@@ -12,8 +12,8 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agentlog.deploy.settings import Settings
 from agentlog.deploy.errors import StackError
+from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.queries import SQLBox, owner_file
 from agentlog.schemas.errors import AgentlogError
 

@@ -17,8 +17,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from agentlog.consumers.runtime import Batch, Projection, Rewind, StoreUnavailable, metrics
+from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, metrics
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.postgres.migrate import migrate
 
@@ -34,15 +35,12 @@ VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool
 
 
 def connect(settings: Settings, schema: str | None = None) -> psycopg.Connection:
-    """A connection whose search path is the dashboard's schema (``AGENTLOG_POSTGRES_SCHEMA``)."""
+    """A connection whose search path is the dashboard's schema (``AGENTLOG_POSTGRES_SCHEMA``); an outage is
+    the store's: StoreUnavailable, which the runtime retries."""
     try:
-        conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}; "
-                               "`agentlog stack up` starts the local one") from exc
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or settings.postgres_schema)))
-    conn.commit()
-    return conn
+        return clients.postgres(settings, schema=schema)
+    except clients.PostgresUnavailable as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 class DashboardProjection(Projection):
@@ -67,14 +65,14 @@ class DashboardProjection(Projection):
         with connect(self.settings, self.schema) as conn:
             migrate(conn, self.schema)
 
-    def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+    def positions(self, topic: str, partitions: list[int]) -> Positions:
         try:
             stored = self._stored(self.conn, topic, partitions)
             self.conn.commit()
         except psycopg.OperationalError as exc:
             self._drop()
             raise StoreUnavailable(f"postgres: {exc}") from exc
-        return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
+        return Positions.of(stored, partitions)
 
     def _stored(self, conn: psycopg.Connection, topic: str, partitions: list[int]) -> dict[int, int]:
         return dict(conn.execute("SELECT partition, next_offset FROM projection_offsets "
@@ -118,7 +116,7 @@ class DashboardProjection(Projection):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), p) FROM unnest(%s::int[]) AS p ORDER BY p",
                      (f"{self.name}/{batch.topic}", sorted(batch.starts))).fetchall()
         stored = self._stored(conn, batch.topic, list(batch.starts))
-        rewind = batch.behind(stored, self._from_beginning)
+        rewind = batch.rewind_to(stored, self._from_beginning)
         if rewind:
             raise Rewind(rewind)
         return stored

@@ -20,9 +20,9 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
-from agentlog.consumers.runtime import Batch, Projection, ProjectionError, Rewind, StoreUnavailable, metrics
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base import Batch, Positions, Projection, ProjectionError, Rewind, StoreUnavailable, metrics
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.search.index import current_index, ensure_alias, ensure_positions, positions_index
 
@@ -72,12 +72,12 @@ class SearchProjection(Projection):
         except (TransportConnectionError, ConnectionTimeout) as exc:
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
 
-    def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+    def positions(self, topic: str, partitions: list[int]) -> Positions:
         try:
             stored = self._stored(self._index(), topic, partitions)
         except (TransportConnectionError, ConnectionTimeout, MovedOn) as exc:
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc}") from exc
-        return {p: stored.get(p, -2) for p in partitions}  # -2: from the beginning (nothing applied yet)
+        return Positions.of(stored, partitions)
 
     def apply(self, batch: Batch) -> None:
         try:
@@ -120,7 +120,7 @@ class SearchProjection(Projection):
         index = self._index()
         ids = list(dict.fromkeys(r.event.conversation_id for r in batch.records))
         stored, states = self._read(index, batch.topic, list(batch.starts), ids)
-        rewind = batch.behind(stored, self._from_beginning.setdefault(index, set()))
+        rewind = batch.rewind_to(stored, self._from_beginning.setdefault(index, set()))
         if rewind:
             raise Rewind(rewind)
         records = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]

@@ -14,9 +14,9 @@ import pytest
 from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.settings import Settings
 from agentlog.projections.postgres import connect
+from agentlog.schemas import Codec
 from tests.conftest import ROOT, agentlog, env_of
 from tests.producers.test_event_log import read_all
-from agentlog.schemas import Codec
 
 
 def test_the_readme_example_records_a_conversation(isolated: Settings) -> None:

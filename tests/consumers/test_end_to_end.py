@@ -17,12 +17,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agentlog.consumers.dlq.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET, SOURCE_PARTITION
 from agentlog.consumers.rebuild import rebuild
-from agentlog.consumers.runtime import Batch, Projection, ProjectionError, Projector
+from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.traffic import send
+from agentlog.projections.base import Batch, Projection, ProjectionError
 from agentlog.projections.postgres import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.projections.search.queries import search
@@ -171,7 +172,7 @@ def test_a_projector_killed_mid_batch_restarts_with_exact_counts(isolated: Setti
     for kill_at in (0.2, 0.6):
         proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        _wait_for(lambda: _archived(own) >= kill_at * summary["events"], 120)
+        _wait_for(lambda kill_at=kill_at: _archived(own) >= kill_at * summary["events"], 120)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert _archived(own) < summary["events"]

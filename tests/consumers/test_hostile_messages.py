@@ -11,8 +11,7 @@ import fastavro
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from agentlog.consumers.dlq.dead_letters import (ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET,
-                                                 TRUNCATED)
+from agentlog.consumers.dlq.dead_letters import ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET, TRUNCATED
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild
 from agentlog.deploy.settings import Settings

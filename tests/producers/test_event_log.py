@@ -12,10 +12,18 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import Consumer
 
+from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
-from agentlog.producers import (BrokerUnavailable, Conversation, EventLog, EventTooLarge, NotSerializable,
-                                SequenceError, SyncEventLog, tool)
-from agentlog.producers.partitioner import partition_for
+from agentlog.producers import (
+    BrokerUnavailable,
+    Conversation,
+    EventLog,
+    EventTooLarge,
+    NotSerializable,
+    SequenceError,
+    SyncEventLog,
+    tool,
+)
 from agentlog.schemas import Codec, Event, EventType, SchemaError
 from tests.factories import make_conversation
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from agentlog.producers.simulate import conversations
 from agentlog.deploy.settings import Settings
+from agentlog.producers.simulate import conversations
 from tests.conftest import agentlog
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from agentlog.consumers.runtime import Batch, Record
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
+from agentlog.projections.base import Batch, Record
 from agentlog.projections.postgres import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
 from agentlog.schemas import Codec

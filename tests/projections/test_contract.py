@@ -7,10 +7,10 @@ from abc import ABC, abstractmethod
 
 import psycopg
 
-from agentlog.consumers.runtime import Batch, Projection, Record
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
+from agentlog.projections.base import Batch, Projection, Record
 from agentlog.projections.postgres import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
 from tests.conftest import clickhouse_rows

@@ -17,8 +17,8 @@ from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox
 from agentlog.projections.analytics.server import QueryServer
-from tests.projections.test_contract import batch_of
 from tests.factories import make_conversation
+from tests.projections.test_contract import batch_of
 
 OUT = Path("/tmp/agentlog-sql-box-wrote-this")
 

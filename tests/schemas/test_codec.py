@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import fastavro
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentlog.schemas import Catalog, Codec, Event, EventType, IncompatibleSchema, SchemaError, UnknownFingerprint
 from agentlog.schemas.catalog import AVRO_DIR, catalog

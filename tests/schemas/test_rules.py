@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentlog.schemas import Codec, Event, EventType, SchemaError
 from agentlog.schemas.catalog import catalog

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from agentlog.consumers.runtime.batch import Batch
+from agentlog.projections.base.batch import Batch, Positions
 
 
 class Projection(ABC):
@@ -17,10 +17,10 @@ class Projection(ABC):
 
     name: str
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 -- a hook: a store may have nothing to set up
         """Called once before the first batch: migrations, templates, tables."""
 
-    def positions(self, topic: str, partitions: list[int]) -> dict[int, int] | None:
+    def positions(self, topic: str, partitions: list[int]) -> Positions | None:
         """The next offset per partition as the store knows it, or None when Kafka's committed offsets rule.
 
         Called on every partition assignment.
@@ -33,5 +33,5 @@ class Projection(ABC):
         ProjectionError or any other exception for a bad event (it goes to the dead-letter
         topic), Rewind when the store's position is behind the batch."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- a hook: a store may hold nothing to let go of
         """Called once after the last batch."""

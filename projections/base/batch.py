@@ -1,11 +1,29 @@
-"""A batch: the decoded events of one poll, with where each came from."""
+"""A batch: the decoded events of one poll, with where each came from; and a store's positions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from agentlog.schemas.events import Event
+
+FROM_BEGINNING = -2
+"""The position of a partition the store holds nothing of: read it from its first message (librdkafka's
+``OFFSET_BEGINNING`` has this value; the runtime names it so when it seeks)."""
+
+
+class Positions(dict[int, int]):
+    """Per partition, the offset of the next message the store expects, or FROM_BEGINNING."""
+
+    @classmethod
+    def of(cls, stored: Mapping[int, int], partitions: Iterable[int]) -> "Positions":
+        """``stored`` for ``partitions``, FROM_BEGINNING where the store holds nothing."""
+        return cls({p: stored.get(p, FROM_BEGINNING) for p in partitions})
+
+    def next_offset(self, partition: int, low: int) -> int:
+        """The next offset of ``partition``, ``low`` (where the log begins) when the store holds nothing."""
+        offset = self.get(partition, FROM_BEGINNING)
+        return offset if offset >= 0 else low
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,19 +59,19 @@ class Batch:
         return Batch(self.topic, [record], {record.partition: record.offset + 1},
                      {record.partition: self.starts[record.partition]})
 
-    def behind(self, stored: dict[int, int], restarted: set[int]) -> dict[int, int]:
+    def rewind_to(self, stored: Mapping[int, int], restarted: set[int]) -> Positions:
         """Where to seek when the store is behind this batch (empty when it is not): per partition, the
-        store's position; or the beginning (-2) when the store holds nothing of a partition whose batch does
+        store's position; or FROM_BEGINNING when the store holds nothing of a partition whose batch does
         not start at offset 0, once per partition (``restarted`` remembers which) — a wiped or swapped-in store.
         """
-        rewind: dict[int, int] = {}
+        rewind = Positions()
         for partition, start in self.starts.items():
             if partition in stored:
                 if start > stored[partition]:
                     rewind[partition] = stored[partition]
             elif start > 0 and partition not in restarted:
                 restarted.add(partition)
-                rewind[partition] = -2
+                rewind[partition] = FROM_BEGINNING
         return rewind
 
     def positions_only(self) -> "Batch":

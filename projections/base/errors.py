@@ -1,6 +1,8 @@
-"""Errors of the consumer runtime."""
+"""Errors a store raises to the runtime that feeds it."""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 from agentlog.schemas.errors import AgentlogError
 
@@ -24,6 +26,6 @@ class Rewind(AgentlogError):
     swapped in, or when the store was wiped).
     """
 
-    def __init__(self, positions: dict[int, int]) -> None:
+    def __init__(self, positions: Mapping[int, int]) -> None:
         super().__init__(f"store positions behind the consumer: {positions}")
-        self.positions = positions
+        self.positions = dict(positions)
