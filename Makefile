@@ -30,10 +30,13 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
 	  || { echo "could not install chromium: run as root, or apt-get install chromium chromium-driver first"; exit 1; }; }
 
-# The walls between the layers (import-linter) and the lint (ruff) before the tests.
+# The walls between the layers (import-linter), the lint (ruff) and the types (mypy) before the tests.
 lint: bootstrap
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
+	@mkdir -p .typecheck/agentlog && for d in schemas producers consumers projections deploy; do \
+	  ln -sfn ../../$$d .typecheck/agentlog/$$d; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml
 
 test: lint stack browser
 	$(BIN)/pytest

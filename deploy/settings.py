@@ -104,7 +104,7 @@ def _number(env: Mapping[str, str], name: str, default: Number, kind: Callable[[
     try:
         value = kind(text)
     except ValueError:
-        value = kind(0)
+        value = kind("0")
     if not 0 < value < float("inf"):
         raise ConfigError(f"{name}={text!r}: must be a positive number, like {default}")
     return value

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import Projection
 
 NAMES = ("dashboard", "search", "analytics")
 
 
-def build(name: str, settings: Settings, **options) -> Projection:
+def build(name: str, settings: Settings, **options: Any) -> Projection:
     if name == "dashboard":
         from agentlog.projections.postgres import DashboardProjection
 

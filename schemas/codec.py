@@ -11,7 +11,7 @@ import json
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
@@ -89,7 +89,7 @@ class Codec:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(body, writer.decoding, reader, return_record_name=True)
+            record = cast(dict[str, Any], schemaless_reader(body, writer.decoding, reader, return_record_name=True))
         except (EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
                 MemoryError, struct.error) as exc:
             raise SchemaError(f"corrupt event body (schema v{writer.version}): {type(exc).__name__}: "

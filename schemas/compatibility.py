@@ -56,7 +56,7 @@ def _names(schema: Any) -> set[str]:
     return {schema["name"], *schema.get("aliases", [])}
 
 
-def _record(writer: dict, reader: dict, path: str) -> list[str]:
+def _record(writer: dict[str, Any], reader: dict[str, Any], path: str) -> list[str]:
     if not _names(writer) & _names(reader) and writer["name"].split(".")[-1] != reader["name"].split(".")[-1]:
         return [f"{path}: record {writer['name']} read as {reader['name']}"]
     found: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -42,6 +43,15 @@ MAX_LETTER = 512_000
 FIRST_BYTES = 4096
 
 
+def _bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def _headers_of(message: Message) -> list[tuple[str, bytes]]:
+    headers: Any = message.headers() or []
+    return [(str(header[0]), _bytes(header[1])) for header in headers]
+
+
 class DeadLetters:
     """``send`` buffers a dead letter; ``flush`` returns once the broker has them all (before the store's
     position moves past them)."""
@@ -59,8 +69,7 @@ class DeadLetters:
     def send(self, message: Message, reason: str, error: BaseException | str) -> None:
         log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
                     reason, str(error)[:500])
-        original = list(message.headers() or [])
-        size = len(message.value() or b"") + sum(len(k) + len(v or b"") for k, v in original)
+        size = len(_bytes(message.value())) + sum(len(k) + len(_bytes(v)) for k, v in _headers_of(message))
         self._produce(message, self._headers(message, reason, error), as_record=size > MAX_LETTER)
         self.sent += 1
 
@@ -85,7 +94,7 @@ class DeadLetters:
         return [
             (REASON, reason.encode()),
             (ERROR, str(error)[:2000].encode()),
-            (SOURCE_TOPIC, message.topic().encode()),
+            (SOURCE_TOPIC, (message.topic() or "").encode()),
             (SOURCE_PARTITION, str(message.partition()).encode()),
             (SOURCE_OFFSET, str(message.offset()).encode()),
             (PROJECTION, self.projection.encode()),
@@ -96,14 +105,15 @@ class DeadLetters:
     def _produce(self, message: Message, headers: list[tuple[str, bytes]], *, as_record: bool) -> None:
         """The letter whole (the original's key, bytes and headers, then ours), or its record: our headers,
         the original's size, SHA-256 and header count, and its first bytes."""
-        value = message.value() or b""
+        value = _bytes(message.value())
+        sent: list[tuple[str, bytes]]
         if as_record:
-            key, body = (message.key() or b"")[:FIRST_BYTES], value[:FIRST_BYTES]
+            key, body = _bytes(message.key())[:FIRST_BYTES], value[:FIRST_BYTES]
             sent = headers + [(TRUNCATED, b"true"), (ORIGINAL_SIZE, str(len(value)).encode()),
                               (ORIGINAL_SHA256, hashlib.sha256(value).hexdigest().encode()),
-                              (ORIGINAL_HEADERS, str(len(message.headers() or [])).encode())]
+                              (ORIGINAL_HEADERS, str(len(_headers_of(message))).encode())]
         else:
-            key, body, sent = message.key(), value, list(message.headers() or []) + headers
+            key, body, sent = _bytes(message.key()), value, _headers_of(message) + headers
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -112,7 +122,7 @@ class DeadLetters:
 
         while True:
             try:
-                self._producer.produce(self.topic, key=key, value=body, headers=sent, on_delivery=delivered)
+                self._producer.produce(self.topic, key=key, value=body, headers=list(sent), on_delivery=delivered)
                 return
             except BufferError:
                 self._producer.poll(0.1)

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, TopicPartition
 
@@ -33,6 +34,11 @@ from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
+
+
+def _where(message: Message) -> tuple[int, int]:
+    """A polled message's partition and offset (always set on a message without an error)."""
+    return message.partition() or 0, message.offset() or 0
 
 
 def _written_at(message: Message) -> datetime | None:
@@ -143,13 +149,16 @@ class Projector:
             if message.error():
                 log.warning("%s: consumer error %s", self.projection.name, message.error())
                 continue
-            batch.saw(message.partition(), message.offset())
+            partition, offset = _where(message)
+            batch.saw(partition, offset)
+            value, key = message.value(), message.key()
             try:
-                event = self.codec.decode(message.value() or b"", key=message.key(), written_at=_written_at(message))
+                event = self.codec.decode(value if isinstance(value, bytes) else b"",
+                                          key=key if isinstance(key, bytes) else None, written_at=_written_at(message))
             except SchemaError as exc:
                 poison.append((message, exc))
                 continue
-            batch.records.append(Record(event, message.topic(), message.partition(), message.offset(), message))
+            batch.records.append(Record(event, self.topic, partition, offset, message))
         return batch, poison
 
     def _apply(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> bool:
@@ -244,7 +253,7 @@ class Projector:
 
     def _dead_letter(self, message: Message, reason: str, exc: Exception) -> None:
         """Once per message in this process: a batch read again after a rewind does not send it twice."""
-        where = (message.partition(), message.offset())
+        where = _where(message)
         if where in self._lettered:
             return
         self._lettered.add(where)
@@ -301,7 +310,7 @@ class Projector:
         """Start where the store says it stands. A store that cannot say now is asked again by each
         batch (which rewinds when the store is behind), so the committed offsets are a safe start."""
         try:
-            stored = self.projection.positions(self.topic, [tp.partition for tp in partitions]) or {}
+            stored: Mapping[int, int] = self.projection.positions(self.topic, [tp.partition for tp in partitions]) or {}
         except StoreUnavailable as exc:
             log.warning("%s: store unavailable on assignment (%s); starting from committed offsets",
                         self.projection.name, exc)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.query import QueryResult
 
 from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
@@ -27,6 +29,7 @@ from agentlog.schemas.events import Event, EventType
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 100_000
+T = TypeVar("T")
 
 
 def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
@@ -56,7 +59,7 @@ class AnalyticsProjection(Projection):
         self.settings = settings
         self.database = database or settings.clickhouse_database
         self._sharing = sharing
-        self._client = None
+        self._client: Client | None = None
         self._known: dict[int, int | None] = {}
         """Per partition, the next offset the store expects (None: nothing applied yet)."""
         self._generation: int | None = None
@@ -64,11 +67,11 @@ class AnalyticsProjection(Projection):
         """The last sequence number of conversations seen lately (the data says it of the others)."""
         self._from_beginning: dict[int | None, set[int]] = {}
         """Per generation of the tables, the partitions read again from the beginning for (a swapped-in store)."""
-        self.lock = sharing.lock if sharing else threading.Lock()
+        self.lock: threading.Lock = sharing.lock if sharing else threading.Lock()
         """Held around every use of the client: the query API shares it with the projector."""
 
     @property
-    def client(self):
+    def client(self) -> Client:
         if self._sharing is not None:
             return self._sharing.client
         if self._client is None:
@@ -198,9 +201,9 @@ class AnalyticsProjection(Projection):
         if missing:
             stored = self.stored_positions(missing)
             self._known.update({p: stored.get(p) for p in missing})
-        return {p: self._known[p] for p in partitions if self._known[p] is not None}
+        return {p: known for p in partitions if (known := self._known[p]) is not None}
 
-    def query(self, statement: str, parameters: dict | None = None):
+    def query(self, statement: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         with self.lock:
             return self._run(lambda c: c.query(statement, parameters=parameters))
 
@@ -210,7 +213,7 @@ class AnalyticsProjection(Projection):
                 self._client.close()
             self._client = None
 
-    def _run(self, action):
+    def _run(self, action: Callable[[Client], T]) -> T:
         try:
             return action(self.client)
         except (StoreUnavailable, StackError):

@@ -23,7 +23,9 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from clickhouse_connect.driver.client import Client
 
 from agentlog.deploy import clients
 from agentlog.deploy.errors import StackError
@@ -93,7 +95,7 @@ def _size(n: int) -> str:
 # -- the parse -------------------------------------------------------------------------------------------------
 
 
-def admit(parser, statement: str, database: str) -> str:
+def admit(parser: Client, statement: str, database: str) -> str:
     """The statement's canonical text when the box may run it; NotReadOnly saying why when it may not.
 
     ``parser``: a ClickHouse client that only parses here (nothing of the statement is run on it).
@@ -104,7 +106,7 @@ def admit(parser, statement: str, database: str) -> str:
         raise NotReadOnly(f"the statement has {len(statement):,} characters; the box takes at most {MAX_STATEMENT:,}")
     if "\x00" in statement:
         raise NotReadOnly("the statement holds a NUL character")
-    canonical = _parse(parser, "SELECT formatQuerySingleLine({statement:String})", {"statement": statement})[0][0]
+    canonical = str(_parse(parser, "SELECT formatQuerySingleLine({statement:String})", {"statement": statement})[0][0])
     if canonical.startswith("SHOW TABLES"):
         if canonical != "SHOW TABLES":
             raise NotReadOnly("SHOW TABLES lists the analytics database's tables; it takes no FROM, LIKE or options")
@@ -114,7 +116,7 @@ def admit(parser, statement: str, database: str) -> str:
         _check_table(describe.group("db"), database)
         return canonical
     try:
-        tree = [row[0] for row in _parse(parser, f"SELECT explain FROM (EXPLAIN AST {canonical})")]
+        tree = [str(row[0]) for row in _parse(parser, f"SELECT explain FROM (EXPLAIN AST {canonical})")]
     except QueryFailed as exc:
         if "output options" in str(exc):
             raise NotReadOnly("INTO OUTFILE and FORMAT are not allowed: the box returns rows, it writes no file") \
@@ -126,9 +128,10 @@ def admit(parser, statement: str, database: str) -> str:
     return canonical
 
 
-def _parse(parser, query: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
+def _parse(parser: Client, query: str, parameters: dict[str, Any] | None = None) -> list[Sequence[Any]]:
     try:
-        return parser.query(query, parameters=parameters, settings={"max_execution_time": _PARSE_TIMEOUT}).result_rows
+        return list(parser.query(query, parameters=parameters,
+                                 settings={"max_execution_time": _PARSE_TIMEOUT}).result_rows)
     except Exception as exc:  # the driver's DatabaseError carries ClickHouse's own message
         raise QueryFailed(_first_line(exc)) from exc
 
@@ -234,8 +237,8 @@ class SQLBox:
         """``readonly=2``: the parser (it runs nothing of the statement); ``readonly=1``: the runner. A server's
         user (``AGENTLOG_CLICKHOUSE_ANALYST_URL``) gets the limits with each query; its settings profile holds
         its read-only mode (see the README)."""
-        engine = ({"readonly": 2, "max_execution_time": _PARSE_TIMEOUT} if readonly == 2
-                  else self.limits.engine_settings())
+        engine: dict[str, object] = ({"readonly": 2, "max_execution_time": _PARSE_TIMEOUT} if readonly == 2
+                                     else self.limits.engine_settings())
         if not self.settings.embedded_clickhouse:
             engine.pop("readonly")
         client = clients.clickhouse(self.settings, database=self.database, engine_settings=engine,
@@ -279,7 +282,8 @@ def _through_owner(settings: Settings, statement: str) -> list[dict[str, Any]]:
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=settings.sql_timeout + 30) as response:
-            return json.loads(response.read())["rows"]
+            rows: list[dict[str, Any]] = json.loads(response.read())["rows"]
+            return rows
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read() or b"{}").get("detail", str(exc))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+
+from clickhouse_connect.driver.client import Client
 
 FACT_COLUMNS = [
     "event_id", "conversation_id", "sequence_number", "event_type", "occurred_at", "agent_name", "tenant_id",
@@ -164,11 +167,11 @@ GENERATIONS = """
 """One row per rebuild swapped in: a projector that sees a new generation asks the data for its positions."""
 
 
-def generation(client, database: str) -> int:
+def generation(client: Client, database: str) -> int:
     return int(client.query(f"SELECT max(generation) FROM {database}.generations").result_rows[0][0])
 
 
-def create(client, database: str) -> None:
+def create(client: Client, database: str) -> None:
     """Create the database, its tables and views (idempotent)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(GENERATIONS.format(db=database))
@@ -180,18 +183,19 @@ def create(client, database: str) -> None:
     client.command(SEQUENCES_VIEW.format(db=database))
 
 
-def repair(client, database: str) -> dict[str, list]:
+def repair(client: Client, database: str) -> dict[str, list[datetime]]:
     """Recompute the hours in which an aggregate disagrees with the fact table; returns them per table.
 
     An insert feeds the fact table and its views one after another; a process killed in
     between leaves an hour of an aggregate short (or long). The fact table is the truth.
     """
-    repaired: dict[str, list] = {}
+    repaired: dict[str, list[datetime]] = {}
     for a in AGGREGATES:
-        facts = dict(client.query(f"SELECT toStartOfHour(occurred_at) AS hour, {a.fact_count} FROM "
-                                  f"{database}.agent_events WHERE {a.fact_where} GROUP BY hour").result_rows)
-        totals = dict(client.query(f"SELECT hour, {a.target_count} FROM {database}.{a.target} "
-                                   "GROUP BY hour").result_rows)
+        facts = {row[0]: row[1] for row in client.query(
+            f"SELECT toStartOfHour(occurred_at) AS hour, {a.fact_count} FROM {database}.agent_events "
+            f"WHERE {a.fact_where} GROUP BY hour").result_rows}
+        totals = {row[0]: row[1] for row in client.query(
+            f"SELECT hour, {a.target_count} FROM {database}.{a.target} GROUP BY hour").result_rows}
         wrong = sorted(h for h in set(facts) | set(totals) if facts.get(h, 0) != totals.get(h, 0))
         if not wrong:
             continue

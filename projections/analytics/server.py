@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
@@ -64,7 +65,7 @@ class QueryServer:
                     self._send(400, {"detail": f"the body must be JSON of at most {MAX_BODY:,} bytes: "
                                                "{\"sql\": \"SELECT ...\"}"})
 
-            def _send(self, status: int, payload: dict) -> None:
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload, default=str).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -72,7 +73,7 @@ class QueryServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args) -> None:
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, metrics
+from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, metrics
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.postgres.migrate import migrate
 
@@ -121,7 +121,7 @@ class DashboardProjection(Projection):
             raise Rewind(rewind)
         return stored
 
-    def _archive(self, conn: psycopg.Connection, records: list) -> None:
+    def _archive(self, conn: psycopg.Connection, records: list[Record]) -> None:
         with conn.cursor() as cur:
             with cur.copy(sql.SQL("COPY staging_events ({}) FROM STDIN").format(
                     sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS)))) as copy:
@@ -132,7 +132,7 @@ class DashboardProjection(Projection):
                                     e.schema_version, orjson.dumps(dict(e.payload)).decode(), r.partition, r.offset))
             cur.execute("INSERT INTO agent_events SELECT * FROM staging_events ON CONFLICT DO NOTHING")
 
-    def _update_views(self, conn: psycopg.Connection, records: list) -> None:
+    def _update_views(self, conn: psycopg.Connection, records: list[Record]) -> None:
         ids = list(dict.fromkeys(r.event.conversation_id for r in records))
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute("SELECT * FROM conversation_views WHERE id = ANY(%s)", (ids,)).fetchall()
@@ -161,7 +161,7 @@ class DashboardProjection(Projection):
             if anomalies:
                 self._report(cur, anomalies)
 
-    def _report(self, cur: psycopg.Cursor, anomalies: list[tuple]) -> None:
+    def _report(self, cur: psycopg.Cursor[Any], anomalies: list[tuple[str, str, int, int, str]]) -> None:
         for cid, kind, expected, got, _ in anomalies:
             metrics.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
             log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)

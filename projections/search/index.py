@@ -7,6 +7,8 @@ it got (and a projector that finds it behind after a swap seeks back to it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from elasticsearch import Elasticsearch, NotFoundError
 
 ALIAS = "conversations"
@@ -99,7 +101,7 @@ def delete(es: Elasticsearch, index: str) -> None:
 def swap(es: Elasticsearch, new_index: str, alias: str = ALIAS) -> str | None:
     """Point ``alias`` at ``new_index`` in one atomic step; returns the index it left."""
     old = current_index(es, alias)
-    actions: list[dict] = [{"add": {"index": new_index, "alias": alias}}]
+    actions: list[dict[str, Any]] = [{"add": {"index": new_index, "alias": alias}}]
     if old and old != new_index:
         actions.insert(0, {"remove": {"index": old, "alias": alias}})
     es.indices.update_aliases(actions=actions)

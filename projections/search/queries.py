@@ -51,9 +51,9 @@ def check_text(text: str) -> None:
 def search(es: Elasticsearch, text: str, *, agent: str | None = None, status: str | None = None,
            since: str | None = None, size: int = 20, index: str = "conversations") -> dict[str, Any]:
     check_text(text)
-    must: list[dict] = ([{"match_all": {}}] if text.strip() in ("", "*") else
+    must: list[dict[str, Any]] = ([{"match_all": {}}] if text.strip() in ("", "*") else
                         [{"multi_match": {"query": text, "fields": SEARCHABLE, "operator": "and"}}])
-    filters: list[dict] = []
+    filters: list[dict[str, Any]] = []
     if agent:
         filters.append({"term": {"agents": agent}})
     if status:

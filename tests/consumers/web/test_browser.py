@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -46,7 +47,8 @@ def browser(tmp_path_factory):
 
 
 def wait(driver, seconds: float = 30) -> WebDriverWait:
-    return WebDriverWait(driver, seconds, poll_frequency=0.2)
+    """A wait that looks again when the live refresh replaced the element it was reading."""
+    return WebDriverWait(driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def test_an_operator_searches_opens_a_conversation_and_sees_its_timeline(served: Served, browser) -> None:
