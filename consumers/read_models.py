@@ -23,6 +23,7 @@ from agentlog.consumers.replay import UnknownConversation, events_from_archive, 
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
+from agentlog.projections.analytics.charts import charts as analytics_charts
 from agentlog.projections.analytics.projection import AnalyticsProjection
 from agentlog.projections.base import Positions, StoreUnavailable
 from agentlog.projections.conversation import fold
@@ -36,22 +37,6 @@ from agentlog.schemas.events import Event
 
 log = logging.getLogger(__name__)
 
-TOOL_CALLS_OVER_TIME = """
-    SELECT toStartOfInterval(occurred_at, INTERVAL {seconds} SECOND) AS at, tool_name, count() AS calls
-      FROM agent_events
-     WHERE event_type = 'tool_called' AND occurred_at > now() - INTERVAL 1 DAY
-     GROUP BY at, tool_name ORDER BY at, tool_name"""
-TOOL_SPAN = """
-    SELECT toUInt32(dateDiff('second', min(occurred_at), max(occurred_at))) AS span FROM agent_events
-     WHERE event_type = 'tool_called' AND occurred_at > now() - INTERVAL 1 DAY"""
-FAILURES_BY_TYPE = """
-    SELECT kind, type, sum(failures) AS failures FROM failures_hourly
-     GROUP BY kind, type ORDER BY failures DESC, kind, type LIMIT 12"""
-COST_BY_MODEL = """
-    SELECT model, sum(calls) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-           round(sum(cost_usd), 4) AS cost_usd
-      FROM llm_usage_hourly GROUP BY model ORDER BY cost_usd DESC"""
-_BUCKETS = (60, 300, 900, 3600)
 _LAG_TTL = 2.0
 
 
@@ -196,11 +181,7 @@ class ReadModels:
 
     def charts(self) -> dict[str, Any]:
         """The analytics page's charts: tool calls over time, failures by type, tokens and cost by model."""
-        span = (self.sql(TOOL_SPAN) or [{"span": 0}])[0]["span"] or 0
-        seconds = next((b for b in _BUCKETS if span / b <= 90), 3600)
-        return {"bucket_seconds": seconds,
-                "tool_calls": self.sql(TOOL_CALLS_OVER_TIME.format(seconds=seconds)),
-                "failures": self.sql(FAILURES_BY_TYPE), "models": self.sql(COST_BY_MODEL)}
+        return analytics_charts(self.sql)
 
     # -- Kafka: how far behind each projection is --------------------------------------------------------------
 
