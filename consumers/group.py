@@ -9,11 +9,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
-
 from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
-from agentlog.deploy.kafka import partitions_of, retrying
+from agentlog.deploy import kafka
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import Positions
 from agentlog.projections.registry import build
@@ -88,25 +85,18 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
     """The projections whose consumer group has members now (projectors running in other processes)."""
     topic = topic or settings.events_topic
     groups = {group_for(name, topic): name for name in names}
-    admin = AdminClient(settings.kafka_config())
+    client = kafka.admin(settings)
 
     def described() -> set[str]:
-        answers = admin.describe_consumer_groups(list(groups), request_timeout=10)
+        answers = client.describe_consumer_groups(list(groups), request_timeout=10)
         return {groups[group] for group, future in answers.items() if future.result(timeout=10).members}
 
-    return retrying(settings, described, what="describing the projections' consumer groups")
+    return kafka.retrying(settings, described, what="describing the projections' consumer groups")
 
 
 def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[int, int]]:
     """Per partition of the topic, its (low, high) offsets: where the log begins and ends now."""
-    topic = topic or settings.events_topic
-    consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.watermarks", "enable.auto.commit": False}))
-    try:
-        partitions = retrying(settings, lambda: partitions_of(consumer, topic), what=f"listing {topic}")
-        return {p: retrying(settings, lambda p=p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
-                            what=f"offsets of {topic}") for p in partitions}
-    finally:
-        consumer.close()
+    return kafka.watermarks(settings, topic or settings.events_topic)
 
 
 def log_size(settings: Settings, topic: str | None = None) -> int:
@@ -129,12 +119,7 @@ def lag(settings: Settings, names: list[str], topic: str | None = None,
         if own is not None:
             result[name] = {p: high - own.next_offset(p, low) for p, (low, high) in ends.items()}
             continue
-        consumer = Consumer(settings.kafka_config(**{"group.id": group_for(name, topic), "enable.auto.commit": False}))
-        try:
-            committed = retrying(settings, lambda consumer=consumer: consumer.committed(
-                [TopicPartition(topic, p) for p in ends], timeout=10), what="committed offsets")
-        finally:
-            consumer.close()
-        result[name] = {tp.partition: ends[tp.partition][1] - (tp.offset if tp.offset >= 0 else ends[tp.partition][0])
-                        for tp in committed}
+        committed = kafka.committed(settings, group_for(name, topic), topic, ends)
+        result[name] = {p: high - (committed[p] if committed.get(p, -1) >= 0 else low)
+                        for p, (low, high) in ends.items()}
     return result

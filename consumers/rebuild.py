@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from confluent_kafka.admin import AdminClient
-
 from agentlog.consumers.runtime import Projector
+from agentlog.deploy import kafka
 from agentlog.deploy.errors import StackError
-from agentlog.deploy.kafka import retrying
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.registry import rebuild_target
@@ -54,9 +52,9 @@ def rebuild(settings: Settings, name: str, *, topic: str | None = None,
 
 def _forget_group(settings: Settings, group: str) -> None:
     """The rebuild's consumer group, deleted once it is done: the live projector carries on from the store."""
-    admin = AdminClient(settings.kafka_config())
+    admin = kafka.admin(settings)
     try:
-        retrying(settings, lambda: [f.result(timeout=30) for f in admin.delete_consumer_groups(
+        kafka.retrying(settings, lambda: [f.result(timeout=30) for f in admin.delete_consumer_groups(
             [group], request_timeout=30).values()], what=f"deleting the rebuild's group {group}")
     except StackError as exc:  # the rebuild itself is done: say it, do not undo it
         log.warning("rebuild: could not delete consumer group %s: %s", group, exc)

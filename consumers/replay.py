@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agentlog.deploy.kafka import partitions_of, retrying
+from agentlog.deploy import kafka
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import StoreUnavailable
@@ -33,36 +29,16 @@ def events_from_archive(settings: Settings, conversation_id: str) -> list[Event]
 
 
 def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | None = None) -> list[Event]:
-    """Scan the conversation's partition from the beginning and keep its events, in sequence order."""
+    """Read the conversation's partition to its end and keep its events, in sequence order."""
     topic = topic or settings.events_topic
-    consumer = Consumer(settings.kafka_config(**{
-        "group.id": f"agentlog-replay-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "enable.partition.eof": True}))
-    try:
-        partitions = len(retrying(settings, lambda: partitions_of(consumer, topic), what=f"listing {topic}"))
-        partition = partition_for(conversation_id, partitions)
-        low, high = retrying(settings, lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                                              timeout=10), what=f"offsets of {topic}")
-        if high <= low:
-            return []
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        key = conversation_id.encode()
-        codec = Codec()
-        found: list[Event] = []
-        position = low
-        deadline = time.monotonic() + 120
-        while position < high - 1:
-            if time.monotonic() > deadline:
-                raise AgentlogError(f"reading partition {partition} of {topic} stalled at offset {position} of {high}")
-            for message in consumer.consume(1000, timeout=1.0):
-                if message.error():
-                    continue
-                position = message.offset()
-                if message.key() == key:
-                    try:
-                        found.append(codec.decode(message.value(), key=key))
-                    except SchemaError:
-                        continue  # a poison message is the dead-letter topic's business, not replay's
-        return sorted(found, key=lambda e: e.sequence_number)
-    finally:
-        consumer.close()
+    partitions = kafka.watermarks(settings, topic)
+    key = conversation_id.encode()
+    codec = Codec()
+    found: list[Event] = []
+    for message in kafka.read_to_end(settings, topic, [partition_for(conversation_id, len(partitions))]):
+        if message.key() == key:
+            try:
+                found.append(codec.decode(message.value() or b"", key=key))
+            except SchemaError:
+                continue  # a poison message is the dead-letter topic's business, not replay's
+    return sorted(found, key=lambda e: e.sequence_number)

@@ -1,4 +1,5 @@
-"""Asking the broker: Kafka's retriable answers retried with a deadline, and readiness of the log's topics.
+"""Kafka, wrapped once: every client built from the settings, the questions agentlog asks the broker
+(partitions, watermarks, committed offsets, readiness) and reading partitions to their end.
 
 A broker that is starting answers for a while ``COORDINATOR_LOAD_IN_PROGRESS``, ``NOT_COORDINATOR``,
 ``NOT_LEADER_FOR_PARTITION`` or ``LEADER_NOT_AVAILABLE``: those are retried until the deadline. "Nothing
@@ -9,9 +10,10 @@ said as the broker's own words.
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+import uuid
+from typing import Any, Callable, Iterable, Iterator, TypeVar, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agentlog.deploy.errors import ServiceUnreachable, StackError
@@ -27,6 +29,30 @@ RETRIABLE = frozenset({
 })
 UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
                          KafkaError._TIMED_OUT})
+
+
+def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A consumer in ``group`` that commits only when told (the projector commits after its store)."""
+    return Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False, **overrides}))
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer (acks=all) with ``overrides``."""
+    return Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all", **overrides}))
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient(cast(Any, settings.kafka_config()))
+
+
+def offsets(settings: Settings, reader: Consumer, topic: str, partition: int, *,
+            deadline: float = 30.0) -> tuple[int, int]:
+    """The (low, high) watermarks of one partition, asked of its leader now."""
+    def ask() -> tuple[int, int]:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        return int(low), int(high)
+
+    return retrying(settings, ask, what=f"offsets of {topic}", deadline=deadline)
 
 
 def retrying(settings: Settings, action: Callable[[], T], *, what: str, deadline: float = 30.0) -> T:
@@ -45,7 +71,7 @@ def retrying(settings: Settings, action: Callable[[], T], *, what: str, deadline
                 raise StackError(f"kafka at {settings.kafka_bootstrap}: {what}: "
                                  f"{error.str() if error else exc}") from exc
             if time.monotonic() - started > deadline:
-                raise StackError(f"kafka at {settings.kafka_bootstrap}: {what}: still {error.name()} after "
+                raise StackError(f"kafka at {settings.kafka_bootstrap}: {what}: still {error.name() if error else exc} after "
                                  f"{deadline:.0f}s; is the broker overloaded?") from exc
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
@@ -62,8 +88,8 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
 def wait_ready(settings: Settings, topics: list[str], groups: list[str], *, deadline: float = 60.0) -> None:
     """Return once every partition of ``topics`` has a leader that answers for its offsets and the group
     coordinator answers for ``groups``; StackError past the deadline."""
-    admin = AdminClient(settings.kafka_config())
-    consumer = Consumer(settings.kafka_config(**{"group.id": "agentlog.ready", "enable.auto.commit": False}))
+    client = admin(settings)
+    reader = consumer(settings, "agentlog.ready")
     started = time.monotonic()
 
     def left() -> float:
@@ -72,7 +98,7 @@ def wait_ready(settings: Settings, topics: list[str], groups: list[str], *, dead
     try:
         for topic in topics:
             def leaders(topic: str = topic) -> list[int]:
-                described = admin.list_topics(topic, timeout=10).topics[topic]
+                described = client.list_topics(topic, timeout=10).topics[topic]
                 if described.error is not None:
                     raise KafkaException(described.error)
                 missing = [p.id for p in described.partitions.values() if p.leader < 0 or p.error is not None]
@@ -82,10 +108,63 @@ def wait_ready(settings: Settings, topics: list[str], groups: list[str], *, dead
                 return sorted(described.partitions)
 
             for partition in retrying(settings, leaders, what=f"leaders of {topic}", deadline=left()):
-                retrying(settings, lambda p=partition, t=topic: consumer.get_watermark_offsets(
-                    TopicPartition(t, p), timeout=10, cached=False), what=f"offsets of {topic}", deadline=left())
+                offsets(settings, reader, topic, partition, deadline=left())
         if groups:
-            retrying(settings, lambda: [f.result(timeout=10) for f in admin.describe_consumer_groups(
+            retrying(settings, lambda: [f.result(timeout=10) for f in client.describe_consumer_groups(
                 groups, request_timeout=10).values()], what="the group coordinator", deadline=left())
     finally:
-        consumer.close()
+        reader.close()
+
+
+def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition of the topic, its (low, high) offsets: where the log begins and ends now."""
+    reader = consumer(settings, "agentlog.watermarks")
+    try:
+        partitions = retrying(settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")
+        return {p: offsets(settings, reader, topic, p) for p in partitions}
+    finally:
+        reader.close()
+
+
+def committed(settings: Settings, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The group's committed offset per partition (negative where it committed none)."""
+    reader = consumer(settings, group)
+    try:
+        found = retrying(settings, lambda: reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10),
+                         what=f"committed offsets of {group}")
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        reader.close()
+
+
+def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None, *,
+                stall: float = 120.0) -> Iterator[Message]:
+    """Every message of ``partitions`` (default: all), from the beginning to the end each had when the read
+    began; StackError when no message comes for ``stall`` seconds before that end."""
+    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}")
+    try:
+        wanted = list(partitions) if partitions is not None else retrying(
+            settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")
+        ends: dict[int, int] = {}
+        for p in wanted:
+            low, high = offsets(settings, reader, topic, p)
+            if high > low:
+                ends[p] = high
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        moved = time.monotonic()
+        while ends:
+            if time.monotonic() - moved > stall:
+                raise StackError(f"kafka at {settings.kafka_bootstrap}: reading {topic} stalled before its end "
+                                 f"(partitions {sorted(ends)})")
+            for message in reader.consume(1000, timeout=1.0):
+                if message.error():
+                    continue
+                moved = time.monotonic()
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if partition not in ends or offset >= ends[partition]:
+                    continue
+                if offset >= ends[partition] - 1:
+                    ends.pop(partition)
+                yield message
+    finally:
+        reader.close()

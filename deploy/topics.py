@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from agentlog.deploy import kafka
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.kafka import UNREACHABLE
 from agentlog.deploy.settings import Settings
@@ -15,7 +16,7 @@ INFINITE = {"retention.ms": "-1", "retention.bytes": "-1"}
 def ensure_topics(settings: Settings, names: list[str] | None = None, *, partitions: int | None = None) -> None:
     """Create ``names`` (default: the events topic and its dead-letter topic) when they do not exist."""
     names = names or [settings.events_topic, settings.dlq_topic]
-    admin = AdminClient(settings.kafka_config())
+    admin = kafka.admin(settings)
     wanted = [NewTopic(name, num_partitions=partitions or settings.partitions, replication_factor=1, config=INFINITE)
               for name in names]
     for name, future in admin.create_topics(wanted, request_timeout=30).items():
@@ -30,7 +31,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None, *, partiti
 
 
 def delete_topics(settings: Settings, names: list[str]) -> None:
-    admin = AdminClient(settings.kafka_config())
+    admin = kafka.admin(settings)
     for future in admin.delete_topics(names, request_timeout=30).values():
         try:
             future.result()

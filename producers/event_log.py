@@ -15,8 +15,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from agentlog.deploy import kafka
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
@@ -51,9 +52,7 @@ class EventLog:
         self.topic = topic or self.settings.events_topic
         self.codec = codec or Codec()
         self.timeout = timeout
-        config = self.settings.kafka_config(**{
-            "enable.idempotence": True,
-            "acks": "all",
+        config: dict[str, Any] = {
             "compression.type": "lz4",
             "partitioner": "murmur2_random",
             "linger.ms": linger_ms,
@@ -61,9 +60,9 @@ class EventLog:
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": int(timeout * 1000),
             "error_cb": self._on_error,
-        })
-        config.update(producer_config or {})
-        self._producer = Producer(config)
+            **(producer_config or {}),
+        }
+        self._producer = kafka.producer(self.settings, **config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: list[tuple[asyncio.Future, Event, KafkaError | None, Message]] = []
         self._done_lock = threading.Lock()

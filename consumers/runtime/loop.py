@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 from agentlog.consumers.dlq import DeadLetters
 from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import metrics
+from agentlog.deploy import kafka
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
 from agentlog.projections.base import Batch, Projection, Record, Rewind, StoreUnavailable
 from agentlog.schemas.codec import Codec
@@ -96,11 +97,10 @@ class Projector:
         self._handle_signals(stop)
         if not self._setup(stop):
             return self.stats
-        consumer = Consumer(self.settings.kafka_config(**{
-            "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
+        consumer = kafka.consumer(self.settings, self.group_id, **{
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
-            "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"}))
+            "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"})
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not stop.is_set():

@@ -7,8 +7,7 @@ import re
 import shutil
 import uuid
 
-from confluent_kafka.admin import AdminClient
-
+from agentlog.deploy import kafka
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local.address import host_port
 from agentlog.deploy.local.process import Daemon, is_local, port_open, run, wait_until
@@ -45,7 +44,7 @@ class Kafka(Service):
         if not port_open(host, port):
             return ServiceStatus(self.name, self.address, False, version, managed, "not answering")
         try:
-            metadata = AdminClient(self.settings.kafka_config()).list_topics(timeout=5)
+            metadata = kafka.admin(self.settings).list_topics(timeout=5)
         except Exception as exc:  # the client raises KafkaException with varied codes
             return ServiceStatus(self.name, self.address, False, version, managed, f"metadata failed: {exc}")
         return ServiceStatus(self.name, self.address, True, version, managed,
