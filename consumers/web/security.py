@@ -26,7 +26,9 @@ from agentlog.schemas.errors import AgentlogError
 
 CSRF_COOKIE = "agentlog_csrf"
 CSRF_FIELD = "csrf"
-MAX_FORM = 1 << 20
+MAX_BODY = 1 << 20
+"""Bytes of a request's body: a statement, a form (the SQL box takes 100,000 characters)."""
+_TOO_LARGE = f"the request's body is larger than {MAX_BODY:,} bytes; send less"
 HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
@@ -77,7 +79,8 @@ class SecurityHeaders:
 
 
 class CrossSite:
-    """Refuses, with 403 and one line, an unsafe request from another site or a JSON API call that is no JSON."""
+    """Refuses, with 403 and one line, an unsafe request from another site or a JSON API call that is no JSON;
+    with 413, a body larger than MAX_BODY (said by its Content-Length, or found while it arrives)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -88,7 +91,27 @@ class CrossSite:
             if problem:
                 await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
                 return
+            length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY:
+                await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                return
+            receive = _bounded(receive)
         await self.app(scope, receive, send)
+
+
+def _bounded(receive: Receive) -> Receive:
+    """``receive`` that stops a body (one sent without a Content-Length) once it passes MAX_BODY."""
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY:
+            raise Forbidden(_TOO_LARGE)
+        return message
+
+    return bounded
 
 
 def _cross_site(scope: Scope) -> str | None:
@@ -116,9 +139,7 @@ def set_csrf_cookie(response, token: str) -> None:
 
 async def form(request: Request) -> dict[str, str]:
     """A page's posted form, once its token matched the cookie's; Forbidden otherwise."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise Forbidden(f"the form is larger than {MAX_FORM:,} bytes")
+    body = await request.body()  # at most MAX_BODY: CrossSite stops a larger one
     try:
         fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
     except UnicodeDecodeError:

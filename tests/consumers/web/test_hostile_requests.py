@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import threading
 import time
 import urllib.error
@@ -145,3 +146,21 @@ def test_a_users_markup_is_never_a_highlight(served: Served) -> None:
     page = served.text("/search?q=zanzibarquokka")
     assert "&lt;em&gt;bold&lt;/em&gt; request: <mark>zanzibarquokka</mark> please" in page
     assert "<mark>bold</mark>" not in page
+
+
+def test_a_body_too_large_is_refused_before_it_is_read(served: Served) -> None:
+    """A Content-Length over the limit is answered 413 at once, without reading the body it announces."""
+    host, port = served.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", "/api/sql")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(2 << 20))
+        connection.endheaders(b'{"sql": "')
+        response = connection.getresponse()
+        assert response.status == 413 and "larger than 1,048,576 bytes" in response.read().decode()
+    finally:
+        connection.close()
+    status, _, _ = request(served, "/api/sql", method="POST", body=b'{"sql": "SELECT 1 AS one"}',
+                           headers={"Content-Type": "application/json"})
+    assert status == 200
