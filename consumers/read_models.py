@@ -25,7 +25,7 @@ from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.charts import charts as analytics_charts
 from agentlog.projections.analytics.projection import AnalyticsProjection
-from agentlog.projections.base import Positions, StoreUnavailable
+from agentlog.projections.base import Positions, Projection, StoreUnavailable
 from agentlog.projections.conversation import fold
 from agentlog.projections.postgres import connect
 from agentlog.projections.postgres import queries as dashboard_queries
@@ -93,6 +93,8 @@ class ReadModels:
         self.analytics = analytics
         self._es = None
         self._box = analytics_queries.SQLBox(settings)
+        self._stores: dict[str, Projection] = {}
+        """The projections lag asks for their positions, kept between asks (a connection each)."""
         self._lag: tuple[float, dict[str, dict[str, int]]] | None = None
         self._lag_lock = threading.Lock()
 
@@ -210,22 +212,36 @@ class ReadModels:
                     log.debug("lag: analytics cannot say its positions (%s)", exc)
                     found[name] = None
                 continue
-            projection = None
+            if name == "analytics" and self.settings.embedded_clickhouse:
+                found[name] = self._positions_once(name, topic, partitions)  # the store stays free for its owner
+                continue
             try:
-                if name == "analytics" and self.settings.embedded_clickhouse and clients.chdb_owner(
-                        clients.chdb_path(self.settings.clickhouse_url)) not in (None, os.getpid()):
-                    found[name] = None  # another process holds the embedded store
-                    continue
-                projection = build(name, self.settings)
-                found[name] = projection.positions(topic, partitions)
+                store = self._stores.get(name) or self._stores.setdefault(name, build(name, self.settings))
+                found[name] = store.positions(topic, partitions)
             except Exception as exc:  # noqa: BLE001 -- any store that cannot say: the committed offsets stand in
                 log.debug("lag: %s cannot say its positions (%s)", name, exc)
                 found[name] = None
-            finally:
-                if projection is not None:
-                    projection.close()
         return found
+
+    def _positions_once(self, name: str, topic: str, partitions: list[int]) -> Positions | None:
+        """Positions from a projection opened for the asking and closed at once; None when another process
+        holds the embedded store or the store cannot say."""
+        if clients.chdb_owner(clients.chdb_path(self.settings.clickhouse_url)) not in (None, os.getpid()):
+            return None
+        projection = None
+        try:
+            projection = build(name, self.settings)
+            return projection.positions(topic, partitions)
+        except Exception as exc:  # noqa: BLE001 -- the committed offsets stand in
+            log.debug("lag: %s cannot say its positions (%s)", name, exc)
+            return None
+        finally:
+            if projection is not None:
+                projection.close()
 
     def close(self) -> None:
         if self._es is not None:
             self._es.close()
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import fastavro
+
+from agentlog.schemas.catalog import catalog
+from agentlog.schemas.codec import MAGIC
 from agentlog.schemas.events import Event, EventType
 
 T0 = datetime(2026, 3, 14, 10, 23, tzinfo=UTC)
@@ -36,3 +41,18 @@ def make_conversation(*, tools: int = 2, handoff: bool = True, conversation_id: 
                                            "duration_ms": 12.5})
     add(EventType.RESPONSE_GENERATED, agent, {"response": "I have issued a partial refund of $44.99..."})
     return events
+
+
+def written_without_the_rule(event: Event) -> bytes:
+    """The event's bytes from a writer that keeps no rule of ours (fastavro with our schema, nothing else), as
+    a producer in another language might write them. Raises what fastavro raises for what Avro cannot carry."""
+    current = catalog().current
+    buffer = io.BytesIO()
+    buffer.write(MAGIC + current.fingerprint)
+    fastavro.schemaless_writer(buffer, current.schema, {
+        "event_id": event.event_id, "conversation_id": event.conversation_id,
+        "sequence_number": event.sequence_number, "event_type": event.event_type.value,
+        "occurred_at": event.occurred_at, "agent_name": event.agent_name, "tenant_id": event.tenant_id,
+        "correlation_id": None, "causation_id": None, "schema_version": current.version,
+        "payload": (event.event_type.record, dict(event.payload))})
+    return buffer.getvalue()

@@ -46,6 +46,8 @@ class Forbidden(AgentlogError):
     """A request another site may have forged."""
 
 
+
+
 def allowed_hosts(host: str) -> list[str]:
     names = {"localhost", "127.0.0.1", "[::1]", "::1", host.strip("[]"), f"[{host.strip('[]')}]" if ":" in host else host}
     names |= {name.strip() for name in os.environ.get("AGENTLOG_ALLOWED_HOSTS", "").split(",") if name.strip()}
@@ -80,7 +82,7 @@ class SecurityHeaders:
 
 class CrossSite:
     """Refuses, with 403 and one line, an unsafe request from another site or a JSON API call that is no JSON;
-    with 413, a body larger than MAX_BODY (said by its Content-Length, or found while it arrives)."""
+    with 413, a body larger than MAX_BODY (said by its Content-Length, or counted while it arrives)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -91,27 +93,48 @@ class CrossSite:
             if problem:
                 await JSONResponse({"detail": problem}, status_code=403)(scope, receive, send)
                 return
-            length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > MAX_BODY:
+            headers = dict(scope.get("headers", []))
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
                 await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
                 return
-            receive = _bounded(receive)
+            if length is None:  # sent in chunks: read up to the limit here, then hand it on
+                body = await _read_bounded(receive)
+                if body is None:
+                    await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                    return
+                receive = _replay(body)
         await self.app(scope, receive, send)
 
 
-def _bounded(receive: Receive) -> Receive:
-    """``receive`` that stops a body (one sent without a Content-Length) once it passes MAX_BODY."""
-    seen = 0
-
-    async def bounded() -> Message:
-        nonlocal seen
+async def _read_bounded(receive: Receive) -> bytes | None:
+    """The whole body, or None once it passes MAX_BODY."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > MAX_BODY:
-            raise Forbidden(_TOO_LARGE)
-        return message
+        if message["type"] != "http.request":
+            return b"".join(parts)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
 
-    return bounded
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def _cross_site(scope: Scope) -> str | None:

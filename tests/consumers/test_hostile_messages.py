@@ -4,10 +4,8 @@ projection and position (across restarts too), and the three stores keep agreein
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 
-import fastavro
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
@@ -18,26 +16,12 @@ from agentlog.deploy.settings import Settings
 from agentlog.projections.postgres import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.schemas import Codec, Event, EventType
-from agentlog.schemas.catalog import catalog
 from agentlog.schemas.codec import MAGIC
 from tests.conftest import clickhouse_rows
 from tests.consumers.test_end_to_end import _dead_letters, fill, project, store_counts
+from tests.factories import written_without_the_rule
 
 codec = Codec()
-
-
-def _raw(event: Event) -> bytes:
-    """An event from a writer that keeps no rule (fastavro with our schema)."""
-    current = catalog().current
-    buffer = io.BytesIO()
-    buffer.write(MAGIC + current.fingerprint)
-    fastavro.schemaless_writer(buffer, current.schema, {
-        "event_id": event.event_id, "conversation_id": event.conversation_id,
-        "sequence_number": event.sequence_number, "event_type": event.event_type.value,
-        "occurred_at": event.occurred_at, "agent_name": event.agent_name, "tenant_id": event.tenant_id,
-        "correlation_id": None, "causation_id": None, "schema_version": current.version,
-        "payload": (event.event_type.record, dict(event.payload))})
-    return buffer.getvalue()
 
 
 def _conversation(cid: str, n: int) -> list[Event]:
@@ -55,7 +39,7 @@ def test_a_message_too_large_for_the_dead_letter_topic_stops_no_projector(isolat
     large = MAGIC + b"\x00" * 1_000_000
     nan_cost = Event(cid, 4, EventType.LLM_CALLED, "agent", {"model": "m", "input_tokens": 1, "output_tokens": 1,
                                                             "latency_ms": 1.0, "cost_usd": float("nan")})
-    poison = {large: None, codec.encode(good[1]) + b"junk": None, _raw(nan_cost): None,
+    poison = {large: None, codec.encode(good[1]) + b"junk": None, written_without_the_rule(nan_cost): None,
               codec.encode(Event("conv-other", 1, EventType.RESPONSE_GENERATED, "agent", {"response": "hi"})): None}
     producer = Producer(isolated.kafka_config(**{"message.max.bytes": 2_000_000, "compression.type": "lz4"}))
     sends = [codec.encode(e) for e in good] + list(poison)

@@ -4,21 +4,18 @@ fuzzed, decodes or raises the codec's own error, never anything else."""
 
 from __future__ import annotations
 
-import io
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import fastavro
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentlog.schemas import Codec, Event, EventType, SchemaError
-from agentlog.schemas.catalog import catalog
-from agentlog.schemas.codec import MAGIC
 from agentlog.schemas.errors import KeyMismatch
 from agentlog.schemas.rules import InvalidEvent
+from tests.factories import written_without_the_rule
 from tests.strategies import events
 
 codec = Codec()
@@ -80,20 +77,10 @@ def test_the_sdk_refuses_what_a_store_would_refuse(event: Event, message: str) -
 
 
 def _written_by_another_writer(event: Event) -> bytes:
-    """The event's bytes from a writer that does not keep the rule (fastavro with our schema, nothing else)."""
-    current = catalog().current
-    buffer = io.BytesIO()
-    buffer.write(MAGIC + current.fingerprint)
-    record = {
-        "event_id": event.event_id, "conversation_id": event.conversation_id, "sequence_number": event.sequence_number,
-        "event_type": event.event_type.value, "occurred_at": event.occurred_at, "agent_name": event.agent_name,
-        "tenant_id": event.tenant_id, "correlation_id": None, "causation_id": None,
-        "schema_version": current.version, "payload": (event.event_type.record, dict(event.payload))}
     try:
-        fastavro.schemaless_writer(buffer, current.schema, record)
+        return written_without_the_rule(event)
     except (ValueError, OverflowError) as exc:
         pytest.skip(f"Avro itself cannot carry it: {exc}")
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("event,message", [b for b in BAD if "time zone" not in b[1]],  # the wire has no naive time

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlog.consumers.web.security import MAX_BODY
 from agentlog.producers import Conversation, EventLog
 from tests.conftest import agentlog
 from tests.consumers.web.conftest import Served
@@ -157,6 +158,20 @@ def test_a_body_too_large_is_refused_before_it_is_read(served: Served) -> None:
         connection.putheader("Content-Type", "application/json")
         connection.putheader("Content-Length", str(2 << 20))
         connection.endheaders(b'{"sql": "')
+        response = connection.getresponse()
+        assert response.status == 413 and "larger than 1,048,576 bytes" in response.read().decode()
+    finally:
+        connection.close()
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:  # no Content-Length: the body is counted as it arrives
+        connection.putrequest("POST", "/api/sql")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        chunk = b"x" * 65536
+        for _ in range((MAX_BODY // len(chunk)) + 2):
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"0\r\n\r\n")
         response = connection.getresponse()
         assert response.status == 413 and "larger than 1,048,576 bytes" in response.read().decode()
     finally:
