@@ -22,9 +22,9 @@ import psycopg
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
+from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as env_settings
-from agentlog.deploy.world import drop, private
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.simulate import conversations
 from agentlog.producers.traffic import send

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
+from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as env_settings
-from agentlog.deploy.world import drop, private
 from agentlog.producers.traffic import send
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.analytics.queries import QueryFailed, SQLBox

@@ -18,7 +18,7 @@ import psycopg
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 
-from agentlog.consumers.group import lag as group_lag
+from agentlog.consumers.lag import lag as projection_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
@@ -27,8 +27,8 @@ from agentlog.projections.analytics.charts import charts as analytics_charts
 from agentlog.projections.analytics.projection import AnalyticsProjection
 from agentlog.projections.base import Positions, Projection, StoreUnavailable
 from agentlog.projections.conversation import fold
-from agentlog.projections.postgres import connect
-from agentlog.projections.postgres import queries as dashboard_queries
+from agentlog.projections.dashboard import connect
+from agentlog.projections.dashboard import queries as dashboard_queries
 from agentlog.projections.registry import NAMES, build
 from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery
 from agentlog.projections.search.queries import search as search_conversations
@@ -101,7 +101,7 @@ class ReadModels:
     # -- Postgres: the dashboard -------------------------------------------------------------------------------
 
     def metrics(self, since: str = "24h") -> list[dict[str, Any]]:
-        """The seed's agent metrics over the last ``since`` (30m, 24h, 7d)."""
+        """The agents' figures over the last ``since`` (30m, 24h, 7d)."""
         interval = dashboard_queries.interval(since)
         with self._postgres() as conn:
             return dashboard_queries.agent_metrics(conn, interval)
@@ -192,7 +192,7 @@ class ReadModels:
         (asked of the broker and the stores at most every 2 s)."""
         with self._lag_lock:
             if fresh or self._lag is None or time.monotonic() - self._lag[0] > _LAG_TTL:
-                result = group_lag(self.settings, list(NAMES), stored=self.positions())
+                result = projection_lag(self.settings, list(NAMES), stored=self.positions())
                 self._lag = (time.monotonic(),
                              {name: {str(p): n for p, n in sorted(parts.items())} for name, parts in result.items()})
             return self._lag[1]

@@ -8,8 +8,8 @@ from agentlog.deploy import kafka
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import StoreUnavailable
-from agentlog.projections.postgres import connect
-from agentlog.projections.postgres.queries import events_of
+from agentlog.projections.dashboard import connect
+from agentlog.projections.dashboard.queries import events_of
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import AgentlogError, SchemaError
 from agentlog.schemas.events import Event

@@ -1,4 +1,4 @@
-"""A conversation's state, folded from its events — the seed's replay state and more.
+"""A conversation's state, folded from its events — what a replay shows, and what the read models keep.
 
 The same fold serves ``agentlog replay`` and the dashboard projection, so the two agree.
 """
@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from agentlog.schemas.events import SAGA_PREFIX, Event, EventType
+from agentlog.schemas.events import SAGA_PREFIX, ConversationStatus, Event, EventType, SagaStatus
+from agentlog.schemas.saga import SagaState
 
 
 def _json(text: str) -> Any:
@@ -23,19 +24,6 @@ def _json(text: str) -> Any:
 
 
 @dataclass
-class SagaState:
-    saga_id: str
-    name: str
-    steps: list[str]
-    status: str = "running"
-    completed: list[str] = field(default_factory=list)
-    failed_step: str | None = None
-    error: str | None = None
-    compensated: list[str] = field(default_factory=list)
-    compensation_failed: list[str] = field(default_factory=list)
-
-
-@dataclass
 class ConversationState:
     conversation_id: str
     active_agent: str | None = None
@@ -44,7 +32,7 @@ class ConversationState:
     tools_called: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     final_response: str | None = None
-    status: str = "active"
+    status: ConversationStatus = ConversationStatus.ACTIVE
     errors: list[dict[str, Any]] = field(default_factory=list)
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     sagas: dict[str, SagaState] = field(default_factory=dict)
@@ -67,12 +55,12 @@ class ConversationState:
     agents: list[str] = field(default_factory=list)
 
     @property
-    def saga_status(self) -> str | None:
-        """The most recent saga's status; "needs_intervention" wins over everything."""
+    def saga_status(self) -> SagaStatus | None:
+        """The most recent saga's status; one that needs a person wins over everything."""
         if not self.sagas:
             return None
-        if any(s.status == "needs_intervention" for s in self.sagas.values()):
-            return "needs_intervention"
+        if any(s.status == SagaStatus.NEEDS_INTERVENTION for s in self.sagas.values()):
+            return SagaStatus.NEEDS_INTERVENTION
         return list(self.sagas.values())[-1].status
 
     @property
@@ -99,7 +87,7 @@ class ConversationState:
         self.started_at = event.occurred_at
         self.user_message = p["user_message"]
         self.messages.append({"role": "user", "agent": event.agent_name, "text": p["user_message"]})
-        self.status = "active"
+        self.status = ConversationStatus.ACTIVE
 
     def _tool_called(self, p: Mapping[str, Any], event: Event) -> None:
         self.tool_count += 1
@@ -123,19 +111,19 @@ class ConversationState:
     def _response(self, p: Mapping[str, Any], event: Event) -> None:
         self.final_response = p["response"]
         self.messages.append({"role": "agent", "agent": event.agent_name, "text": p["response"]})
-        self._finish("completed", event)
+        self._finish(ConversationStatus.COMPLETED, event)
 
     def _error(self, p: Mapping[str, Any], event: Event) -> None:
         self.error_count += 1
         self.errors.append({"error_type": p["error_type"], "message": p["message"], "agent": event.agent_name})
         if not p["retryable"]:
-            self._finish("failed", event)
+            self._finish(ConversationStatus.FAILED, event)
 
     def _guardrail(self, p: Mapping[str, Any], event: Event) -> None:
         self.guardrail_count += 1
         self.guardrails.append({"guardrail": p["guardrail"], "action": p["action"], "detail": p["detail"]})
         if p["action"] == "blocked":
-            self._finish("blocked", event)
+            self._finish(ConversationStatus.BLOCKED, event)
 
     def _llm_called(self, p: Mapping[str, Any], event: Event) -> None:
         self.llm_calls += 1
@@ -143,41 +131,29 @@ class ConversationState:
         self.output_tokens += p["output_tokens"]
         self.cost_usd += p["cost_usd"]
 
-    def _finish(self, status: str, event: Event) -> None:
+    def _finish(self, status: ConversationStatus, event: Event) -> None:
         self.status = status
         self.completed_at = event.occurred_at
 
     def _apply_saga(self, event: Event) -> None:
-        kind, p = event.event_type, event.payload
+        """The saga's own fold (``SagaState``), then what the saga's end means for the conversation."""
+        kind, saga_id = event.event_type, event.payload["saga_id"]
         if kind == EventType.SAGA_STARTED:
-            self.sagas[p["saga_id"]] = SagaState(p["saga_id"], p["saga_name"], list(p["steps"]))
-            self.status = "active"
-            return
-        saga = self.sagas.get(p["saga_id"])
+            self.sagas[saga_id] = SagaState(saga_id)
+            self.status = ConversationStatus.ACTIVE
+        saga = self.sagas.get(saga_id)
         if saga is None:
             return
-        if kind == EventType.SAGA_STEP_COMPLETED:
-            saga.completed.append(p["step"])
-        elif kind == EventType.SAGA_STEP_FAILED:
-            saga.failed_step = p["step"]
-            saga.error = p["error"]
-            saga.status = "compensating"
-        elif kind == EventType.SAGA_STEP_COMPENSATED:
-            saga.compensated.append(p["step"])
-        elif kind == EventType.SAGA_COMPENSATION_FAILED:
-            saga.compensation_failed.append(p["step"])
-            saga.status = "needs_intervention"
-            self._finish("needs_intervention", event)
-        elif kind == EventType.SAGA_COMPLETED:
-            saga.status = "completed"
-        elif kind == EventType.SAGA_ROLLED_BACK and saga.status != "needs_intervention":
-            saga.status = "rolled_back"
-            self._finish("rolled_back", event)
+        saga.apply(event)
+        if kind == EventType.SAGA_COMPENSATION_FAILED:
+            self._finish(ConversationStatus.NEEDS_INTERVENTION, event)
+        elif kind == EventType.SAGA_ROLLED_BACK and saga.status == SagaStatus.ROLLED_BACK:
+            self._finish(ConversationStatus.ROLLED_BACK, event)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready but for the datetimes; ``from_dict`` reads it back."""
         data = asdict(self)
-        data["sagas"] = [asdict(s) for s in self.sagas.values()]
+        data["sagas"] = [s.summary() for s in self.sagas.values()]
         data["saga_status"] = self.saga_status
         data["duration_ms"] = self.duration_ms
         return data
@@ -194,7 +170,9 @@ class ConversationState:
         for key in ("started_at", "last_event_at", "completed_at"):
             if isinstance(values.get(key), str):
                 values[key] = datetime.fromisoformat(values[key])
-        values["sagas"] = {s["saga_id"]: SagaState(**s) for s in data.get("sagas") or []}
+        if "status" in values:
+            values["status"] = ConversationStatus(values["status"])
+        values["sagas"] = {s["saga_id"]: SagaState.from_summary(s) for s in data.get("sagas") or []}
         return cls(**values)
 
 

@@ -13,7 +13,7 @@ NAMES = ("dashboard", "search", "analytics")
 
 def build(name: str, settings: Settings, **options: Any) -> Projection:
     if name == "dashboard":
-        from agentlog.projections.postgres import DashboardProjection
+        from agentlog.projections.dashboard import DashboardProjection
 
         return DashboardProjection(settings, **options)
     if name == "search":
@@ -31,7 +31,7 @@ def rebuild_target(name: str, settings: Settings, tag: str, **options: Any) -> R
     """A new version of the read model ``name`` to rebuild into; ``options`` go to the store's (analytics:
     ``live``, this process's projection)."""
     if name == "dashboard":
-        from agentlog.projections.postgres.rebuild import DashboardRebuild
+        from agentlog.projections.dashboard.rebuild import DashboardRebuild
 
         return DashboardRebuild(settings, tag)
     if name == "search":

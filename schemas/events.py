@@ -36,6 +36,28 @@ class EventType(StrEnum):
         return TYPE_TO_RECORD[self]
 
 
+class ConversationStatus(StrEnum):
+    """Where a conversation stands, as its events say (``ConversationState.status``)."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    ROLLED_BACK = "rolled_back"
+    NEEDS_INTERVENTION = "needs_intervention"
+
+
+class SagaStatus(StrEnum):
+    """Where a saga stands, as its events say (``SagaState.status``)."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    NEEDS_INTERVENTION = "needs_intervention"
+    """A compensation failed for good: a person must step in."""
+
+
 def _record_name(value: str) -> str:
     return f"{NAMESPACE}.{''.join(part.title() for part in value.split('_'))}"
 

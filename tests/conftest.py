@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from agentlog.deploy.local.stack import Stack
+from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as process_settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
-from agentlog.deploy.world import drop, private
 
 ROOT = Path(__file__).resolve().parent.parent
 

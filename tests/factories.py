@@ -18,7 +18,7 @@ T0 = datetime(2026, 3, 14, 10, 23, tzinfo=UTC)
 
 def make_conversation(*, tools: int = 2, handoff: bool = True, conversation_id: str | None = None,
                       start: datetime = T0) -> list[Event]:
-    """The seed's refund conversation, with ``tools`` tool calls and an optional handoff."""
+    """The refund scenario's conversation, with ``tools`` tool calls and an optional handoff."""
     cid = conversation_id or f"conv-{uuid.uuid4().hex[:12]}"
     events: list[Event] = []
 
@@ -56,3 +56,39 @@ def written_without_the_rule(event: Event) -> bytes:
         "correlation_id": None, "causation_id": None, "schema_version": current.version,
         "payload": (event.event_type.record, dict(event.payload))})
     return buffer.getvalue()
+
+
+def make_saga(*, steps: tuple[str, ...] = ("check_calendar", "reserve_room", "send_invite"), fail_at: str | None = None,
+              compensation_fails: str | None = None, conversation_id: str = "conv-saga", saga_id: str = "saga-1",
+              start: datetime = T0) -> list[Event]:
+    """A saga's events as the orchestrator writes them: every step completed, or a failure at ``fail_at`` and
+    the completed steps compensated in reverse (``compensation_fails`` failing for good)."""
+    events: list[Event] = []
+
+    def add(kind: EventType, payload: dict) -> None:
+        events.append(Event(conversation_id, len(events) + 1, kind, "saga-orchestrator", {"saga_id": saga_id, **payload},
+                            occurred_at=start + timedelta(seconds=len(events))))
+
+    add(EventType.SAGA_STARTED, {"saga_name": "book_demo_meeting", "steps": list(steps),
+                                 "args_json": json.dumps({s: {"n": i} for i, s in enumerate(steps)})})
+    done: list[str] = []
+    for index, step in enumerate(steps):
+        if step == fail_at:
+            add(EventType.SAGA_STEP_FAILED, {"step": step, "step_index": index, "idempotency_key": f"{saga_id}:{step}",
+                                             "error": "no free slot", "attempts": 3})
+            break
+        add(EventType.SAGA_STEP_COMPLETED, {"step": step, "step_index": index, "idempotency_key": f"{saga_id}:{step}",
+                                            "attempts": 1, "result_json": json.dumps({"step": step})})
+        done.append(step)
+    else:
+        add(EventType.SAGA_COMPLETED, {})
+        return events
+    for step in reversed(done):
+        index = steps.index(step)
+        if step == compensation_fails:
+            add(EventType.SAGA_COMPENSATION_FAILED, {"step": step, "step_index": index, "error": "refused",
+                                                     "attempts": 3})
+        else:
+            add(EventType.SAGA_STEP_COMPENSATED, {"step": step, "step_index": index, "result_json": "{}"})
+    add(EventType.SAGA_ROLLED_BACK, {"failed_step": fail_at, "reason": "no free slot"})
+    return events

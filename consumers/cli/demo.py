@@ -1,4 +1,4 @@
-"""``agentlog demo``: the seed's refund conversation and simulated traffic, then what each read model shows."""
+"""``agentlog demo``: the refund scenario, the book-demo saga and simulated traffic, then what each read model shows."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import time
 import typer
 from rich.rule import Rule
 
-from agentlog.consumers.cli import read, write
+from agentlog.consumers.cli import queries, replay
 from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.cli.progress import show
-from agentlog.consumers.group import ProjectorGroup, running_elsewhere
-from agentlog.consumers.group import lag as group_lag
+from agentlog.consumers.lag import lag as projection_lag
+from agentlog.consumers.projectors import ProjectorThreads, running_elsewhere
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.replay import events_from_kafka
 from agentlog.deploy.settings import Settings, settings
@@ -32,7 +32,7 @@ TOOL_LATENCY = ("SELECT tool_name, round(quantilesMerge(0.5, 0.95, 0.99)(latency
 
 
 REFUND_ID = "conv-8842"
-"""The seed's refund conversation keeps the seed's id, so a second demo finds it in the log and leaves it."""
+"""The refund scenario's conversation keeps its fixed id, so a second demo finds it in the log and leaves it."""
 BOOK_DEMO_ID = "conv-book-demo"
 
 
@@ -42,7 +42,7 @@ def recorded(config: Settings, conversation_id: str) -> bool:
 
 
 async def run_book_demo(config: Settings) -> tuple[str, str]:
-    """The seed's "Book Demo Meeting" saga, with no free slot: it rolls back. Returns (conversation, status);
+    """The book-demo scenario's saga, with no free slot: it rolls back. Returns (conversation, status);
     the status the log has when a demo recorded it before."""
     if recorded(config, BOOK_DEMO_ID):
         return BOOK_DEMO_ID, fold(BOOK_DEMO_ID, events_from_kafka(config, BOOK_DEMO_ID)).saga_status or "unknown"
@@ -55,7 +55,7 @@ async def run_book_demo(config: Settings) -> tuple[str, str]:
 
 
 async def record_refund(config: Settings) -> str:
-    """The seed's event log (conversation conv-8842): lookup, handoff, policy check, a partial refund;
+    """The refund scenario (conversation conv-8842): lookup, handoff, policy check, a partial refund;
     recorded once per log."""
     if recorded(config, REFUND_ID):
         return REFUND_ID
@@ -88,21 +88,21 @@ def _wait_for(models: ReadModels, refund_id: str, timeout: float = 120) -> None:
 
 @app.command()
 def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
-                                           help="Simulated conversations beside the seed's.")) -> None:
-    """Run the seed's scenario and simulated traffic end to end, then show each read model."""
+                                           help="Simulated conversations beside the two scenarios.")) -> None:
+    """Run the refund and book-demo scenarios and simulated traffic end to end, then show each read model."""
     config = settings()
     started = time.monotonic()
-    with console.status("recording the seed's refund conversation and simulated traffic"):
+    with console.status("recording the refund scenario and simulated traffic"):
         refund_id = asyncio.run(record_refund(config))
         saga_id, saga_status = asyncio.run(run_book_demo(config))
         summary = asyncio.run(send(config, conversations, seed=42))
-    console.print(f"appended {summary['events']} simulated events, the seed's refund conversation and the "
+    console.print(f"appended {summary['events']} simulated events, the refund scenario and the "
                   "book-demo saga to Kafka", soft_wrap=True)
     elsewhere = running_elsewhere(config, list(NAMES))
     own = [name for name in NAMES if name not in elsewhere]
-    group = ProjectorGroup(config, own, until_caught_up=True)
+    group = ProjectorThreads(config, own, until_caught_up=True)
     if own:
-        behind = group_lag(config, own)
+        behind = projection_lag(config, own)
         group.start()
         show({name: (sum(behind[name].values()), lambda name=name: group.projectors[name].stats.events)
               for name in own}, until=lambda: not group.running())
@@ -113,22 +113,22 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         console.print(f"the projectors already running for {', '.join(sorted(elsewhere))} (`agentlog serve`?) "
                       "applied the events", soft_wrap=True)
     try:
-        console.print(Rule("Replay: the seed's refund conversation (from the Postgres archive)"))
+        console.print(Rule("Replay: the refund scenario (from the Postgres archive)"))
         events = models.events(refund_id)
-        console.print(write.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
-        console.print(write.render_state(write.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
+        console.print(replay.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
+        console.print(replay.render_state(replay.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule(f"Saga: book demo meeting ({saga_status})"))
-        saga_state = write.fold(saga_id, models.events(saga_id)).as_dict()
+        saga_state = replay.fold(saga_id, models.events(saga_id)).as_dict()
         for saga in saga_state["sagas"]:
-            console.print("\n".join(write.render_saga(saga)), highlight=False, markup=False, soft_wrap=True)
+            console.print("\n".join(replay.render_saga(saga)), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
-        read.metrics(since="24h", as_json=False)
+        queries.metrics(since="24h", as_json=False)
         console.print(Rule("Search: \"refund\" (Elasticsearch)"))
-        read.search(query="refund", agent=None, status=None, since=None, limit=3, as_json=False)
+        queries.search(query="refund", agent=None, status=None, since=None, limit=3, as_json=False)
         for title, statement in (("tool usage per agent", TOOL_USAGE), ("p95 tool latency", TOOL_LATENCY)):
             console.print(Rule(f"Analytics: {title} (ClickHouse)"))
             console.print(f"[dim]{statement}[/]")
-            read.print_rows(models.sql(statement))
+            queries.print_rows(models.sql(statement))
     finally:
         models.close()
         if "analytics" in own:

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 
 from agentlog.consumers.dlq import DeadLetters
 from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
-from agentlog.consumers.runtime import metrics
+from agentlog.consumers.runtime import prometheus
 from agentlog.deploy import kafka
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
 from agentlog.projections.base import Batch, Projection, Record, Rewind, StoreUnavailable
@@ -176,7 +176,7 @@ class Projector:
         except Rewind as rewind:  # the batch is dropped: each of its partitions is read again, from its start
             self._rewind(consumer, {**batch.starts, **rewind.positions})  # or from where the store stands
             return False
-        metrics.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
+        prometheus.BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
         return True
 
     def _isolate(self, consumer: Consumer, batch: Batch, stop: threading.Event) -> None:
@@ -199,7 +199,7 @@ class Projector:
                 return
             except StoreUnavailable as exc:
                 self.stats.retries += 1
-                metrics.RETRIES.labels(self.projection.name).inc()
+                prometheus.RETRIES.labels(self.projection.name).inc()
                 wait = min(max(backoff, exc.retry_after), self.max_backoff)
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.projection.name, exc, wait)
                 self._wait_paused(consumer, wait, stop)
@@ -248,8 +248,8 @@ class Projector:
     def _count(self, batch: Batch) -> None:
         self.stats.events += len(batch)
         self.stats.batches += 1
-        metrics.EVENTS_APPLIED.labels(self.projection.name).inc(len(batch))
-        metrics.BATCHES.labels(self.projection.name).inc()
+        prometheus.EVENTS_APPLIED.labels(self.projection.name).inc(len(batch))
+        prometheus.BATCHES.labels(self.projection.name).inc()
 
     def _dead_letter(self, message: Message, reason: str, exc: Exception) -> None:
         """Once per message in this process: a batch read again after a rewind does not send it twice."""
@@ -259,7 +259,7 @@ class Projector:
         self._lettered.add(where)
         self.dead_letters.send(message, reason, exc)
         self.stats.dead_letters += 1
-        metrics.DEAD_LETTERS.labels(self.projection.name, reason).inc()
+        prometheus.DEAD_LETTERS.labels(self.projection.name, reason).inc()
 
     def _measure_lag(self, consumer: Consumer) -> None:
         """Refresh the lag gauge while idle, every few seconds (it asks the broker for each partition's end)."""
@@ -301,7 +301,7 @@ class Projector:
             low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5,
                                                        cached=False)
             position = offset if offset >= 0 else low
-            metrics.LAG.labels(self.projection.name, str(partition)).set(high - position)
+            prometheus.LAG.labels(self.projection.name, str(partition)).set(high - position)
             end = high if self._targets is None else self._targets.setdefault(partition, high)
             behind += max(0, end - position)
         return behind

@@ -60,7 +60,7 @@ def models(request: Request) -> ReadModels:
 
 @router.get("/metrics")
 def agent_metrics(request: Request, since: str = "24h") -> JSON:
-    """The seed's agent metrics: ``agentlog metrics --since S --json``."""
+    """The agents' figures: ``agentlog metrics --since S --json``."""
     return JSON(models(request).metrics(since))
 
 

@@ -18,12 +18,13 @@ from markupsafe import Markup, escape
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
-from agentlog.projections.postgres.queries import page_after
+from agentlog.projections.dashboard.queries import page_after
 from agentlog.projections.search.queries import marked
 from agentlog.schemas.errors import AgentlogError
+from agentlog.schemas.events import ConversationStatus
 
 PAGE = 25
-STATUSES = ["active", "completed", "failed", "blocked", "rolled_back", "needs_intervention"]
+STATUSES = [status.value for status in ConversationStatus]
 EXAMPLE_SQL = ("SELECT agent_name, tool_name, sum(calls) AS calls, sum(failures) AS failures\n"
                "FROM tool_usage_hourly GROUP BY agent_name, tool_name ORDER BY calls DESC LIMIT 10")
 

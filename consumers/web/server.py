@@ -13,7 +13,7 @@ from typing import Callable
 
 import uvicorn
 
-from agentlog.consumers.group import ProjectorGroup
+from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.app import create_app
 from agentlog.deploy import clients
@@ -61,7 +61,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     check_stack(settings)
     sock = listen(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
-    group = ProjectorGroup(settings, list(NAMES)) if projectors else None
+    group = ProjectorThreads(settings, list(NAMES)) if projectors else None
     owner = group.projection("analytics") if group is not None and settings.embedded_clickhouse else None
     models = ReadModels(settings, analytics=owner)
     app = create_app(models, projectors=group.status if group is not None else dict, host=host)

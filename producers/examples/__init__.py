@@ -1,1 +1,1 @@
-"""Runnable examples: the seed's book-demo saga and a refund flow, with simulated agents."""
+"""Runnable examples: the book-demo saga and a refund flow, with simulated agents."""

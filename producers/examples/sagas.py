@@ -1,4 +1,4 @@
-"""The seed's "Book Demo Meeting" saga and a refund flow, over the simulated services."""
+"""The book-demo saga ("Book Demo Meeting") and a refund flow, over the simulated services."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from agentlog.producers.event_log import EventLog
 from agentlog.producers.saga.definition import Retry, Saga, Step, call
 from agentlog.producers.saga.errors import SagaBusy
 from agentlog.producers.saga.lease import Leases
-from agentlog.producers.saga.progress import Progress
 from agentlog.producers.saga.recovery import unfinished
-from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.events import Event, EventType, SagaStatus
+from agentlog.schemas.saga import SagaState
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     saga_id: str
-    status: str
-    """completed, rolled_back or needs_intervention."""
+    status: SagaStatus
+    """COMPLETED, ROLLED_BACK or NEEDS_INTERVENTION."""
     failed_step: str | None = None
     error: str | None = None
     results: dict[str, Any] | None = None
@@ -51,15 +51,14 @@ class Orchestrator:
 
     async def run(self, saga: Saga, conversation: Conversation) -> Outcome:
         """Run ``saga`` from the start, recording it in ``conversation``."""
-        saga_id = f"saga-{uuid.uuid4().hex[:12]}"
-        async with self._lease(saga_id):
-            await self._record(conversation, EventType.SAGA_STARTED, {
-                "saga_id": saga_id, "saga_name": saga.name, "steps": [s.name for s in saga.steps],
+        progress = SagaState(f"saga-{uuid.uuid4().hex[:12]}")
+        async with self._lease(progress.saga_id):
+            await self._record(conversation, progress, EventType.SAGA_STARTED, {
+                "saga_id": progress.saga_id, "saga_name": saga.name, "steps": [s.name for s in saga.steps],
                 "args_json": to_json({s.name: s.args for s in saga.steps}, f"arguments of saga {saga.name}")})
-            progress = Progress(saga_id, saga.name, {s.name: s.args for s in saga.steps})
             return await self._drive(saga, conversation, progress, recovering=False)
 
-    async def resume(self, saga: Saga, conversation: Conversation, progress: Progress) -> Outcome:
+    async def resume(self, saga: Saga, conversation: Conversation, progress: SagaState) -> Outcome:
         """Finish a saga that a stopped orchestrator left unfinished, from what its events say."""
         async with self._lease(progress.saga_id):
             return await self._drive(saga, conversation, progress, recovering=True)
@@ -83,9 +82,9 @@ class Orchestrator:
                 logger.info("saga %s is driven by another orchestrator", found.progress.saga_id)
         return outcomes
 
-    async def _drive(self, saga: Saga, conv: Conversation, progress: Progress, *, recovering: bool) -> Outcome:
+    async def _drive(self, saga: Saga, conv: Conversation, progress: SagaState, *, recovering: bool) -> Outcome:
         error = None
-        if progress.failed is None:
+        if progress.failed_step is None:
             for index, step in enumerate(saga.steps):
                 if step.name in progress.completed:
                     continue
@@ -100,18 +99,17 @@ class Orchestrator:
                     error = value
                     await self._failed(conv, progress, step, index, error, attempts)
                     break
-                progress.completed[step.name] = value
-                await self._record(conv, EventType.SAGA_STEP_COMPLETED, {
+                await self._record(conv, progress, EventType.SAGA_STEP_COMPLETED, {
                     "saga_id": progress.saga_id, "step": step.name, "step_index": index,
                     "idempotency_key": self._key(progress, step), "attempts": attempts,
-                    "result_json": to_json(value, f"result of saga step {step.name}")}, agent=self.agent)
+                    "result_json": to_json(value, f"result of saga step {step.name}")})
             else:
-                await self._record(conv, EventType.SAGA_COMPLETED, {"saga_id": progress.saga_id})
-                return Outcome(progress.saga_id, "completed", results=dict(progress.completed))
+                await self._record(conv, progress, EventType.SAGA_COMPLETED, {"saga_id": progress.saga_id})
+                return Outcome(progress.saga_id, SagaStatus.COMPLETED, results=dict(progress.results))
         return await self._roll_back(saga, conv, progress, error)
 
-    async def _roll_back(self, saga: Saga, conv: Conversation, progress: Progress, error: str | None) -> Outcome:
-        undo = [s for s in saga.steps if s.name in progress.completed or s.name == progress.in_doubt]
+    async def _roll_back(self, saga: Saga, conv: Conversation, progress: SagaState, error: str | None) -> Outcome:
+        undo = [s for s in saga.steps if s.name in progress.results or s.name == progress.in_doubt]
         for step in reversed(undo):
             if step.name in progress.compensated or step.name in progress.compensation_failed:
                 continue
@@ -120,35 +118,29 @@ class Orchestrator:
                 continue
             args = progress.args.get(step.name, step.args)
             ok, value, attempts = await self._attempt(step.compensate, step, args, self._key(progress, step),
-                                                      result=progress.completed.get(step.name))
+                                                      result=progress.results.get(step.name))
             if ok:
-                progress.compensated.add(step.name)
-                await self._record(conv, EventType.SAGA_STEP_COMPENSATED, {
+                await self._record(conv, progress, EventType.SAGA_STEP_COMPENSATED, {
                     "saga_id": progress.saga_id, "step": step.name, "step_index": index,
                     "result_json": to_json(value, f"compensation result of {step.name}")})
             else:
-                progress.compensation_failed.add(step.name)
                 logger.error("saga %s: compensation of %s failed for good: %s", progress.saga_id, step.name, value)
-                await self._record(conv, EventType.SAGA_COMPENSATION_FAILED, {
+                await self._record(conv, progress, EventType.SAGA_COMPENSATION_FAILED, {
                     "saga_id": progress.saga_id, "step": step.name, "step_index": index, "error": value,
                     "attempts": attempts})
         reason = error or progress.error or "unknown"
-        await self._record(conv, EventType.SAGA_ROLLED_BACK, {
-            "saga_id": progress.saga_id, "failed_step": progress.failed or "", "reason": reason})
-        status = "needs_intervention" if progress.compensation_failed else "rolled_back"
-        return Outcome(progress.saga_id, status, progress.failed, reason)
+        await self._record(conv, progress, EventType.SAGA_ROLLED_BACK, {
+            "saga_id": progress.saga_id, "failed_step": progress.failed_step or "", "reason": reason})
+        return Outcome(progress.saga_id, progress.status, progress.failed_step, reason)
 
-    async def _failed(self, conv: Conversation, progress: Progress, step: Step, index: int, error: str,
+    async def _failed(self, conv: Conversation, progress: SagaState, step: Step, index: int, error: str,
                       attempts: int) -> None:
-        progress.failed, progress.error = step.name, error
-        if attempts == 0:
-            progress.in_doubt = step.name
-        await self._record(conv, EventType.SAGA_STEP_FAILED, {
+        await self._record(conv, progress, EventType.SAGA_STEP_FAILED, {
             "saga_id": progress.saga_id, "step": step.name, "step_index": index,
             "idempotency_key": self._key(progress, step), "error": error, "attempts": attempts})
 
     @staticmethod
-    def _key(progress: Progress, step: Step) -> str:
+    def _key(progress: SagaState, step: Step) -> str:
         return f"{progress.saga_id}:{step.name}"
 
     @staticmethod
@@ -171,9 +163,12 @@ class Orchestrator:
                 wait *= 2
         return False, error, retry.attempts
 
-    async def _record(self, conv: Conversation, kind: EventType, payload: dict[str, Any],
-                      agent: str | None = None) -> None:
-        event = await conv.record(kind, payload, agent=agent or self.agent)
+    async def _record(self, conv: Conversation, progress: SagaState, kind: EventType,
+                      payload: dict[str, Any]) -> None:
+        """Put the transition in the log, then fold it into ``progress``: the saga's state is what its
+        events say, whether this orchestrator wrote them or a stopped one did (``recovery``)."""
+        event = await conv.record(kind, payload, agent=self.agent)
+        progress.apply(event)
         if self.observer is not None:
             self.observer(event)
 

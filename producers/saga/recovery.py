@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 from agentlog.deploy import kafka
 from agentlog.deploy.settings import Settings
-from agentlog.producers.saga.progress import Progress
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 from agentlog.schemas.events import SAGA_PREFIX
+from agentlog.schemas.saga import SagaState
 
 
 @dataclass
 class Unfinished:
-    progress: Progress
+    progress: SagaState
     conversation_id: str
     next_sequence: int
 
@@ -28,7 +28,7 @@ class Unfinished:
 def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]:
     topic = topic or settings.events_topic
     codec = Codec()
-    sagas: dict[str, Progress] = {}
+    sagas: dict[str, SagaState] = {}
     conversation_of: dict[str, str] = {}
     last_sequence: dict[str, int] = {}
     for message in kafka.read_to_end(settings, topic, stall=300):
@@ -40,7 +40,7 @@ def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]
         last_sequence[cid] = max(last_sequence.get(cid, 0), event.sequence_number)
         if event.event_type.value.startswith(SAGA_PREFIX):
             saga_id = event.payload["saga_id"]
-            sagas.setdefault(saga_id, Progress(saga_id)).apply(event)
+            sagas.setdefault(saga_id, SagaState(saga_id)).apply(event)
             conversation_of[saga_id] = cid
     return [Unfinished(progress, conversation_of[saga_id], last_sequence[conversation_of[saga_id]] + 1)
             for saga_id, progress in sagas.items() if not progress.finished]

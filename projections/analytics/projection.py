@@ -24,7 +24,7 @@ from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.schema import FACT_COLUMNS, create, generation, repair
-from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, metrics
+from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, prometheus
 from agentlog.schemas.events import Event, EventType
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class AnalyticsProjection(Projection):
 
     def _report(self, anomalies: list[list[Any]]) -> None:
         for cid, kind, expected, got, *_ in anomalies:
-            metrics.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
+            prometheus.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
             log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)
         with self.lock:
             self._run(lambda c: c.insert(f"{self.database}.sequence_anomalies", anomalies, column_names=[

@@ -22,7 +22,15 @@ from elasticsearch import ApiError, Elasticsearch
 
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base import Batch, Positions, Projection, ProjectionError, Rewind, StoreUnavailable, metrics
+from agentlog.projections.base import (
+    Batch,
+    Positions,
+    Projection,
+    ProjectionError,
+    Rewind,
+    StoreUnavailable,
+    prometheus,
+)
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.search.index import current_index, ensure_alias, ensure_positions, positions_index
 
@@ -129,10 +137,10 @@ class SearchProjection(Projection):
             event = record.event
             state = states.setdefault(event.conversation_id, ConversationState(event.conversation_id))
             if event.sequence_number <= state.last_sequence:  # already in the document: the first one wins
-                metrics.SEQUENCE_ANOMALIES.labels(self.name, "duplicate").inc()  # (or a batch read again)
+                prometheus.SEQUENCE_ANOMALIES.labels(self.name, "duplicate").inc()  # (or a batch read again)
                 continue
             if event.sequence_number > state.last_sequence + 1:
-                metrics.SEQUENCE_ANOMALIES.labels(self.name, "gap").inc()
+                prometheus.SEQUENCE_ANOMALIES.labels(self.name, "gap").inc()
                 log.warning("conversation %s: sequence gap (expected %d, got %d)", event.conversation_id,
                             state.last_sequence + 1, event.sequence_number)
             state.apply(event)

@@ -24,7 +24,7 @@ from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.traffic import send
 from agentlog.projections.base import Batch, Projection, ProjectionError
-from agentlog.projections.postgres import connect
+from agentlog.projections.dashboard import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.projections.search.queries import search
 from agentlog.schemas import Codec, Event, EventType

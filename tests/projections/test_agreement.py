@@ -12,7 +12,7 @@ from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Record
-from agentlog.projections.postgres import DashboardProjection, connect
+from agentlog.projections.dashboard import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
 from agentlog.schemas import Codec
 from tests.conftest import clickhouse_rows

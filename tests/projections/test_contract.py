@@ -11,7 +11,7 @@ from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Projection, Record
-from agentlog.projections.postgres import DashboardProjection, connect
+from agentlog.projections.dashboard import DashboardProjection, connect
 from agentlog.projections.search import SearchProjection
 from tests.conftest import clickhouse_rows
 from tests.factories import make_conversation
@@ -109,7 +109,7 @@ def test_a_gap_and_a_duplicate_within_a_conversation_are_reported(isolated: Sett
 
 
 def test_migrations_are_versioned_and_applied_once(isolated: Settings) -> None:
-    from agentlog.projections.postgres.migrate import migrate
+    from agentlog.projections.dashboard.migrate import migrate
 
     with psycopg.connect(isolated.postgres_dsn) as conn:
         first = migrate(conn, isolated.postgres_schema)

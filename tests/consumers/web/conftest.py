@@ -1,4 +1,4 @@
-"""One ``agentlog serve`` for the web tests, on a private world holding the seed's scenarios and some traffic."""
+"""One ``agentlog serve`` for the web tests, on a sandbox holding the two scenarios and some traffic."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from agentlog.consumers.cli.demo import record_refund, run_book_demo
+from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
-from agentlog.deploy.world import drop, private
 from agentlog.producers.traffic import send
 from tests.conftest import ROOT, env_of
 

@@ -14,4 +14,4 @@ def test_the_demo_waits_for_the_running_projectors(served: Served) -> None:
     assert "the projectors already running for analytics, dashboard, search (`agentlog serve`?)" in done.stdout
     assert "partial refund of $44.99" in done.stdout and "Analytics: p95 tool latency" in done.stdout
     _, after = served.get("/api/counters")
-    assert after["conversations"] == before["conversations"] + 5  # the seed's two are in the log already
+    assert after["conversations"] == before["conversations"] + 5  # the two scenarios are in the log already

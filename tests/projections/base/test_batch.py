@@ -1,10 +1,8 @@
-"""The contract's bookkeeping and the fold, without services: positions, rewinds, every event type folded."""
+"""The contract's bookkeeping, without services: positions, rewinds, a batch's ends."""
 
 from __future__ import annotations
 
 from agentlog.projections.base import FROM_BEGINNING, Batch, Positions, Record
-from agentlog.projections.conversation import _STEPS, fold
-from agentlog.schemas.events import SAGA_PREFIX, EventType
 from tests.factories import make_conversation
 
 
@@ -45,14 +43,3 @@ def test_single_and_positions_only_keep_the_partitions_ends() -> None:
     one = batch.single(batch.records[1])
     assert (len(one), one.ends, one.starts) == (1, {0: 2}, {0: 0})
     assert (len(batch.positions_only()), batch.positions_only().ends) == (0, {0: len(events)})
-
-
-def test_every_event_type_has_a_step_in_the_fold() -> None:
-    assert {t for t in EventType if not t.value.startswith(SAGA_PREFIX)} == set(_STEPS)
-
-
-def test_the_fold_of_the_refund_conversation() -> None:
-    state = fold("c", make_conversation(tools=3, conversation_id="c"))
-    assert (state.status, state.tool_count, state.handoff_count, state.active_agent) == (
-        "completed", 3, 1, "refund-agent")
-    assert [call["output"] for call in state.tools_called] == [{"ok": True}] * 3

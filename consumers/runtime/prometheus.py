@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from agentlog.projections.base.metrics import SEQUENCE_ANOMALIES
+from agentlog.projections.base.prometheus import SEQUENCE_ANOMALIES
 
 __all__ = ["BATCHES", "BATCH_SECONDS", "DEAD_LETTERS", "EVENTS_APPLIED", "LAG", "PROJECTOR_UP", "RETRIES",
            "SEQUENCE_ANOMALIES"]

@@ -17,10 +17,10 @@ from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting, refund_flow
 from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Leases, Orchestrator, Retry, Saga, SagaBusy, SagaDefinitionError
-from agentlog.producers.saga.progress import Progress
 from agentlog.projections.conversation import fold
+from agentlog.schemas.saga import SagaState
 from tests.conftest import ROOT, agentlog, env_of
-from tests.producers import saga_worker
+from tests.producers.saga import saga_worker
 
 
 async def _run(settings: Settings, saga: Saga, orchestrator: Orchestrator | None = None):
@@ -127,7 +127,7 @@ def test_two_orchestrators_never_drive_the_same_saga(isolated: Settings) -> None
     first, second = Leases(isolated, owner="a", ttl=30), Leases(isolated, owner="b", ttl=30)
     assert first.acquire("saga-x")
     try:
-        progress = Progress("saga-x", "book_demo_meeting")
+        progress = SagaState("saga-x", "book_demo_meeting")
         with pytest.raises(SagaBusy):
             asyncio.run(Orchestrator(leases=second).resume(book_demo_meeting(Services()), None, progress))
         assert first.acquire("saga-x")  # its owner renews
@@ -141,7 +141,7 @@ def test_two_orchestrators_never_drive_the_same_saga(isolated: Settings) -> None
 @pytest.mark.parametrize("mode", ["after-step-2", "in-step-3", "in-step-3-compensate"])
 def test_a_killed_orchestrator_is_finished_by_a_new_one(isolated: Settings, tmp_path, mode: str) -> None:
     marker = tmp_path / "marker"
-    worker = subprocess.Popen([sys.executable, "-m", "tests.producers.saga_worker", mode, str(marker)],
+    worker = subprocess.Popen([sys.executable, "-m", "tests.producers.saga.saga_worker", mode, str(marker)],
                               env={**os.environ, **env_of(isolated)}, cwd=ROOT, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

@@ -1,4 +1,4 @@
-"""Reading the dashboard: the seed's agent metrics, conversation lists, the archive."""
+"""Reading the dashboard: the agents' figures, conversation lists, the archive."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def interval(since: str) -> str:
 
 
 def agent_metrics(conn: psycopg.Connection, since: str) -> list[dict[str, Any]]:
-    """The seed's agent metrics query over the last ``since`` (a Postgres interval: '24 hours')."""
+    """The agents' figures over the last ``since`` (a Postgres interval: '24 hours')."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(AGENT_METRICS, (since,)).fetchall()
 

@@ -1,4 +1,4 @@
-"""A private world on the shared services: its own topics, Postgres schema, search alias and ClickHouse
+"""A sandbox on the shared services: its own topics, Postgres schema, search alias and ClickHouse
 database. Tests and benchmarks use one each so that they never see each other's data."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from agentlog.deploy.topics import delete_topics, ensure_topics
 
 
 def private(settings: Settings, tag: str) -> Settings:
-    """Settings pointing at the world named ``tag``, whose topics exist."""
+    """Settings pointing at the sandbox named ``tag``, whose topics exist."""
     own = replace(settings, events_topic=f"test.{tag}", dlq_topic=f"test.{tag}.dlq", postgres_schema=f"test_{tag}",
                   search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
     ensure_topics(own, [own.events_topic, own.dlq_topic])
@@ -22,7 +22,7 @@ def private(settings: Settings, tag: str) -> Settings:
 
 
 def drop(settings: Settings) -> None:
-    """Remove everything the world holds (its rebuild leftovers too)."""
+    """Remove everything the sandbox holds (its rebuild leftovers too)."""
     delete_topics(settings, [settings.events_topic, settings.dlq_topic])
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",

@@ -1,4 +1,4 @@
-"""A saga run in its own process, to be killed: ``python -m tests.producers.saga_worker MODE MARKER``.
+"""A saga run in its own process, to be killed: ``python -m tests.producers.saga.saga_worker MODE MARKER``.
 
 MODE: ``after-step-2`` stops (sleeps) right after create_opportunity's completion is recorded;
 ``in-step-3`` and ``in-step-3-compensate`` stop while book_calendar_slot runs. The services write
@@ -17,7 +17,7 @@ from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting
 from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Leases, Orchestrator, Saga
-from agentlog.projections.postgres import connect
+from agentlog.projections.dashboard import connect
 
 CONVERSATION = "conv-saga-crash"
 

@@ -7,7 +7,6 @@ comes again is recognised by its offsets (and by the archive's keys), never appl
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +18,9 @@ from psycopg.types.json import Jsonb
 
 from agentlog.deploy import clients
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, metrics
+from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, prometheus
 from agentlog.projections.conversation import ConversationState
-from agentlog.projections.postgres.migrate import migrate
+from agentlog.projections.dashboard.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ class DashboardProjection(Projection):
             with cur.copy(sql.SQL("COPY staging_views ({}) FROM STDIN").format(
                     sql.SQL(", ").join(map(sql.Identifier, VIEW_COLUMNS)))) as copy:
                 for cid in ids:
-                    copy.write_row(_view_row(states[cid], now))
+                    copy.write_row(view_row(states[cid], now))
             updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
                                          for c in VIEW_COLUMNS[1:])
             cur.execute(sql.SQL("INSERT INTO conversation_views SELECT * FROM staging_views "
@@ -163,14 +162,14 @@ class DashboardProjection(Projection):
 
     def _report(self, cur: psycopg.Cursor[Any], anomalies: list[tuple[str, str, int, int, str]]) -> None:
         for cid, kind, expected, got, _ in anomalies:
-            metrics.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
+            prometheus.SEQUENCE_ANOMALIES.labels(self.name, kind).inc()
             log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)
         cur.executemany("INSERT INTO sequence_anomalies (conversation_id, kind, expected, got, event_id) "
                         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", anomalies)
 
 
-def _view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
-    sagas = [asdict(saga) for saga in state.sagas.values()]
+def view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
+    sagas = [saga.summary() for saga in state.sagas.values()]
     return (state.conversation_id, state.tenant_id, state.started_at, state.active_agent, state.status,
             state.tool_count, state.handoff_count, state.completed_at, state.duration_ms, state.error_count,
             state.guardrail_count, state.last_tool, state.llm_calls, state.input_tokens, state.output_tokens,

@@ -1,39 +1,17 @@
-"""``agentlog simulate`` and ``agentlog replay``: putting events in, reading one conversation back."""
+"""``agentlog replay``: one conversation's state, folded from its events, and its timeline."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import settings
-from agentlog.producers.traffic import send
 from agentlog.projections.conversation import fold
-from agentlog.schemas.events import Event, EventType
-
-
-@app.command()
-def simulate(conversations: int = typer.Option(100, "--conversations", "-n", min=1, help="How many conversations."),
-             seed: int = typer.Option(0, "--seed", help="The same seed gives the same traffic."),
-             rate: float = typer.Option(0, "--rate", min=0, help="Events per second (0: as fast as possible)."),
-             as_json: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
-    """Append realistic multi-agent traffic to the log."""
-    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=as_json or not console.is_terminal, transient=True) as bar:
-        task = bar.add_task("", total=conversations)
-        summary = asyncio.run(send(settings(), conversations, seed=seed, rate=rate or None,
-                                   progress=lambda n: bar.advance(task, n)))
-    ids = summary.pop("ids")
-    if as_json:
-        print_json(summary)
-        return
-    console.print(f"appended {summary['events']} events of {summary['conversations']} conversations "
-                  f"to {settings().events_topic}; e.g. `agentlog replay {ids[0]}`")
+from agentlog.schemas.events import Event, EventType, SagaStatus
 
 
 @app.command()
@@ -76,7 +54,7 @@ def _fields(event: Event) -> list[tuple[str, Any]]:
 
 
 def render_timeline(conversation_id: str, events: list[Event]) -> str:
-    """The seed's "Agent Event Log" listing: numbered events, timestamp, agent, tool, input, output."""
+    """The "Agent Event Log" listing: numbered events, timestamp, agent, tool, input, output."""
     out = [f"Agent Event Log (conversation: {conversation_id})", "─" * 45]
     for event in events:
         out.append(f"[{event.sequence_number}] {_title(event.event_type)}")
@@ -97,8 +75,13 @@ def render_state(state: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+_RESULTS = {SagaStatus.COMPLETED: "All steps completed", SagaStatus.ROLLED_BACK: "All changes rolled back cleanly",
+            SagaStatus.NEEDS_INTERVENTION: "Rollback incomplete: needs manual intervention",
+            SagaStatus.COMPENSATING: "Rolling back", SagaStatus.RUNNING: "Running"}
+
+
 def render_saga(saga: dict[str, Any]) -> list[str]:
-    """The seed's "Saga: Book Demo Meeting" diagram: the steps, the failure, the compensations in reverse."""
+    """The book-demo scenario's saga diagram, for any saga: the steps, the failure, the compensations in reverse."""
     out = ["", f"Saga: {saga['name']} ({saga['saga_id']})", "─" * 35]
     number = {step: i + 1 for i, step in enumerate(saga["steps"])}
     for step in saga["steps"]:
@@ -111,8 +94,5 @@ def render_saga(saga: dict[str, Any]) -> list[str]:
         out.append(f"← Compensate Step {number[step]}: {step}")
     for step in saga["compensation_failed"]:
         out.append(f"← Compensate Step {number[step]}: {step} FAILED — needs manual intervention")
-    results = {"completed": "All steps completed", "rolled_back": "All changes rolled back cleanly",
-               "needs_intervention": "Rollback incomplete: needs manual intervention",
-               "compensating": "Rolling back", "running": "Running"}
-    out.append(f"Result: {results.get(saga['status'], saga['status'])}")
+    out.append(f"Result: {_RESULTS[SagaStatus(saga['status'])]}")
     return out

@@ -6,7 +6,7 @@ from psycopg import sql
 
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base.rebuild import RebuildTarget
-from agentlog.projections.postgres.dashboard import DashboardProjection, connect
+from agentlog.projections.dashboard.projection import DashboardProjection, connect
 
 TABLES = ["schema_migrations", "agent_events", "conversation_views", "projection_offsets", "sequence_anomalies"]
 """Every table of the dashboard's schema: what a swap moves."""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 
-from agentlog.consumers.group import lag
+from agentlog.consumers.lag import lag
 from agentlog.consumers.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients

@@ -1,5 +1,5 @@
 """The dashboard read model in Postgres."""
 
-from agentlog.projections.postgres.dashboard import DashboardProjection, connect
+from agentlog.projections.dashboard.projection import DashboardProjection, connect
 
 __all__ = ["DashboardProjection", "connect"]

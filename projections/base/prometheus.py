@@ -1,4 +1,4 @@
-"""The stores' own Prometheus metrics (the runtime's are in ``consumers/runtime/metrics``)."""
+"""The stores' own Prometheus metrics (the runtime's are in ``consumers/runtime/prometheus``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several projectors in one process: each in its own thread with its own consumer group."""
+"""Several projectors in one process, each in its own thread with its own consumer group; and which run elsewhere."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from agentlog.consumers.runtime import Projector, RunStats, group_for, metrics
+from agentlog.consumers.runtime import Projector, RunStats, group_for, prometheus
 from agentlog.deploy import kafka
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base import Positions
 from agentlog.projections.registry import build
 
 log = logging.getLogger(__name__)
@@ -21,7 +19,7 @@ _RATE_WINDOW = 10.0
 
 
 @dataclass
-class ProjectorGroup:
+class ProjectorThreads:
     settings: Settings
     names: list[str]
     until_caught_up: bool = False
@@ -70,7 +68,7 @@ class ProjectorGroup:
         return self.results
 
     def _run(self, name: str) -> None:
-        metrics.PROJECTOR_UP.labels(name).set(1)
+        prometheus.PROJECTOR_UP.labels(name).set(1)
         try:
             self.results[name] = self.projectors[name].run(stop=self.stop, until_caught_up=self.until_caught_up)
         except BaseException as exc:  # reported by join() in the caller's thread
@@ -78,7 +76,7 @@ class ProjectorGroup:
             self.errors[name] = exc
             self.stop.set()
         finally:
-            metrics.PROJECTOR_UP.labels(name).set(0)
+            prometheus.PROJECTOR_UP.labels(name).set(0)
 
 
 def running_elsewhere(settings: Settings, names: list[str], topic: str | None = None) -> set[str]:
@@ -92,34 +90,3 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
         return {groups[group] for group, future in answers.items() if future.result(timeout=10).members}
 
     return kafka.retrying(settings, described, what="describing the projections' consumer groups")
-
-
-def watermarks(settings: Settings, topic: str | None = None) -> dict[int, tuple[int, int]]:
-    """Per partition of the topic, its (low, high) offsets: where the log begins and ends now."""
-    return kafka.watermarks(settings, topic or settings.events_topic)
-
-
-def log_size(settings: Settings, topic: str | None = None) -> int:
-    """How many messages the topic holds now (what a projector starting from the beginning will read)."""
-    return sum(high - low for low, high in watermarks(settings, topic).values())
-
-
-def lag(settings: Settings, names: list[str], topic: str | None = None,
-        stored: Mapping[str, Positions | None] | None = None) -> dict[str, dict[int, int]]:
-    """Per projection, per partition: messages between where it stands and the end of the log.
-
-    Where it stands: ``stored[name]``, the store's own positions, when given;
-    else its consumer group's committed offsets (stale after a rebuild until the projector commits).
-    """
-    topic = topic or settings.events_topic
-    ends = watermarks(settings, topic)
-    result: dict[str, dict[int, int]] = {}
-    for name in names:
-        own = (stored or {}).get(name)
-        if own is not None:
-            result[name] = {p: high - own.next_offset(p, low) for p, (low, high) in ends.items()}
-            continue
-        committed = kafka.committed(settings, group_for(name, topic), topic, ends)
-        result[name] = {p: high - (committed[p] if committed.get(p, -1) >= 0 else low)
-                        for p, (low, high) in ends.items()}
-    return result

@@ -13,7 +13,7 @@ import pytest
 
 from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.settings import Settings
-from agentlog.projections.postgres import connect
+from agentlog.projections.dashboard import connect
 from agentlog.schemas import Codec
 from tests.conftest import ROOT, agentlog, env_of
 from tests.producers.test_event_log import read_all
@@ -36,7 +36,7 @@ def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
     done = agentlog("demo", "--conversations", "40", env=env_of(own))
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for title in ("Replay: the seed's refund conversation", "Dashboard: agent metrics", "Search: \"refund\"",
+    for title in ("Replay: the refund scenario", "Dashboard: agent metrics", "Search: \"refund\"",
                   "Analytics: tool usage per agent", "Analytics: p95 tool latency"):
         assert title in out
     assert "[4] HandoffInitiated" in out and "tool: issue_refund" in out

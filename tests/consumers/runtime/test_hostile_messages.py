@@ -13,7 +13,7 @@ from agentlog.consumers.dlq.dead_letters import ID, ORIGINAL_SHA256, ORIGINAL_SI
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild
 from agentlog.deploy.settings import Settings
-from agentlog.projections.postgres import connect
+from agentlog.projections.dashboard import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.schemas import Codec, Event, EventType
 from agentlog.schemas.codec import MAGIC

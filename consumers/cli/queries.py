@@ -1,0 +1,77 @@
+"""The commands that read the read models: metrics (the agents' figures), search, sql."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from agentlog.consumers.cli.app import app, console, print_json
+from agentlog.consumers.read_models import ReadModels
+from agentlog.deploy.settings import settings
+from agentlog.projections.search.queries import marked
+
+
+def read_models() -> ReadModels:
+    return ReadModels(settings())
+
+
+@app.command()
+def metrics(since: str = typer.Option("24h", "--since", help="A duration: 30m, 24h, 7d."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The agents' figures from the dashboard: conversations, duration, tools, handoffs per agent."""
+    rows = read_models().metrics(since)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("active_agent", "total_conversations", "avg_duration_ms", "avg_tools_per_conversation",
+                  "total_handoffs", title=f"Agent metrics, last {since}")
+    for r in rows:
+        table.add_row(str(r["active_agent"]), str(r["total_conversations"]),
+                      f"{r['avg_duration_ms']:.0f}" if r["avg_duration_ms"] is not None else "-",
+                      f"{r['avg_tools_per_conversation']:.2f}", str(r["total_handoffs"]))
+    console.print(table)
+
+
+@app.command()
+def search(query: str = typer.Argument(..., help="Words to find in messages and tool inputs/outputs; * for all."),
+           agent: Optional[str] = typer.Option(None, "--agent", help="Only conversations this agent took part in."),
+           status: Optional[str] = typer.Option(None, "--status", help="active, completed, failed, rolled_back ..."),
+           since: Optional[str] = typer.Option(None, "--since", help="24h, 7d or a date."),
+           limit: int = typer.Option(20, "--limit", min=1, max=1000),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Search conversations (Elasticsearch), newest first, with highlights."""
+    models = read_models()
+    try:
+        result = models.search(query, agent=agent, status=status, since=since, limit=limit)
+    finally:
+        models.close()
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"{result['total']} conversations match {query!r}")
+    for hit in result["hits"]:
+        console.print(f"[bold]{hit['conversation_id']}[/] {hit['status']} {hit['active_agent']} {hit['started_at']}")
+        for fragment in hit["highlights"][:3]:
+            console.print("   " + "".join(f"[reverse]{escape(text)}[/reverse]" if matched else escape(text)
+                                          for text, matched in marked(fragment)))
+
+
+@app.command()
+def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN."),
+        as_json: bool = typer.Option(False, "--json", help="Print a list of row objects.")) -> None:
+    """Analytics SQL on ClickHouse (read-only)."""
+    rows = read_models().sql(statement)
+    if as_json:
+        print_json(rows)
+        return
+    print_rows(rows)
+
+
+def print_rows(rows: list[dict]) -> None:
+    table = Table(*(rows[0].keys() if rows else ["(no rows)"]))
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
