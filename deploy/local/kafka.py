@@ -123,5 +123,6 @@ class Kafka(Service):
 
     def _format(self, config) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+        # one id in 32 begins with "-": given as "--cluster-id=…", it is not taken for an option
+        run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)),
             what="formatting Kafka storage")
