@@ -22,6 +22,7 @@ import psycopg
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as env_settings
@@ -45,7 +46,7 @@ def throughput(settings: Settings, name: str) -> tuple[float, int]:
 
 def seed_design_postgres(settings: Settings, events: list) -> float:
     """The seed's ConversationProjection.handle_event: one statement per event, each its own transaction."""
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
         conn.execute("CREATE TEMP TABLE seed_views (id text PRIMARY KEY, started_at timestamptz, active_agent text, "
                      "status text, tool_count int, handoff_count int, last_tool text, updated_at timestamptz, "
                      "completed_at timestamptz, duration_ms double precision)")
@@ -130,7 +131,7 @@ def freshness(settings: Settings, seconds: float, rate: float = 2000) -> dict[st
         analytics = projectors["analytics"].projection
         pending: dict[str, dict[str, float]] = {name: {} for name in NAMES}
         queued = 0
-        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        with psycopg.connect(settings.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
             conn.execute(f"SET search_path TO {settings.postgres_schema}")
             deadline = time.perf_counter() + seconds + 30
             while time.perf_counter() < deadline:

@@ -21,6 +21,7 @@ from elasticsearch import ApiError
 from agentlog.consumers.lag import lag as projection_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.charts import charts as analytics_charts
@@ -142,14 +143,14 @@ class ReadModels:
     @contextmanager
     def _postgres(self) -> Iterator[psycopg.Connection]:
         """A dashboard connection; its errors as a user reads them."""
-        with connect(self.settings) as conn:
+        with connect(self.settings, role=PostgresRole.READER) as conn:
             try:
                 yield conn
             except psycopg.errors.UndefinedTable as exc:
                 raise NotProjected(f"the dashboard has no tables in schema {self.settings.postgres_schema!r} yet: "
                                    "run `agentlog serve` or `agentlog project`") from exc
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(f"postgres at {self.settings.postgres_dsn}: {exc}") from exc
+                raise StoreUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
             except psycopg.DataError as exc:  # a value Postgres cannot take: the asker's mistake, not an outage
                 raise BadRequest(f"postgres cannot take that value: {str(exc).strip().splitlines()[0]}") from exc
 

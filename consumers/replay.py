@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from agentlog.deploy import kafka
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import StoreUnavailable
@@ -22,7 +23,7 @@ class UnknownConversation(AgentlogError):
 def events_from_archive(settings: Settings, conversation_id: str) -> list[Event]:
     """The archived events, in order; empty when the archive is absent or does not hold the conversation."""
     try:
-        with connect(settings) as conn:
+        with connect(settings, role=PostgresRole.READER) as conn:
             return events_of(conn, conversation_id)
     except (StoreUnavailable, psycopg.errors.UndefinedTable):
         return []

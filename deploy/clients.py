@@ -11,7 +11,9 @@ from clickhouse_connect.driver.client import Client as ClickHouseClient
 from clickhouse_connect.driver.exceptions import OperationalError
 from elasticsearch import Elasticsearch
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
@@ -20,20 +22,45 @@ def elasticsearch(settings: Settings, *, timeout: float = 30) -> Elasticsearch:
     return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True)
 
 
-def postgres(settings: Settings, *, schema: str | None = None) -> psycopg.Connection:
-    """A connection whose search path is ``schema`` (default: the dashboard's, ``AGENTLOG_POSTGRES_SCHEMA``)."""
+def postgres(settings: Settings, *, role: PostgresRole, schema: str | None = None) -> psycopg.Connection:
+    """A connection as ``role`` whose search path is ``schema`` (default: the dashboard's,
+    ``AGENTLOG_POSTGRES_SCHEMA``). A refused password is a PostgresRefused, an outage a PostgresUnavailable."""
+    dsn = settings.postgres_dsn_for(role)
     try:
-        conn = psycopg.connect(settings.postgres_dsn, connect_timeout=5)
+        conn = psycopg.connect(dsn, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        raise PostgresUnavailable(f"postgres at {settings.postgres_dsn}: {str(exc).strip().splitlines()[0]}; "
-                                  "`agentlog stack up` starts the local one") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"postgres at {postgres_address(dsn)} as {role.value}"
+        if "password authentication failed" in reason or "no pg_hba.conf entry" in reason:
+            raise PostgresRefused(f"{where}: refused ({_after_colon(reason)}); check the role's password, or "
+                                  "`agentlog stack env --role admin` for the local stack's") from exc
+        raise PostgresUnavailable(f"{where}: {_after_colon(reason)}; `agentlog stack up` starts the local one"
+                                  ) from exc
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema or settings.postgres_schema)))
     conn.commit()
     return conn
 
 
+def postgres_address(dsn: str) -> str:
+    """HOST:PORT of a DSN, never its password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(an invalid DSN)"
+    return f"{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}"
+
+
+def _after_colon(reason: str) -> str:
+    """libpq's reason without its 'connection to server at …' prefix (which may name the host twice)."""
+    return reason.rsplit(": ", 1)[-1] if "FATAL" not in reason else reason.split("FATAL:", 1)[1].strip()
+
+
 class PostgresUnavailable(StackError):
-    """Postgres did not take the connection."""
+    """Postgres did not take the connection: it is down or unreachable (an outage)."""
+
+
+class PostgresRefused(StackError):
+    """Postgres answered and refused the credentials (a mistake in configuration, not an outage)."""
 
 
 def chdb_path(url: str) -> Path:

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
 
@@ -16,6 +17,7 @@ from agentlog.deploy.topics import delete_topics, ensure_topics
 def private(settings: Settings, tag: str) -> Settings:
     """Settings pointing at the sandbox named ``tag``, whose topics exist."""
     own = replace(settings, events_topic=f"test.{tag}", dlq_topic=f"test.{tag}.dlq", postgres_schema=f"test_{tag}",
+                  auth_schema=f"test_{tag}_auth",
                   search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
     ensure_topics(own, [own.events_topic, own.dlq_topic])
     return own
@@ -24,7 +26,7 @@ def private(settings: Settings, tag: str) -> Settings:
 def drop(settings: Settings) -> None:
     """Remove everything the sandbox holds (its rebuild leftovers too)."""
     delete_topics(settings, [settings.events_topic, settings.dlq_topic])
-    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                                       (f"%{settings.postgres_schema}%",)).fetchall():
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from agentlog.deploy import credentials
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.schemas.errors import ConfigError
 
 Number = TypeVar("Number", int, float)
@@ -20,6 +25,7 @@ Number = TypeVar("Number", int, float)
 EVENTS_TOPIC = "agent.events"
 DLQ_TOPIC = "agent.events.dlq"
 
+LOCAL_POSTGRES = "postgresql://agentlog@127.0.0.1:5432/agentlog"
 _KAFKA_LOG = logging.getLogger("agentlog.kafka")
 _KAFKA_PREFIX = "AGENTLOG_KAFKA_"
 _KAFKA_OWN = {"AGENTLOG_KAFKA_BOOTSTRAP", "AGENTLOG_KAFKA_PARTITIONS"}
@@ -31,7 +37,10 @@ class Settings:
     cache_dir: Path
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_client: Mapping[str, str] = field(default_factory=dict)
-    postgres_dsn: str = "postgresql://agentlog@127.0.0.1:5432/agentlog"
+    postgres_dsn: str = ""
+    """``AGENTLOG_POSTGRES_DSN``, for every role; empty: the local stack's (``postgres_dsn_for``)."""
+    postgres_role_dsns: Mapping[str, str] = field(default_factory=dict)
+    """``AGENTLOG_POSTGRES_DSN_<ROLE>`` (OWNER, DASHBOARD, READER, SAGA, WEB): one role's own DSN."""
     elasticsearch_url: str = "http://127.0.0.1:9200"
     clickhouse_url: str = ""
     clickhouse_analyst_url: str = ""
@@ -40,6 +49,8 @@ class Settings:
     dlq_topic: str = DLQ_TOPIC
     partitions: int = 6
     postgres_schema: str = "public"
+    auth_schema: str = "agentlog_auth"
+    """Where the dashboard's users, tokens and sessions live (``AGENTLOG_AUTH_SCHEMA``)."""
     search_alias: str = "conversations"
     clickhouse_database: str = "default"
     batch_size: int = 5000
@@ -55,6 +66,27 @@ class Settings:
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_url.startswith("chdb://")
+
+    def postgres_dsn_for(self, role: PostgresRole = PostgresRole.OWNER) -> str:
+        """The DSN to connect as ``role``: its own variable, else ``AGENTLOG_POSTGRES_DSN``, else the local stack's.
+
+        A DSN without a password, on a machine whose local stack has credentials, gets the role's user,
+        password and the stack's CA (``sslmode=verify-full``): the local stack needs nothing exported.
+        """
+        given = self.postgres_role_dsns.get(role.name) or self.postgres_dsn or LOCAL_POSTGRES
+        try:
+            params = conninfo_to_dict(given)
+        except psycopg.ProgrammingError:
+            raise ConfigError(f"postgres: the DSN for role {role.value} is not a valid DSN; give "
+                              "postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=verify-full") from None
+        if params.get("password"):
+            return given
+        found = credentials.local(self.stack_dir)
+        if found is None:
+            return given
+        params.update(user=role.value, password=found.password("postgres", role.value), sslmode="verify-full",
+                      sslrootcert=str(found.ca))
+        return make_conninfo(**{k: str(v) for k, v in params.items()})
 
     def kafka_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka configuration: bootstrap, pass-through security settings, overrides."""
@@ -79,6 +111,8 @@ class Settings:
             kafka_bootstrap=env.get("AGENTLOG_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
             kafka_client=kafka_client,
             postgres_dsn=env.get("AGENTLOG_POSTGRES_DSN", cls.postgres_dsn),
+            postgres_role_dsns={role.name: env[f"AGENTLOG_POSTGRES_DSN_{role.name}"] for role in PostgresRole
+                                if env.get(f"AGENTLOG_POSTGRES_DSN_{role.name}")},
             elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
             clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
             clickhouse_analyst_url=env.get("AGENTLOG_CLICKHOUSE_ANALYST_URL", ""),
@@ -86,6 +120,7 @@ class Settings:
             events_topic=env.get("AGENTLOG_EVENTS_TOPIC", cls.events_topic),
             dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
+            auth_schema=env.get("AGENTLOG_AUTH_SCHEMA", cls.auth_schema),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
             batch_size=_number(env, "AGENTLOG_BATCH_SIZE", cls.batch_size, int),

@@ -8,6 +8,7 @@ import time
 import typer
 from rich.rule import Rule
 
+from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.cli import queries, replay
 from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.cli.progress import show
@@ -86,6 +87,9 @@ def _wait_for(models: ReadModels, refund_id: str, timeout: float = 120) -> None:
     raise AgentlogError(f"the running projectors did not catch up within {timeout:.0f}s; see `agentlog lag`")
 
 
+FIRST_ADMIN = "admin"
+
+
 @app.command()
 def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
                                            help="Simulated conversations beside the two scenarios.")) -> None:
@@ -139,3 +143,15 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
                   soft_wrap=True)
     console.print("Open the dashboard: run `make serve` (or `agentlog serve`), then browse "
                   f"http://127.0.0.1:8000 — this conversation is at /conversations/{refund_id}", soft_wrap=True)
+    console.print(first_admin(config), soft_wrap=True, highlight=False)
+
+
+def first_admin(config: Settings) -> str:
+    """How to log in: as a first admin made now when there is no user (its password shown this once)."""
+    store = AuthStore(config)
+    store.setup()
+    if store.users():
+        return "Log in as one of your users (`agentlog user list`; `agentlog user add NAME --role ROLE` adds one)."
+    password = store.add_user(FIRST_ADMIN, "admin")
+    return (f"Log in as {FIRST_ADMIN!r} with the password {password} — shown only now; "
+            "`agentlog user add NAME --role ROLE` adds others.")

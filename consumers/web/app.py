@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
 
+from agentlog.consumers.auth import AuthStore, Principal
 from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.web import api, pages
+from agentlog.consumers.web import access, api, pages, users
+from agentlog.consumers.web.access import Access
 from agentlog.consumers.web.security import secure
 from agentlog.schemas.errors import AgentlogError
 
 
-def create_app(models: ReadModels, *, projectors: Callable[[], dict[str, Any]] = dict, host: str = "127.0.0.1"):
-    """``projectors`` says, when asked, how each projector of the serving process is doing; ``host``, the
-    address served (a request must name it, or localhost, in its Host header)."""
+def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], dict[str, Any]] = dict,
+               host: str = "127.0.0.1", local_tokens: Mapping[str, Principal] | None = None):
+    """``auth`` knows the users and tokens every request is checked against; ``projectors`` says, when asked,
+    how each projector of the serving process is doing; ``host``, the address served (a request must name
+    it, or localhost, in its Host header); ``local_tokens``, tokens this process made for its own commands."""
     app = FastAPI(title="agentlog", summary="What AI agents did, why, and how it went.", docs_url="/api/docs",
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.models = models
+    app.state.auth = auth
     app.state.projectors = projectors
     app.add_exception_handler(AgentlogError, api.agentlog_error)
     app.add_exception_handler(RequestValidationError, api.invalid_request)
+    app.include_router(access.router)
+    app.include_router(users.router)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    app.mount("/metrics", make_asgi_app())
-    return secure(app, host=host)
+    app.add_api_route("/metrics", prometheus_metrics, include_in_schema=False)
+    return secure(Access(app, auth, local_tokens or {}), host=host)
+
+
+def prometheus_metrics() -> Response:
+    """This process's Prometheus metrics, at /metrics itself (a scraper needs no redirect to follow)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import socket
 from typing import Callable
 
 import uvicorn
 
+from agentlog.consumers.auth import AuthStore, Principal, Role
 from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.app import create_app
@@ -64,12 +66,17 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     group = ProjectorThreads(settings, list(NAMES)) if projectors else None
     owner = group.projection("analytics") if group is not None and settings.embedded_clickhouse else None
     models = ReadModels(settings, analytics=owner)
-    app = create_app(models, projectors=group.status if group is not None else dict, host=host)
+    auth = AuthStore(settings)
+    auth.setup()
+    local = secrets.token_urlsafe(32)
+    """What ``agentlog sql`` of another process sends (it reads it from the owner file, mode 0600)."""
+    app = create_app(models, auth, projectors=group.status if group is not None else dict, host=host,
+                     local_tokens={local: Principal("agentlog sql", Role.ANALYST, "process")})
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     if group is not None:
         group.start()
     if owner is not None:
-        advertise(settings, url)
+        advertise(settings, url, local)
     try:
         ready(url)
         server.run(sockets=[sock])

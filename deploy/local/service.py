@@ -17,6 +17,10 @@ class ServiceStatus:
     version: str | None = None
     managed: bool = False
     detail: str = ""
+    authentication: str | None = None
+    """How clients must prove who they are (``scram-sha-256``, ``SASL/SCRAM-SHA-512``…); None: nobody asks."""
+    tls: bool = False
+    """Whether clients speak TLS to it."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -6,6 +6,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 from agentlog.deploy.kafka import wait_ready
+from agentlog.deploy.local import secrets
 from agentlog.deploy.local.clickhouse import ClickHouse
 from agentlog.deploy.local.elasticsearch import Elasticsearch
 from agentlog.deploy.local.kafka import Kafka
@@ -27,6 +28,7 @@ class Stack:
     def up(self) -> list[ServiceStatus]:
         """Bring every service up (in parallel: Elasticsearch's JVM is the slow one), then create the topics."""
         self.settings.stack_dir.mkdir(parents=True, exist_ok=True)
+        secrets.ensure(self.settings.stack_dir)
         with ThreadPoolExecutor(len(self.services)) as pool:
             statuses = list(pool.map(lambda service: service.up(), self.services))
         ensure_topics(self.settings)

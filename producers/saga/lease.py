@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 
 DDL = """CREATE TABLE IF NOT EXISTS saga_leases (
@@ -27,13 +28,28 @@ class Leases:
 
     @property
     def conn(self) -> psycopg.Connection:
+        """A connection as the saga role, which may use the lease table and nothing else."""
         if self._conn is None or self._conn.closed:
-            self._conn = clients.postgres(self.settings)
-            self._conn.autocommit = True
-            self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(self.settings.postgres_schema)))
-            self._conn.execute(DDL)
+            conn = clients.postgres(self.settings, role=PostgresRole.SAGA)
+            conn.autocommit = True
+            try:
+                conn.execute("SELECT 1 FROM saga_leases LIMIT 0")
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+                self.setup()
+            self._conn = conn
         return self._conn
+
+    def setup(self) -> None:
+        """Create the lease table as the schema's owner, for the saga role alone to use (once per schema)."""
+        with clients.postgres(self.settings, role=PostgresRole.OWNER) as owner:
+            owner.autocommit = True
+            schema = sql.Identifier(self.settings.postgres_schema)
+            owner.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            owner.execute(DDL)
+            if owner.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.SAGA.value,)).fetchone():
+                role = sql.Identifier(PostgresRole.SAGA.value)
+                owner.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+                owner.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON saga_leases TO {}").format(role))
 
     def acquire(self, saga_id: str) -> bool:
         """Take or renew the lease; False while another owner's lease runs."""

@@ -274,12 +274,13 @@ def run(settings: Settings, statement: str, *, box: SQLBox | None = None) -> lis
 
 def _through_owner(settings: Settings, statement: str) -> list[dict[str, Any]]:
     try:
-        url = json.loads(owner_file(settings).read_text())["url"]
-    except (OSError, ValueError, KeyError):
+        owner = json.loads(owner_file(settings).read_text())
+        url, token = owner["url"], owner["token"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise StackError("clickhouse: the embedded store is held by another process that serves no queries; "
                          "stop it or run `agentlog serve`") from None
     request = urllib.request.Request(f"{url}/api/sql", data=json.dumps({"sql": statement}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=settings.sql_timeout + 30) as response:
             rows: list[dict[str, Any]] = json.loads(response.read())["rows"]

@@ -2,13 +2,17 @@
 
 The embedded engine (chDB) lets one process open a store. The projector process serves
 ``POST /api/sql`` on loopback and leaves its address in ``clickhouse-owner.json`` beside
-the store, so ``agentlog sql`` in another process goes through it.
+the store, so ``agentlog sql`` in another process goes through it. The file (mode 0600, so only
+the user who runs agentlog reads it) also holds a token made for this process: a request
+without it is refused with 401.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,9 +25,15 @@ from agentlog.schemas.errors import AgentlogError
 MAX_BODY = 1 << 20
 
 
-def advertise(settings: Settings, url: str) -> None:
-    owner_file(settings).parent.mkdir(parents=True, exist_ok=True)
-    owner_file(settings).write_text(json.dumps({"pid": os.getpid(), "url": url}))
+def advertise(settings: Settings, url: str, token: str) -> None:
+    """Say where this process answers queries, and the bearer token it asks for (the file is mode 0600)."""
+    path = owner_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"pid": os.getpid(), "url": url, "token": token}))
+    os.replace(temporary, path)
 
 
 def withdraw(settings: Settings) -> None:
@@ -37,10 +47,16 @@ def withdraw(settings: Settings) -> None:
 class QueryServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.token = secrets.token_urlsafe(32)
         box = SQLBox(settings)
+        expected = f"Bearer {self.token}"
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                if not hmac.compare_digest(self.headers.get("Authorization", ""), expected):
+                    self._send(401, {"detail": "send the token of clickhouse-owner.json as a bearer "
+                                               "(`agentlog sql` does)"})
+                    return
                 if self.path != "/api/sql":
                     self._send(404, {"detail": "POST /api/sql"})
                     return
@@ -82,7 +98,7 @@ class QueryServer:
 
     def start(self) -> None:
         self._thread.start()
-        advertise(self.settings, self.url)
+        advertise(self.settings, self.url, self.token)
 
     def stop(self) -> None:
         withdraw(self.settings)

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, prometheus
 from agentlog.projections.conversation import ConversationState
@@ -33,11 +34,11 @@ VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool
                 "final_response", "event_count", "last_sequence", "last_event_at", "updated_at"]
 
 
-def connect(settings: Settings, schema: str | None = None) -> psycopg.Connection:
+def connect(settings: Settings, schema: str | None = None, *, role: PostgresRole) -> psycopg.Connection:
     """A connection whose search path is the dashboard's schema (``AGENTLOG_POSTGRES_SCHEMA``); an outage is
     the store's: StoreUnavailable, which the runtime retries."""
     try:
-        return clients.postgres(settings, schema=schema)
+        return clients.postgres(settings, role=role, schema=schema)
     except clients.PostgresUnavailable as exc:
         raise StoreUnavailable(str(exc)) from exc
 
@@ -54,14 +55,14 @@ class DashboardProjection(Projection):
     @property
     def conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings, self.schema)
+            self._conn = connect(self.settings, self.schema, role=PostgresRole.DASHBOARD)
             self._conn.execute("CREATE TEMP TABLE staging_events (LIKE agent_events) ON COMMIT DELETE ROWS")
             self._conn.execute("CREATE TEMP TABLE staging_views (LIKE conversation_views) ON COMMIT DELETE ROWS")
             self._conn.commit()
         return self._conn
 
     def setup(self) -> None:
-        with connect(self.settings, self.schema) as conn:
+        with connect(self.settings, self.schema, role=PostgresRole.OWNER) as conn:
             migrate(conn, self.schema)
 
     def positions(self, topic: str, partitions: list[int]) -> Positions:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base.rebuild import RebuildTarget
+from agentlog.projections.dashboard.migrate import DATA_TABLES
 from agentlog.projections.dashboard.projection import DashboardProjection, connect
 
-TABLES = ["schema_migrations", "agent_events", "conversation_views", "projection_offsets", "sequence_anomalies"]
+TABLES = ["schema_migrations", *DATA_TABLES]
 """Every table of the dashboard's schema: what a swap moves."""
 
 
@@ -19,7 +21,7 @@ class DashboardRebuild(RebuildTarget):
         self.projection = DashboardProjection(settings, schema=self.schema)
 
     def swap(self) -> str:
-        with connect(self.settings) as conn, conn.transaction():
+        with connect(self.settings, role=PostgresRole.OWNER) as conn, conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.retired)))
             live = sql.Identifier(self.settings.postgres_schema)
             for table in map(sql.Identifier, TABLES):
@@ -28,7 +30,7 @@ class DashboardRebuild(RebuildTarget):
                 conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(sql.Identifier(self.schema), table,
                                                                                live))
             conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(self.schema)))
-        with connect(self.settings) as conn:
+        with connect(self.settings, role=PostgresRole.OWNER) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.retired)))
             conn.commit()
         return f"schema {self.retired}"

@@ -19,6 +19,7 @@ from agentlog.consumers.dlq.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET
 from agentlog.consumers.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
@@ -41,7 +42,7 @@ def project(settings: Settings, names=NAMES) -> dict:
 
 
 def store_counts(settings: Settings) -> dict:
-    with connect(settings) as conn:
+    with connect(settings, role=PostgresRole.OWNER) as conn:
         views, tools = conn.execute("SELECT count(*), coalesce(sum(tool_count), 0) FROM conversation_views").fetchone()
         archived, tool_called = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE event_type = 'tool_called') FROM agent_events").fetchone()
@@ -109,7 +110,7 @@ def test_poison_events_go_to_the_dead_letter_topic_and_the_rest_is_applied(isola
 
     stats = Projector(FailsOn("conv-fails", build("dashboard", isolated)), isolated).run(until_caught_up=True)
     assert stats.dead_letters == 3
-    with connect(isolated) as conn:
+    with connect(isolated, role=PostgresRole.OWNER) as conn:
         assert conn.execute("SELECT sequence_number FROM agent_events ORDER BY 1").fetchall() == [(1,), (2,), (3,), (4,)]
         assert conn.execute("SELECT id, event_count FROM conversation_views").fetchall() == [("conv-good", 4)]
     letters = {m.value(): dict(m.headers()) for m in _dead_letters(isolated, 3)}
@@ -144,13 +145,13 @@ def test_a_postgres_outage_loses_nothing_and_the_projector_resumes_by_itself(sta
     _wait_for(lambda: _archived(isolated) == first["events"] + second["events"], 60)
     stop.set()
     thread.join(30)
-    with connect(isolated) as conn:
+    with connect(isolated, role=PostgresRole.OWNER) as conn:
         assert conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] == 200
 
 
 def _archived(settings: Settings) -> int:
     try:
-        with connect(settings) as conn:
+        with connect(settings, role=PostgresRole.OWNER) as conn:
             return conn.execute("SELECT count(*) FROM agent_events").fetchone()[0]
     except Exception:
         return -1
@@ -186,7 +187,7 @@ def test_a_projector_killed_mid_batch_restarts_with_exact_counts(isolated: Setti
 
 
 def _snapshot(settings: Settings) -> dict:
-    with connect(settings) as conn:
+    with connect(settings, role=PostgresRole.OWNER) as conn:
         views = conn.execute("SELECT id, status, tool_count, handoff_count, event_count, last_sequence, duration_ms "
                              "FROM conversation_views ORDER BY id").fetchall()
     es = clients.elasticsearch(settings)
@@ -211,7 +212,7 @@ def test_a_rebuild_while_serving_answers_throughout_and_equals_the_old_model(iso
         es = clients.elasticsearch(isolated)
         while not stop.is_set():
             try:
-                with connect(isolated) as conn:
+                with connect(isolated, role=PostgresRole.OWNER) as conn:
                     if conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] != 200:
                         failures.append("dashboard count")
                 answered["dashboard"] += 1

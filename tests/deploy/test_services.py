@@ -9,6 +9,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 
 
@@ -58,7 +59,7 @@ def test_elasticsearch_indexes_and_finds_a_document_and_is_the_real_product(stac
 
 
 def test_postgres_round_trip(stack: Settings) -> None:
-    with psycopg.connect(stack.postgres_dsn) as conn:
+    with psycopg.connect(stack.postgres_dsn_for(PostgresRole.OWNER)) as conn:
         conn.execute("CREATE TEMP TABLE probe (id int PRIMARY KEY, name text)")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO probe VALUES (%s, %s)", [(1, "triage"), (2, "refund")])

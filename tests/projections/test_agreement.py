@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Record
@@ -52,7 +53,7 @@ class World:
 
 def _kept(settings: Settings, ids: list[str]) -> dict[str, dict]:
     """Per conversation, what each store holds: (event id, sequence number) pairs and the last sequence."""
-    with connect(settings) as conn:
+    with connect(settings, role=PostgresRole.OWNER) as conn:
         archive = conn.execute("SELECT conversation_id, event_id::text, sequence_number FROM agent_events "
                                "WHERE conversation_id = ANY(%s)", (ids,)).fetchall()
         views = dict(conn.execute("SELECT id, last_sequence FROM conversation_views WHERE id = ANY(%s)",

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 import psycopg
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Projection, Record
@@ -66,7 +67,7 @@ class TestDashboard(ProjectionContract):
         return DashboardProjection(settings)
 
     def counts(self, settings):
-        with connect(settings) as conn:
+        with connect(settings, role=PostgresRole.OWNER) as conn:
             views = conn.execute("SELECT count(*), coalesce(sum(event_count), 0) FROM conversation_views").fetchone()
             archived = conn.execute("SELECT count(*) FROM agent_events").fetchone()[0]
         assert views[1] == archived
@@ -103,7 +104,7 @@ def test_a_gap_and_a_duplicate_within_a_conversation_are_reported(isolated: Sett
     projection.setup()
     projection.apply(batch)
     projection.close()
-    with connect(isolated) as conn:
+    with connect(isolated, role=PostgresRole.OWNER) as conn:
         found = conn.execute("SELECT kind, expected, got FROM sequence_anomalies ORDER BY kind").fetchall()
     assert found == [("duplicate", len(events) + 1, 4), ("gap", 3, 4)]
 
@@ -111,7 +112,7 @@ def test_a_gap_and_a_duplicate_within_a_conversation_are_reported(isolated: Sett
 def test_migrations_are_versioned_and_applied_once(isolated: Settings) -> None:
     from agentlog.projections.dashboard.migrate import migrate
 
-    with psycopg.connect(isolated.postgres_dsn) as conn:
+    with psycopg.connect(isolated.postgres_dsn_for(PostgresRole.OWNER)) as conn:
         first = migrate(conn, isolated.postgres_schema)
         second = migrate(conn, isolated.postgres_schema)
     assert first == ["0001_dashboard", "0002_event_id_not_unique"] and second == []

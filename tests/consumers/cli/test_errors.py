@@ -12,7 +12,8 @@ DOWN = {"AGENTLOG_KAFKA_BOOTSTRAP": "127.0.0.1:1", "AGENTLOG_POSTGRES_DSN": "pos
 
 
 @pytest.mark.parametrize("command,says", [
-    (["metrics"], "error: postgres at postgresql://agentlog@127.0.0.1:1/agentlog: connection failed"),
+    (["metrics"], "error: postgres at 127.0.0.1:1 as agentlog_reader: Connection refused; `agentlog stack up` "
+                  "starts the local one"),
     (["search", "refund"], "error: elasticsearch: nothing answers at http://127.0.0.1:1; run `agentlog stack up`"),
     (["lag"], "error: kafka: nothing answers at 127.0.0.1:1; run `agentlog stack up`"),
     (["replay", "conv-1"], "error: kafka: nothing answers at 127.0.0.1:1; run `agentlog stack up`"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from dataclasses import replace
 
 import pytest
 
+from agentlog.consumers.auth import AuthStore
+from agentlog.deploy import credentials
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect
@@ -46,6 +50,8 @@ def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
     assert saga.index("← Compensate Step 2: create_opportunity") < saga.index("← Compensate Step 1: qualify_lead")
     assert "refund-agent" in out.split("Dashboard: agent metrics")[1]
     assert "Open the dashboard: run `make serve` (or `agentlog serve`)" in out and "http://127.0.0.1:8000" in out
+    password = out.split("Log in as 'admin' with the password ", 1)[1].split(" ", 1)[0]
+    assert AuthStore(own).login("admin", password)[0].role == "admin"
     metrics = json.loads(agentlog("metrics", "--json", env=env_of(own)).stdout)
     assert sum(row["total_conversations"] for row in metrics) == 42
     sql = agentlog("sql", "SELECT count() AS n FROM agent_events", "--json", env=env_of(own))
@@ -67,7 +73,8 @@ def test_the_demo_twice_records_the_seeds_conversations_once(isolated: Settings,
     for _ in range(2):
         done = agentlog("demo", "--conversations", "5", env=env_of(own))
         assert done.returncode == 0, done.stderr
-    with connect(own) as conn:
+    assert "Log in as one of your users" in done.stdout and "with the password" not in done.stdout
+    with connect(own, role=PostgresRole.OWNER) as conn:
         counts = dict(conn.execute("SELECT conversation_id, count(*) FROM agent_events "
                                    "WHERE conversation_id IN ('conv-8842', 'conv-book-demo') GROUP BY 1").fetchall())
         anomalies = conn.execute("SELECT count(*) FROM sequence_anomalies").fetchone()[0]
@@ -77,8 +84,10 @@ def test_the_demo_twice_records_the_seeds_conversations_once(isolated: Settings,
 
 @pytest.mark.slow
 def test_the_demo_works_as_the_first_command_on_a_new_broker(isolated: Settings, tmp_path) -> None:
-    """A brand-new Kafka data directory (its own stack dir and ports): `stack up`, then `demo` at once."""
+    """A brand-new Kafka data directory (its own stack dir and ports, the stack's credentials): `stack up`, then
+    `demo` at once."""
     port = _free_pair()
+    shutil.copytree(credentials.secrets_dir(isolated.stack_dir), credentials.secrets_dir(tmp_path / "stack"))
     env = {**env_of(replace(isolated, clickhouse_url=f"chdb://{tmp_path}/stack/clickhouse")),
            "AGENTLOG_STACK_DIR": str(tmp_path / "stack"), "AGENTLOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
     try:

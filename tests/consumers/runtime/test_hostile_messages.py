@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 from agentlog.consumers.dlq.dead_letters import ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET, TRUNCATED
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect
 from agentlog.projections.registry import NAMES, build
@@ -82,7 +83,7 @@ def test_two_writers_of_one_sequence_number_the_first_in_the_log_wins_everywhere
     assert {name: s.events for name, s in stats.items()} == {name: 4 for name in NAMES}
     counts = store_counts(isolated)
     assert (counts["views"], counts["archived"], counts["ch_events"], counts["documents"]) == (1, 2, 2, 1)
-    with connect(isolated) as conn:
+    with connect(isolated, role=PostgresRole.OWNER) as conn:
         kept = conn.execute("SELECT event_id::text FROM agent_events ORDER BY sequence_number").fetchall()
         anomalies = conn.execute("SELECT kind, count(*) FROM sequence_anomalies GROUP BY kind").fetchall()
     assert [k for (k,) in kept] == [first[0].event_id, first[1].event_id]

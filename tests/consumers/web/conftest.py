@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.cli.demo import record_refund, run_book_demo
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
@@ -35,18 +36,31 @@ class Served:
     saga_id: str
     events: int
     """Events appended before the server started."""
+    token: str
+    """An admin's API token: every call below sends it, unless given another (``None``: nobody's)."""
+    admin: tuple[str, str]
+    """An admin user's name and password, for the browser's login."""
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def auth(self, token: str | None | object = ...) -> dict[str, str]:
+        token = self.token if token is ... else token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, path: str, *, token: str | None | object = ...) -> tuple[int, Any]:
         """Status and decoded JSON body of a GET."""
-        return _call(urllib.request.Request(self.url + path))
+        return _call(urllib.request.Request(self.url + path, headers=self.auth(token)))
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def post(self, path: str, body: dict[str, Any], *, token: str | None | object = ...) -> tuple[int, Any]:
         return _call(urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                            headers={"Content-Type": "application/json"}))
+                                            headers={"Content-Type": "application/json", **self.auth(token)}))
 
     def text(self, path: str) -> str:
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+        request = urllib.request.Request(self.url + path, headers=self.auth())
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.read().decode()
+
+    def token_for(self, role: str) -> str:
+        """A new token of ``role``."""
+        return AuthStore(self.settings).create_token(role)[1]
 
 
 def _call(request: urllib.request.Request) -> tuple[int, Any]:
@@ -78,11 +92,15 @@ def served(stack: Settings, tmp_path_factory) -> Served:
     world = replace(world, sql_timeout=8.0)
     env = {**env_of(world), "AGENTLOG_SQL_TIMEOUT": "8"}
     refund_id, saga_id, simulated = asyncio.run(_record(world))
+    auth = AuthStore(world)
+    auth.setup()
+    _, token = auth.create_token("admin", name="tests")
+    admin = ("ada", auth.add_user("ada", "admin"))
     port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
     process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "serve", "--port", str(port)],
                                env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9)
+    served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9, token, admin)
     try:
         _wait_caught_up(served, process, log)
         yield served

@@ -130,5 +130,5 @@ def test_serve_says_what_is_wrong_in_one_line(served: Served, tmp_path) -> None:
     assert held.returncode == 1 and "is held by process" in held.stderr and len(held.stderr.strip().splitlines()) == 1
     metrics = agentlog("metrics", env={**served.env, "AGENTLOG_POSTGRES_DSN": "postgresql://agentlog@127.0.0.1:1/x"})
     assert metrics.returncode == 1 and len(metrics.stderr.strip().splitlines()) == 1
-    assert metrics.stderr.startswith("error: postgres at postgresql://agentlog@127.0.0.1:1/x:")
+    assert metrics.stderr.startswith("error: postgres at 127.0.0.1:1 as agentlog_reader:")
     assert "`agentlog stack up` starts the local one" in metrics.stderr

@@ -31,7 +31,8 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(served: Served, tmp_path_factory):
+    """Chromium, logged in as the tests' admin through the login page (where the dashboard first sends it)."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         pytest.fail("Debian's chromium and chromium-driver are missing: `make test` installs them "
@@ -42,6 +43,15 @@ def browser(tmp_path_factory):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.get(served.url + "/")
+    wait(driver).until(seen.presence_of_element_located((By.ID, "login-name")))
+    assert "/login?next=%2F" in driver.current_url
+    name, password = served.admin
+    driver.find_element(By.ID, "login-name").send_keys(name)
+    driver.find_element(By.ID, "login-password").send_keys(password)
+    driver.save_screenshot(str(ARTIFACTS / "login.png"))
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver).until(seen.text_to_be_present_in_element((By.ID, "who"), f"{name} (admin)"))
     yield driver
     driver.quit()
 

@@ -22,8 +22,10 @@ OUT = Path("/tmp/agentlog-served-sql-wrote-this")
 
 
 def request(served: Served, path: str, *, method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-    req = urllib.request.Request(served.url + path, data=body, method=method, headers=headers or {})
+            headers: dict[str, str] | None = None, token: str | None | object = ...) -> tuple[int, dict[str, str], str]:
+    """A request as the tests' admin (or as ``token``'s holder; ``None``: nobody)."""
+    req = urllib.request.Request(served.url + path, data=body, method=method,
+                                 headers={**served.auth(token), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -156,6 +158,7 @@ def test_a_body_too_large_is_refused_before_it_is_read(served: Served) -> None:
     try:
         connection.putrequest("POST", "/api/sql")
         connection.putheader("Content-Type", "application/json")
+        connection.putheader("Authorization", f"Bearer {served.token}")
         connection.putheader("Content-Length", str(2 << 20))
         connection.endheaders(b'{"sql": "')
         response = connection.getresponse()
@@ -166,6 +169,7 @@ def test_a_body_too_large_is_refused_before_it_is_read(served: Served) -> None:
     try:  # no Content-Length: the body is counted as it arrives
         connection.putrequest("POST", "/api/sql")
         connection.putheader("Content-Type", "application/json")
+        connection.putheader("Authorization", f"Bearer {served.token}")
         connection.putheader("Transfer-Encoding", "chunked")
         connection.endheaders()
         chunk = b"x" * 65536

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting
@@ -29,13 +30,13 @@ class RecordedServices(Services):
         super().__init__(free_slots=1)
         self.config, self.stall_in, self.marker = config, stall_in, marker
         Leases(config, owner="setup").conn.close()  # creates the world's schema when it is new
-        with connect(config) as conn:
+        with connect(config, role=PostgresRole.OWNER) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS saga_calls (operation text, key text, at timestamptz "
                          "DEFAULT clock_timestamp())")
             conn.commit()
 
     def _once(self, operation: str, key: str, effect):
-        with connect(self.config) as conn:
+        with connect(self.config, role=PostgresRole.OWNER) as conn:
             conn.execute("INSERT INTO saga_calls (operation, key) VALUES (%s, %s)", (operation, key))
             conn.commit()
         if operation == self.stall_in:
@@ -45,7 +46,7 @@ class RecordedServices(Services):
 
 
 def calls(config: Settings) -> list[tuple[str, str]]:
-    with connect(config) as conn:
+    with connect(config, role=PostgresRole.OWNER) as conn:
         return conn.execute("SELECT operation, key FROM saga_calls ORDER BY at").fetchall()
 
 

@@ -4,6 +4,7 @@ what it lets through, and its limits — which stop a query without holding the 
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 import urllib.error
@@ -15,7 +16,7 @@ import pytest
 
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
-from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox
+from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox, owner_file
 from agentlog.projections.analytics.server import QueryServer
 from tests.factories import make_conversation
 from tests.projections.test_contract import batch_of
@@ -127,8 +128,9 @@ def test_the_projectors_loopback_server_refuses_the_same(box: SQLBox, isolated: 
     server.start()
     OUT.unlink(missing_ok=True)
     try:
-        def post(body: bytes, kind: str = "application/json") -> tuple[int, dict]:
-            request = urllib.request.Request(f"{server.url}/api/sql", data=body, headers={"Content-Type": kind})
+        def post(body: bytes, kind: str = "application/json", token: str = server.token) -> tuple[int, dict]:
+            request = urllib.request.Request(f"{server.url}/api/sql", data=body,
+                                             headers={"Content-Type": kind, "Authorization": f"Bearer {token}"})
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     return response.status, json.loads(response.read())
@@ -142,6 +144,11 @@ def test_the_projectors_loopback_server_refuses_the_same(box: SQLBox, isolated: 
         assert post(json.dumps({"sql": "SELECT 1 AS one"}).encode()) == (200, {"rows": [{"one": 1}]})
         status, body = post(b"sql=SELECT+1", "application/x-www-form-urlencoded")
         assert status == 400 and "the body must be JSON" in body["detail"]
+        for token in ("", "agentlog_guess", server.token[:-1]):
+            status, body = post(json.dumps({"sql": "SELECT 1 AS one"}).encode(), token=token)
+            assert status == 401 and "rows" not in body
+        owner = owner_file(isolated)
+        assert stat.S_IMODE(owner.stat().st_mode) == 0o600 and json.loads(owner.read_text())["token"] == server.token
         assert not OUT.exists()
     finally:
         server.stop()

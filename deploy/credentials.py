@@ -1,0 +1,102 @@
+"""Who connects as whom: each service's principals, and the local stack's credentials.
+
+``agentlog stack up`` writes the local stack's credentials once under ``STACK_DIR/secrets`` (the directory
+mode 0700, every secret 0600); every agentlog command finds them there, so nothing needs exporting. On an
+existing cluster the ``AGENTLOG_*`` variables say it all and this file is not read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from agentlog.schemas.errors import ConfigError
+
+
+class PostgresRole(StrEnum):
+    """The Postgres roles agentlog connects as; none is a superuser."""
+
+    OWNER = "agentlog"
+    """Owns the database: runs the migrations, a rebuild's schema swap, the test sandboxes."""
+    DASHBOARD = "agentlog_dashboard"
+    """The dashboard projector: writes its tables, nothing else."""
+    READER = "agentlog_reader"
+    """The dashboard's and the API's reads: SELECT only."""
+    SAGA = "agentlog_saga"
+    """The saga orchestrator's leases."""
+    WEB = "agentlog_web"
+    """The dashboard's users, sessions and API tokens."""
+
+
+POSTGRES_SUPERUSER = "postgres"
+"""The cluster's bootstrap superuser: ``stack up`` alone uses it, to create the roles."""
+
+PRINCIPALS: Mapping[str, tuple[str, ...]] = {
+    "postgres": (POSTGRES_SUPERUSER, *(role.value for role in PostgresRole)),
+}
+"""Per service, the principals whose passwords the local stack generates."""
+
+
+def secrets_dir(stack_dir: Path) -> Path:
+    return stack_dir / "secrets"
+
+
+@dataclass(frozen=True)
+class LocalCredentials:
+    """The local stack's generated secrets (``deploy/local/secrets.py`` makes them)."""
+
+    directory: Path
+    passwords: Mapping[str, Mapping[str, str]]
+
+    @property
+    def ca(self) -> Path:
+        """The stack's certificate authority, which signed every service's certificate."""
+        return self.directory / "ca.pem"
+
+    def password(self, service: str, principal: str) -> str:
+        try:
+            return self.passwords[service][principal]
+        except KeyError:
+            raise ConfigError(f"the local stack has no password for {service} principal {principal!r}; "
+                              "run `agentlog stack up` to make it") from None
+
+
+_CACHE: dict[Path, tuple[float, LocalCredentials]] = {}
+
+
+def local(stack_dir: Path) -> LocalCredentials | None:
+    """The local stack's credentials, or None before ``stack up`` made them (read again when they change)."""
+    directory = secrets_dir(stack_dir)
+    path = directory / "credentials.json"
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    cached = _CACHE.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        passwords = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the local stack's credentials ({exc}); "
+                          "`agentlog stack up` writes them again when the file is removed") from exc
+    found = LocalCredentials(directory, passwords)
+    _CACHE[path] = (mtime, found)
+    return found
+
+
+def redact(url: str) -> str:
+    """``url`` (a DSN or an HTTP address) with its password replaced by ``***``, for messages and logs."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = quote(parts.username or "", safe="")
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

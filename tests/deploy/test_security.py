@@ -1,0 +1,102 @@
+"""The local stack is secure by default: who may connect, over what, and what each principal may do."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from agentlog.consumers.auth import AuthStore
+from agentlog.deploy import credentials
+from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.settings import Settings
+from agentlog.projections.dashboard.projection import DashboardProjection
+from tests.conftest import agentlog
+
+
+def _dsn(settings: Settings, role: PostgresRole, **changes: str) -> str:
+    params = conninfo_to_dict(settings.postgres_dsn_for(role))
+    params.update(changes)
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def test_secrets_are_the_owners_alone(stack: Settings) -> None:
+    found = credentials.local(stack.stack_dir)
+    assert found is not None
+    assert stat.S_IMODE(os.stat(found.directory).st_mode) == 0o700
+    for name in ("credentials.json", "ca.key", "server.key"):
+        assert stat.S_IMODE(os.stat(found.directory / name).st_mode) == 0o600, name
+    status = agentlog("stack", "status", "--json")
+    for password in found.passwords["postgres"].values():
+        assert password not in status.stdout + status.stderr
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"password": ""}, "no password supplied"),
+    ({"password": "wrong"}, "password authentication failed"),
+    ({"sslmode": "disable"}, "no encryption"),
+    ({"user": "postgres", "password": "postgres"}, "password authentication failed"),
+])
+def test_postgres_refuses_who_cannot_prove_who_they_are(stack: Settings, changes: dict[str, str], why: str) -> None:
+    with pytest.raises(psycopg.OperationalError, match=why):
+        psycopg.connect(_dsn(stack, PostgresRole.READER, **changes), connect_timeout=5)
+
+
+def test_a_wrong_password_is_one_line_naming_postgres_and_what_to_do(stack: Settings) -> None:
+    done = agentlog("metrics", env={"AGENTLOG_POSTGRES_DSN_READER": _dsn(stack, PostgresRole.READER,
+                                                                           password="wrong")})
+    assert done.returncode == 1
+    line = done.stderr.strip()
+    assert "\n" not in line and "Traceback" not in done.stderr
+    assert line.startswith("error: postgres at 127.0.0.1:5432 as agentlog_reader: refused") and "wrong" not in line
+
+
+def test_no_role_of_the_application_is_a_superuser(stack: Settings) -> None:
+    with psycopg.connect(stack.postgres_dsn_for(PostgresRole.OWNER)) as conn:
+        rows = conn.execute("SELECT rolname, rolsuper, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles "
+                            "WHERE rolname = ANY(%s)", ([role.value for role in PostgresRole],)).fetchall()
+    assert len(rows) == len(PostgresRole)
+    assert all(not any(flags) for _, *flags in rows), rows
+
+
+def test_each_role_does_its_job_and_no_more(isolated: Settings) -> None:
+    DashboardProjection(isolated).setup()
+    AuthStore(isolated).setup()
+    schema, auth = sql.Identifier(isolated.postgres_schema), sql.Identifier(isolated.auth_schema)
+
+    def attempt(role: PostgresRole, statement: sql.Composable) -> bool:
+        with psycopg.connect(isolated.postgres_dsn_for(role), autocommit=True) as conn:
+            try:
+                conn.execute(statement)
+                return True
+            except psycopg.errors.InsufficientPrivilege:
+                return False
+
+    write_view = sql.SQL("INSERT INTO {}.sequence_anomalies (conversation_id, kind, expected, got, event_id) "
+                         "VALUES ('c', 'gap', 1, 2, gen_random_uuid())").format(schema)
+    read_view = sql.SQL("SELECT count(*) FROM {}.conversation_views").format(schema)
+    read_users = sql.SQL("SELECT count(*) FROM {}.users").format(auth)
+    assert attempt(PostgresRole.DASHBOARD, write_view) and attempt(PostgresRole.DASHBOARD, read_view)
+    assert not attempt(PostgresRole.DASHBOARD, read_users)
+    assert attempt(PostgresRole.READER, read_view)
+    assert not attempt(PostgresRole.READER, write_view) and not attempt(PostgresRole.READER, read_users)
+    assert attempt(PostgresRole.WEB, read_users) and not attempt(PostgresRole.WEB, read_view)
+    assert not attempt(PostgresRole.SAGA, read_view) and not attempt(PostgresRole.SAGA, read_users)
+    for role in (PostgresRole.DASHBOARD, PostgresRole.READER, PostgresRole.WEB, PostgresRole.SAGA):
+        assert not attempt(role, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"{isolated.postgres_schema}_x")))
+        assert not attempt(role, sql.SQL("DROP TABLE {}.agent_events").format(schema))
+
+
+def test_stack_env_prints_a_role_s_environment(stack: Settings) -> None:
+    done = agentlog("stack", "env", "--role", "reader")
+    assert done.returncode == 0, done.stderr
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.strip().splitlines())
+    dsn = exported["AGENTLOG_POSTGRES_DSN"].strip("'")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "agentlog_reader"
+        assert conn.pgconn.ssl_in_use
+    assert agentlog("stack", "env", "--role", "root").returncode == 1
