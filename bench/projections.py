@@ -22,7 +22,7 @@ import psycopg
 
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as env_settings
@@ -71,7 +71,7 @@ def seed_design_postgres(settings: Settings, events: list) -> float:
 
 
 def seed_design_search(settings: Settings, events: list) -> float:
-    es = clients.elasticsearch(settings)
+    es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
     index = f"{settings.search_alias}-seed"
     started = time.perf_counter()
     for e in events:
@@ -127,7 +127,7 @@ def freshness(settings: Settings, seconds: float, rate: float = 2000) -> dict[st
             await log.flush()
 
     def watch() -> None:
-        es = clients.elasticsearch(settings)
+        es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
         analytics = projectors["analytics"].projection
         pending: dict[str, dict[str, float]] = {name: {} for name in NAMES}
         queued = 0

@@ -21,7 +21,8 @@ from elasticsearch import ApiError
 from agentlog.consumers.lag import lag as projection_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.charts import charts as analytics_charts
@@ -161,7 +162,7 @@ class ReadModels:
         for name, value in (("query", query), ("agent", agent), ("status", status), ("since", since)):
             plain(name, value, most=MAX_CHARACTERS)
         if self._es is None:
-            self._es = clients.elasticsearch(self.settings)
+            self._es = clients.elasticsearch(self.settings, user=SearchUser.READER)
         try:
             return search_conversations(self._es, query, agent=agent or None, status=status or None,
                                         since=since or None, size=limit, index=self.settings.search_alias)
@@ -170,6 +171,10 @@ class ReadModels:
                 return {"total": 0, "hits": []}  # no index yet: nothing has been projected
             if exc.meta.status == 400:  # Elasticsearch could not take the query: the asker's to change
                 raise BadQuery(f"elasticsearch cannot run that search: {_reason(exc)}") from exc
+            if exc.meta.status in (401, 403):  # the server's configuration, not the asker's mistake
+                raise StackError(f"elasticsearch at {self.settings.elasticsearch_url} refuses the search reader "
+                                 f"({exc.meta.status}): check AGENTLOG_ELASTICSEARCH_USER and _PASSWORD, or "
+                                 "`agentlog stack env --role reader` for the local stack's") from exc
             raise StoreUnavailable(f"elasticsearch at {self.settings.elasticsearch_url}: {exc.message}") from exc
         except TransportError as exc:
             raise StoreUnavailable(f"elasticsearch: nothing answers at {self.settings.elasticsearch_url}; "

@@ -13,13 +13,15 @@ from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
 
-def elasticsearch(settings: Settings, *, timeout: float = 30) -> Elasticsearch:
-    return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True)
+def elasticsearch(settings: Settings, *, user: SearchUser, timeout: float = 30) -> Elasticsearch:
+    """A client that connects as ``user`` (over TLS with the stack's CA, for the local stack)."""
+    return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True,
+                         **settings.elasticsearch_auth(user))
 
 
 def postgres(settings: Settings, *, role: PostgresRole, schema: str | None = None) -> psycopg.Connection:

@@ -32,11 +32,23 @@ class PostgresRole(StrEnum):
     """The dashboard's users, sessions and API tokens."""
 
 
+class SearchUser(StrEnum):
+    """The Elasticsearch users agentlog connects as (the local stack's file realm)."""
+
+    ADMIN = "agentlog_admin"
+    """Cluster setup, health, the test sandboxes: the ``superuser`` role."""
+    WRITER = "agentlog_search"
+    """The search projector and its rebuild: every right on ``conversations*``, nothing else."""
+    READER = "agentlog_search_reader"
+    """The dashboard's and the CLI's searches: read ``conversations*``, nothing else."""
+
+
 POSTGRES_SUPERUSER = "postgres"
 """The cluster's bootstrap superuser: ``stack up`` alone uses it, to create the roles."""
 
 PRINCIPALS: Mapping[str, tuple[str, ...]] = {
     "postgres": (POSTGRES_SUPERUSER, *(role.value for role in PostgresRole)),
+    "elasticsearch": tuple(user.value for user in SearchUser),
 }
 """Per service, the principals whose passwords the local stack generates."""
 

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
 
@@ -30,8 +30,10 @@ def drop(settings: Settings) -> None:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                                       (f"%{settings.postgres_schema}%",)).fetchall():
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    es = clients.elasticsearch(settings)
-    es.indices.delete(index=f"{settings.search_alias}-*", allow_no_indices=True, expand_wildcards="all")
+    es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
+    names = list(es.indices.get(index=f"{settings.search_alias}-*", allow_no_indices=True, expand_wildcards="all"))
+    if names:  # named one by one: the cluster refuses a delete by wildcard (destructive_requires_name)
+        es.indices.delete(index=",".join(names), ignore_unavailable=True)
     es.close()
     client = clients.clickhouse(settings)
     try:

@@ -11,13 +11,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentlog.deploy import credentials
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.schemas.errors import ConfigError
 
 Number = TypeVar("Number", int, float)
@@ -41,7 +41,14 @@ class Settings:
     """``AGENTLOG_POSTGRES_DSN``, for every role; empty: the local stack's (``postgres_dsn_for``)."""
     postgres_role_dsns: Mapping[str, str] = field(default_factory=dict)
     """``AGENTLOG_POSTGRES_DSN_<ROLE>`` (OWNER, DASHBOARD, READER, SAGA, WEB): one role's own DSN."""
-    elasticsearch_url: str = "http://127.0.0.1:9200"
+    elasticsearch_url: str = "https://127.0.0.1:9200"
+    elasticsearch_user: str = ""
+    """``AGENTLOG_ELASTICSEARCH_USER`` and ``_PASSWORD``, for every use; empty: the local stack's users."""
+    elasticsearch_password: str = field(default="", repr=False)
+    elasticsearch_api_key: str = field(default="", repr=False)
+    """``AGENTLOG_ELASTICSEARCH_API_KEY`` (a cluster with API keys), instead of a user and password."""
+    elasticsearch_ca: str = ""
+    """``AGENTLOG_ELASTICSEARCH_CA``: the CA file that signed the cluster's certificate; empty: the system's."""
     clickhouse_url: str = ""
     clickhouse_analyst_url: str = ""
     """The SQL box's ClickHouse server user (a read-only profile); empty: ``clickhouse_url``'s."""
@@ -88,6 +95,22 @@ class Settings:
                       sslrootcert=str(found.ca))
         return make_conninfo(**{k: str(v) for k, v in params.items()})
 
+    def elasticsearch_auth(self, user: SearchUser) -> dict[str, Any]:
+        """The client's credentials and CA to connect as ``user``: the configured ones, else the local stack's."""
+        found = credentials.local(self.stack_dir)
+        auth: dict[str, Any] = {}
+        if self.elasticsearch_api_key:
+            auth["api_key"] = self.elasticsearch_api_key
+        elif self.elasticsearch_user:
+            auth["basic_auth"] = (self.elasticsearch_user, self.elasticsearch_password)
+        elif found is not None:
+            auth["basic_auth"] = (user.value, found.password("elasticsearch", user.value))
+        if self.elasticsearch_ca:
+            auth["ca_certs"] = self.elasticsearch_ca
+        elif found is not None and self.elasticsearch_url.startswith("https://"):
+            auth["ca_certs"] = str(found.ca)
+        return auth
+
     def kafka_config(self, **overrides: object) -> dict[str, object]:
         """librdkafka configuration: bootstrap, pass-through security settings, overrides."""
         config: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, "logger": _KAFKA_LOG,
@@ -114,6 +137,10 @@ class Settings:
             postgres_role_dsns={role.name: env[f"AGENTLOG_POSTGRES_DSN_{role.name}"] for role in PostgresRole
                                 if env.get(f"AGENTLOG_POSTGRES_DSN_{role.name}")},
             elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
+            elasticsearch_user=env.get("AGENTLOG_ELASTICSEARCH_USER", ""),
+            elasticsearch_password=env.get("AGENTLOG_ELASTICSEARCH_PASSWORD", ""),
+            elasticsearch_api_key=env.get("AGENTLOG_ELASTICSEARCH_API_KEY", ""),
+            elasticsearch_ca=env.get("AGENTLOG_ELASTICSEARCH_CA", ""),
             clickhouse_url=env.get("AGENTLOG_CLICKHOUSE_URL", f"chdb://{stack_dir / 'clickhouse'}"),
             clickhouse_analyst_url=env.get("AGENTLOG_CLICKHOUSE_ANALYST_URL", ""),
             partitions=_number(env, "AGENTLOG_KAFKA_PARTITIONS", cls.partitions, int),

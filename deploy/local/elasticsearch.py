@@ -9,10 +9,13 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import bcrypt
 from elasticsearch import ApiError, TransportError, UnsupportedProductError
 from elasticsearch import Elasticsearch as Client
 
+from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.errors import ServiceUnreachable, StackError
+from agentlog.deploy.local import secrets as local_secrets
 from agentlog.deploy.local.address import host_port
 from agentlog.deploy.local.process import Daemon, give_to, is_local, port_open, service_user, traversable, wait_until
 from agentlog.deploy.local.provision import done_marker, fetched, maven
@@ -21,6 +24,21 @@ from agentlog.deploy.local.service import Service, ServiceStatus
 ES_VERSION = "9.2.4"
 ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
 HEAP = "-Xms512m -Xmx512m"
+ROLES = """# written by agentlog stack up: what each of agentlog's users may do
+agentlog_search_writer:
+  cluster: ["monitor"]
+  indices:
+    - names: ["conversations*"]
+      privileges: ["all"]
+agentlog_search_reader:
+  cluster: ["monitor"]
+  indices:
+    - names: ["conversations*"]
+      privileges: ["read", "view_index_metadata"]
+"""
+USER_ROLES = {SearchUser.ADMIN: "superuser", SearchUser.WRITER: "agentlog_search_writer",
+              SearchUser.READER: "agentlog_search_reader"}
+"""The file realm's users and their roles (the integ-test zip has no native realm)."""
 
 
 def java_home(minimum: int = 21) -> Path:
@@ -64,17 +82,25 @@ class Elasticsearch(Service):
         managed = self.daemon.pid() is not None
         if not port_open(host, port):
             return ServiceStatus(self.name, self.address, False, None, managed, "not answering")
-        client = Client(self.address, request_timeout=5, max_retries=0)
+        auth = self.settings.elasticsearch_auth(SearchUser.ADMIN)
+        client = Client(self.address, request_timeout=5, max_retries=0, **auth)
         try:
             health = client.cluster.health()
             nodes = client.nodes.info(node_id="_local", metric="_none")["nodes"]
-        except (ApiError, TransportError, UnsupportedProductError) as exc:
+        except ApiError as exc:
+            if exc.meta.status == 401:
+                return ServiceStatus(self.name, self.address, False, None, managed,
+                                     "refuses agentlog's credentials (401)")
+            return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}")
+        except (TransportError, UnsupportedProductError) as exc:
             return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}")
         finally:
             client.close()
         version = next(iter(nodes.values()), {}).get("version")
         healthy = health.get("status") in {"green", "yellow"}
-        return ServiceStatus(self.name, self.address, healthy, version, managed, f"cluster {health.get('status')}")
+        method = "basic" if "basic_auth" in auth else "api key" if "api_key" in auth else None
+        return ServiceStatus(self.name, self.address, healthy, version, managed, f"cluster {health.get('status')}",
+                             method, self.address.startswith("https://"))
 
     def up(self) -> ServiceStatus:
         host, port = host_port(self.name, "AGENTLOG_ELASTICSEARCH_URL", self.address, 9200)
@@ -83,6 +109,8 @@ class Elasticsearch(Service):
             return current
         if not is_local(host):
             raise ServiceUnreachable(self.name, self.address, "fix AGENTLOG_ELASTICSEARCH_URL or start that cluster")
+        if self.daemon.pid() is not None and not self._secured.exists():
+            self.daemon.stop(timeout=60)  # ours, started before security was on
         if self.daemon.pid() is None:
             if port_open(host, port):
                 raise StackError(f"elasticsearch: something else holds {host}:{port}")
@@ -128,11 +156,22 @@ class Elasticsearch(Service):
             f"transport.port: {port + 100}",
             f"path.data: {self.home / 'data'}",
             f"path.logs: {self.home / 'logs'}",
-            "xpack.security.enabled: false",
+            "xpack.security.enabled: true",
+            "xpack.security.http.ssl.enabled: true",
+            "xpack.security.http.ssl.certificate: certs/server.pem",
+            "xpack.security.http.ssl.key: certs/server.key",
+            "xpack.security.http.ssl.certificate_authorities: [certs/ca.pem]",
+            "xpack.security.transport.ssl.enabled: true",
+            "xpack.security.transport.ssl.verification_mode: certificate",
+            "xpack.security.transport.ssl.certificate: certs/server.pem",
+            "xpack.security.transport.ssl.key: certs/server.key",
+            "xpack.security.transport.ssl.certificate_authorities: [certs/ca.pem]",
+            "xpack.security.authc.realms.file.file1.order: 0",
             "cluster.routing.allocation.disk.threshold_enabled: false",
-            "action.destructive_requires_name: false",
+            "action.destructive_requires_name: true",
             "",
         ]))
+        self._users(config)
         user = service_user()
         give_to(user, self.home)
         traversable(self.distribution / "bin")
@@ -144,3 +183,30 @@ class Elasticsearch(Service):
             "ES_TMPDIR": str(self.home / "tmp"),
         }
         self.daemon.start([str(self.distribution / "bin" / "elasticsearch")], user=user, env=env, cwd=self.home)
+        self._secured.touch()
+
+    @property
+    def _secured(self) -> Path:
+        """Written when the node was started with security on (TLS, the file realm's users)."""
+        return self.home / "secured"
+
+    def _users(self, config: Path) -> None:
+        """The stack's certificate, and the file realm's users (bcrypt hashes) and roles, in ``config``."""
+        found = local_secrets.ensure(self.settings.stack_dir)
+        owner = service_user()
+        certs = config / "certs"
+        certs.mkdir(exist_ok=True)
+        for name in ("server.pem", "ca.pem"):
+            shutil.copyfile(found.directory / name, certs / name)
+        local_secrets.write_secret(certs / "server.key", (found.directory / "server.key").read_bytes(), owner=owner)
+        lines = []
+        for user in SearchUser:
+            hashed = bcrypt.hashpw(found.password("elasticsearch", user.value).encode(),
+                                   bcrypt.gensalt(rounds=10, prefix=b"2a"))
+            lines.append(f"{user.value}:{hashed.decode()}")
+        local_secrets.write_secret(config / "users", ("\n".join(lines) + "\n").encode(), owner=owner)
+        roles: dict[str, list[str]] = {}
+        for user, role in USER_ROLES.items():
+            roles.setdefault(role, []).append(user.value)
+        (config / "users_roles").write_text("".join(f"{role}:{','.join(users)}\n" for role, users in roles.items()))
+        (config / "roles.yml").write_text(ROLES)

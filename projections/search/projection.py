@@ -21,6 +21,7 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import (
     Batch,
@@ -67,7 +68,7 @@ class SearchProjection(Projection):
         self.settings = settings
         self.alias = alias or settings.search_alias
         self.target = index or self.alias
-        self.es: Elasticsearch = clients.elasticsearch(settings)
+        self.es: Elasticsearch = clients.elasticsearch(settings, user=SearchUser.WRITER)
         self._from_beginning: dict[str, set[int]] = {}
         """Per index, the partitions it was read again from the beginning for (a wiped or new index)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base.rebuild import RebuildTarget
 from agentlog.projections.search.index import create_index, delete, index_name, next_version, retire, swap
@@ -17,7 +18,7 @@ gets a refusal it answers by starting again, rather than an index quietly create
 
 class SearchRebuild(RebuildTarget):
     def __init__(self, settings: Settings) -> None:
-        self.es = clients.elasticsearch(settings)
+        self.es = clients.elasticsearch(settings, user=SearchUser.WRITER)
         self.alias = settings.search_alias
         self.index = index_name(next_version(self.es, self.alias), self.alias)
         create_index(self.es, self.index)

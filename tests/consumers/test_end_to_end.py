@@ -19,7 +19,7 @@ from agentlog.consumers.dlq.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET
 from agentlog.consumers.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
@@ -49,7 +49,7 @@ def store_counts(settings: Settings) -> dict:
     [(ch_events, ch_unique, ch_calls)] = clickhouse_rows(
         settings, f"SELECT count(), uniqExact(event_id), (SELECT sum(calls) FROM "
                   f"{settings.clickhouse_database}.tool_usage_hourly) FROM {settings.clickhouse_database}.agent_events")
-    es = clients.elasticsearch(settings)
+    es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
     es.indices.refresh(index=settings.search_alias)
     documents = es.count(index=settings.search_alias)["count"]
     return {"views": views, "view_tools": tools, "archived": archived, "tool_called": tool_called,
@@ -75,7 +75,7 @@ def test_after_simulate_and_project_the_three_stores_agree_with_the_log(isolated
     tool_called = summary["by_type"]["tool_called"]
     assert counts == {"views": 301, "view_tools": tool_called, "archived": events, "tool_called": tool_called,
                       "ch_events": events, "ch_unique": events, "ch_tool_calls": tool_called, "documents": 301}
-    found = search(clients.elasticsearch(isolated), phrase, index=isolated.search_alias)
+    found = search(clients.elasticsearch(isolated, user=SearchUser.ADMIN), phrase, index=isolated.search_alias)
     assert [hit["conversation_id"] for hit in found["hits"]] == [unique_id]
     assert any(phrase in fragment for fragment in found["hits"][0]["highlights"])
 
@@ -190,7 +190,7 @@ def _snapshot(settings: Settings) -> dict:
     with connect(settings, role=PostgresRole.OWNER) as conn:
         views = conn.execute("SELECT id, status, tool_count, handoff_count, event_count, last_sequence, duration_ms "
                              "FROM conversation_views ORDER BY id").fetchall()
-    es = clients.elasticsearch(settings)
+    es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
     es.indices.refresh(index=settings.search_alias)
     docs = es.search(index=settings.search_alias, size=1000, sort=["conversation_id"],
                      source_includes=["status", "event_count"])["hits"]["hits"]
@@ -209,7 +209,7 @@ def test_a_rebuild_while_serving_answers_throughout_and_equals_the_old_model(iso
     stop = threading.Event()
 
     def query() -> None:
-        es = clients.elasticsearch(isolated)
+        es = clients.elasticsearch(isolated, user=SearchUser.ADMIN)
         while not stop.is_set():
             try:
                 with connect(isolated, role=PostgresRole.OWNER) as conn:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import psycopg
 import pytest
+from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch, TransportError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentlog.consumers.auth import AuthStore
-from agentlog.deploy import credentials
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy import clients, credentials
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard.projection import DashboardProjection
 from tests.conftest import agentlog
@@ -100,3 +102,47 @@ def test_stack_env_prints_a_role_s_environment(stack: Settings) -> None:
         assert conn.execute("SELECT current_user").fetchone()[0] == "agentlog_reader"
         assert conn.pgconn.ssl_in_use
     assert agentlog("stack", "env", "--role", "root").returncode == 1
+
+
+def _es(settings: Settings, **auth: object) -> Elasticsearch:
+    return Elasticsearch(settings.elasticsearch_url, request_timeout=10, max_retries=0,
+                         ca_certs=settings.elasticsearch_auth(SearchUser.READER)["ca_certs"], **auth)
+
+
+def test_elasticsearch_refuses_who_cannot_prove_who_they_are(stack: Settings) -> None:
+    assert stack.elasticsearch_url.startswith("https://")
+    for client in (_es(stack), _es(stack, basic_auth=(SearchUser.ADMIN.value, "wrong"))):
+        with pytest.raises(AuthenticationException):
+            client.cluster.health()
+    with pytest.raises(TransportError):  # no TLS, no answer
+        Elasticsearch(stack.elasticsearch_url.replace("https://", "http://"), max_retries=0).info()
+    status = json.loads(agentlog("stack", "status", "--json").stdout)
+    assert {name: (status[name]["authentication"], status[name]["tls"]) for name in ("postgres", "elasticsearch")} \
+        == {"postgres": ("scram-sha-256", True), "elasticsearch": ("basic", True)}
+
+
+def test_each_search_user_does_its_job_and_no_more(isolated: Settings) -> None:
+    reader = clients.elasticsearch(isolated, user=SearchUser.READER)
+    writer = clients.elasticsearch(isolated, user=SearchUser.WRITER)
+    index = f"{isolated.search_alias}-probe"
+    writer.index(index=index, id="c", document={"status": "active"}, refresh=True)
+    assert reader.get(index=index, id="c")["_source"] == {"status": "active"}
+    with pytest.raises(AuthorizationException):
+        reader.index(index=index, id="d", document={"status": "forged"})
+    with pytest.raises(AuthorizationException):
+        reader.indices.delete(index=index)
+    with pytest.raises(AuthorizationException):
+        writer.index(index=f"elsewhere-{isolated.postgres_schema}", document={"a": 1})
+    found = credentials.local(isolated.stack_dir)
+    assert found is not None
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(_dsn(isolated, PostgresRole.DASHBOARD, user=SearchUser.WRITER.value,
+                             password=found.password("elasticsearch", SearchUser.WRITER.value)), connect_timeout=5)
+
+
+def test_a_refused_search_is_one_line_naming_elasticsearch(stack: Settings) -> None:
+    done = agentlog("search", "refund", env={"AGENTLOG_ELASTICSEARCH_USER": SearchUser.READER.value,
+                                             "AGENTLOG_ELASTICSEARCH_PASSWORD": "wrong"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: elasticsearch at https://127.0.0.1:9200 refuses the search reader "
+                                          "(401)") and "\n" not in done.stderr.strip()

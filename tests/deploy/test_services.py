@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 
 
@@ -46,7 +46,7 @@ def test_the_stack_topics_exist_with_their_partitions_and_infinite_retention(sta
 
 
 def test_elasticsearch_indexes_and_finds_a_document_and_is_the_real_product(stack: Settings) -> None:
-    es = clients.elasticsearch(stack)
+    es = clients.elasticsearch(stack, user=SearchUser.ADMIN)
     index = f"test-{uuid.uuid4().hex}"
     try:
         es.index(index=index, id="c1", document={"text": "a refund for order ORD-5521"}, refresh=True)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Record
@@ -60,7 +60,7 @@ def _kept(settings: Settings, ids: list[str]) -> dict[str, dict]:
                                   (ids,)).fetchall())
     facts = clickhouse_rows(settings, f"SELECT conversation_id, toString(event_id), sequence_number FROM "
                                       f"{settings.clickhouse_database}.agent_events")
-    es = clients.elasticsearch(settings)
+    es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
     try:
         docs = es.mget(index=settings.search_alias, ids=ids)["docs"]
     finally:

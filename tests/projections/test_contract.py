@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 import psycopg
 
 from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.base import Batch, Projection, Record
@@ -79,7 +79,7 @@ class TestSearch(ProjectionContract):
         return SearchProjection(settings)
 
     def counts(self, settings):
-        es = clients.elasticsearch(settings)
+        es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
         es.indices.refresh(index=settings.search_alias)
         docs = es.search(index=settings.search_alias, size=100, query={"match_all": {}})["hits"]["hits"]
         return len(docs), sum(d["_source"]["event_count"] for d in docs)

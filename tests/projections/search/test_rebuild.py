@@ -15,6 +15,7 @@ from agentlog.consumers.lag import lag
 from agentlog.consumers.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.producers import EventLog
 from agentlog.projections.search import SearchProjection
@@ -59,7 +60,7 @@ def test_a_search_rebuild_under_live_writes_leaves_every_document_whole(isolated
     writing.start()
     try:
         assert started.wait(60)
-        es = clients.elasticsearch(isolated)
+        es = clients.elasticsearch(isolated, user=SearchUser.ADMIN)
         before = current_index(es, isolated.search_alias)
         result = rebuild(isolated, "search")
         assert current_index(es, isolated.search_alias) != before
