@@ -14,11 +14,13 @@ import platform
 import statistics
 import time
 import uuid
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
 from confluent_kafka import Producer
 
+from agentlog.deploy import acls
 from agentlog.deploy.settings import settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
 from agentlog.producers import EventLog
@@ -113,6 +115,8 @@ def main() -> None:
     encoded = [(e.conversation_id.encode(), codec.encode(e)) for e in sample]
     topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
     ensure_topics(settings(), [topic])
+    acl_scope = replace(settings(), events_topic=topic, dlq_topic=f"{topic}.dlq")
+    acls.grant(acl_scope)  # the events topic's ACLs: the producer may write it
     try:
         runs = {"encode_only": [], "raw_producer": [], "event_log": []}
         for run in range(args.runs):
@@ -124,6 +128,7 @@ def main() -> None:
         latency_sample = [e for conv in conversations(4000, seed=99) for e in conv]
         latencies = asyncio.run(steady_latency(topic, latency_sample, 1000, args.latency_seconds))
     finally:
+        acls.revoke(acl_scope)
         delete_topics(settings(), [topic])
     medians = {k: statistics.median(v) for k, v in runs.items()}
     result = {

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from agentlog.consumers.runtime import Projector, RunStats, group_for, prometheus
 from agentlog.deploy import kafka
+from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.projections.registry import build
 
@@ -83,7 +84,7 @@ def running_elsewhere(settings: Settings, names: list[str], topic: str | None = 
     """The projections whose consumer group has members now (projectors running in other processes)."""
     topic = topic or settings.events_topic
     groups = {group_for(name, topic): name for name in names}
-    client = kafka.admin(settings)
+    client = kafka.admin(settings, principal=KafkaPrincipal.READER)
 
     def described() -> set[str]:
         answers = client.describe_consumer_groups(list(groups), request_timeout=10)

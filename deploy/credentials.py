@@ -43,12 +43,34 @@ class SearchUser(StrEnum):
     """The dashboard's and the CLI's searches: read ``conversations*``, nothing else."""
 
 
+class KafkaPrincipal(StrEnum):
+    """The SCRAM users agentlog's Kafka clients authenticate as; each may do only its job (ACLs)."""
+
+    ADMIN = "agentlog_admin"
+    """Topics, ACLs, consumer groups: a super user."""
+    PRODUCER = "agentlog_producer"
+    """The producer SDK (agents, the saga orchestrator, simulate): writes the events topic, nothing else."""
+    DASHBOARD = "agentlog_dashboard"
+    SEARCH = "agentlog_search"
+    ANALYTICS = "agentlog_analytics"
+    """The projectors: each reads the events topic in its own consumer group and writes the dead letters."""
+    READER = "agentlog_reader"
+    """Lag, replay from the log, saga recovery: reads and describes, writes nothing."""
+
+    @classmethod
+    def of_projection(cls, name: str) -> "KafkaPrincipal":
+        return cls[name.upper()]
+
+
+PROJECTION_PRINCIPALS = (KafkaPrincipal.DASHBOARD, KafkaPrincipal.SEARCH, KafkaPrincipal.ANALYTICS)
+
 POSTGRES_SUPERUSER = "postgres"
 """The cluster's bootstrap superuser: ``stack up`` alone uses it, to create the roles."""
 
 PRINCIPALS: Mapping[str, tuple[str, ...]] = {
     "postgres": (POSTGRES_SUPERUSER, *(role.value for role in PostgresRole)),
     "elasticsearch": tuple(user.value for user in SearchUser),
+    "kafka": tuple(principal.value for principal in KafkaPrincipal),
 }
 """Per service, the principals whose passwords the local stack generates."""
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar, cast
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
@@ -31,18 +32,21 @@ UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, Ka
                          KafkaError._TIMED_OUT})
 
 
-def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
-    """A consumer in ``group`` that commits only when told (the projector commits after its store)."""
-    return Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False, **overrides}))
+def consumer(settings: Settings, group: str, *, principal: KafkaPrincipal, **overrides: Any) -> Consumer:
+    """A consumer in ``group``, as ``principal``, that commits only when told (the projector commits after its
+    store)."""
+    return Consumer(settings.kafka_config(principal, **{"group.id": group, "enable.auto.commit": False,
+                                                        **overrides}))
 
 
-def producer(settings: Settings, **overrides: Any) -> Producer:
-    """An idempotent producer (acks=all) with ``overrides``."""
-    return Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all", **overrides}))
+def producer(settings: Settings, *, principal: KafkaPrincipal, **overrides: Any) -> Producer:
+    """An idempotent producer (acks=all) as ``principal``, with ``overrides``."""
+    return Producer(settings.kafka_config(principal, **{"enable.idempotence": True, "acks": "all", **overrides}))
 
 
-def admin(settings: Settings) -> AdminClient:
-    return AdminClient(cast(Any, settings.kafka_config()))
+def admin(settings: Settings, *, principal: KafkaPrincipal = KafkaPrincipal.ADMIN) -> AdminClient:
+    """An admin client: topics, ACLs and groups as the admin; describing groups as the reader will do."""
+    return AdminClient(cast(Any, settings.kafka_config(principal)))
 
 
 def offsets(settings: Settings, reader: Consumer, topic: str, partition: int, *,
@@ -89,7 +93,7 @@ def wait_ready(settings: Settings, topics: list[str], groups: list[str], *, dead
     """Return once every partition of ``topics`` has a leader that answers for its offsets and the group
     coordinator answers for ``groups``; StackError past the deadline."""
     client = admin(settings)
-    reader = consumer(settings, "agentlog.ready")
+    reader = consumer(settings, "agentlog.ready", principal=KafkaPrincipal.ADMIN)
     started = time.monotonic()
 
     def left() -> float:
@@ -116,9 +120,10 @@ def wait_ready(settings: Settings, topics: list[str], groups: list[str], *, dead
         reader.close()
 
 
-def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+def watermarks(settings: Settings, topic: str, *,
+               principal: KafkaPrincipal = KafkaPrincipal.READER) -> dict[int, tuple[int, int]]:
     """Per partition of the topic, its (low, high) offsets: where the log begins and ends now."""
-    reader = consumer(settings, "agentlog.watermarks")
+    reader = consumer(settings, "agentlog.watermarks", principal=principal)
     try:
         partitions = retrying(settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")
         return {p: offsets(settings, reader, topic, p) for p in partitions}
@@ -128,7 +133,7 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
 
 def committed(settings: Settings, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """The group's committed offset per partition (negative where it committed none)."""
-    reader = consumer(settings, group)
+    reader = consumer(settings, group, principal=KafkaPrincipal.READER)
     try:
         found = retrying(settings, lambda: reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10),
                          what=f"committed offsets of {group}")
@@ -141,7 +146,7 @@ def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None
                 stall: float = 120.0) -> Iterator[Message]:
     """Every message of ``partitions`` (default: all), from the beginning to the end each had when the read
     began; StackError when no message comes for ``stall`` seconds before that end."""
-    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}")
+    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=KafkaPrincipal.READER)
     try:
         wanted = list(partitions) if partitions is not None else retrying(
             settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")

@@ -8,7 +8,7 @@ from dataclasses import replace
 import psycopg
 from psycopg import sql
 
-from agentlog.deploy import clients
+from agentlog.deploy import acls, clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
@@ -20,11 +20,13 @@ def private(settings: Settings, tag: str) -> Settings:
                   auth_schema=f"test_{tag}_auth",
                   search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
     ensure_topics(own, [own.events_topic, own.dlq_topic])
+    acls.grant(own)
     return own
 
 
 def drop(settings: Settings) -> None:
     """Remove everything the sandbox holds (its rebuild leftovers too)."""
+    acls.revoke(settings)
     delete_topics(settings, [settings.events_topic, settings.dlq_topic])
     with psycopg.connect(settings.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",

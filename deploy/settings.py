@@ -17,7 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentlog.deploy import credentials
-from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.credentials import KafkaPrincipal, PostgresRole, SearchUser
 from agentlog.schemas.errors import ConfigError
 
 Number = TypeVar("Number", int, float)
@@ -111,10 +111,17 @@ class Settings:
             auth["ca_certs"] = str(found.ca)
         return auth
 
-    def kafka_config(self, **overrides: object) -> dict[str, object]:
-        """librdkafka configuration: bootstrap, pass-through security settings, overrides."""
-        config: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, "logger": _KAFKA_LOG,
-                                     **self.kafka_client}
+    def kafka_config(self, principal: KafkaPrincipal = KafkaPrincipal.ADMIN, **overrides: object) -> dict[str, object]:
+        """librdkafka configuration: bootstrap, security, overrides. The security is the ``AGENTLOG_KAFKA_*``
+        settings when they name a protocol, else the local stack's SASL_SSL as ``principal``."""
+        config: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, "logger": _KAFKA_LOG}
+        found = None if "security.protocol" in self.kafka_client else credentials.local(self.stack_dir)
+        if found is not None and "kafka" in found.passwords:
+            config.update({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                           "sasl.username": principal.value,
+                           "sasl.password": found.password("kafka", principal.value),
+                           "ssl.ca.location": str(found.ca)})
+        config.update(self.kafka_client)
         config.update(overrides)
         return config
 

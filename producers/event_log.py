@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from agentlog.deploy import kafka
+from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
@@ -62,7 +63,7 @@ class EventLog:
             "error_cb": self._on_error,
             **(producer_config or {}),
         }
-        self._producer = kafka.producer(self.settings, **config)
+        self._producer = kafka.producer(self.settings, principal=KafkaPrincipal.PRODUCER, **config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: list[tuple[asyncio.Future, Event, KafkaError | None, Message]] = []
         self._done_lock = threading.Lock()
@@ -70,6 +71,8 @@ class EventLog:
         self._poller: threading.Thread | None = None
         self._last_sequence: OrderedDict[str, int] = OrderedDict()
         self._last_warning = 0.0
+        self._refused: KafkaError | None = None
+        """The broker's refusal of our credentials, when it said so: appends then fail as a mistake, not an outage."""
 
     async def __aenter__(self) -> "EventLog":
         return self
@@ -149,6 +152,8 @@ class EventLog:
     def _poll(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.05)
+            if self._refused is not None and len(self._producer):
+                self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
             with self._done_lock:
                 pending = bool(self._done)
             if pending and not self._loop.is_closed():
@@ -176,6 +181,13 @@ class EventLog:
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
             return EventTooLarge(f"event of conversation {key} ({len(msg.value() or b'')} bytes) is larger than "
                                  f"the broker accepts for topic {self.topic}")
+        if self._refused is not None:
+            return ProducerError(f"Kafka at {self.settings.kafka_bootstrap} refused the producer's credentials "
+                                 f"({self._refused.str()}); check AGENTLOG_KAFKA_SASL_USERNAME and _PASSWORD, or "
+                                 "`agentlog stack env --role producer` for the local stack's")
+        if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            return ProducerError(f"Kafka at {self.settings.kafka_bootstrap} does not let this producer write "
+                                 f"{msg.topic()}: ask its admin for a WRITE ACL, or use the topic it may write")
         if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
                           KafkaError._ALL_BROKERS_DOWN):
             return BrokerUnavailable(f"Kafka at {self.settings.kafka_bootstrap} did not acknowledge the event of "
@@ -190,6 +202,11 @@ class EventLog:
         return ProducerError(f"cannot send {event.event_type} event {event.event_id}: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            self._refused = err  # said once, by the appends it fails
+        if self._refused is not None:  # what follows a refusal ("all brokers down") is not news
+            log.debug("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())
+            return
         now = time.monotonic()
         if now - self._last_warning > 10:
             self._last_warning = now

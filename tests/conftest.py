@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from agentlog.deploy import acls
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
@@ -34,10 +36,13 @@ def unique() -> str:
 
 @pytest.fixture
 def topic(stack: Settings, unique: str):
-    """A fresh events topic of the stack's partition count, deleted afterwards."""
+    """A fresh events topic of the stack's partition count, with the events topic's ACLs, deleted afterwards."""
     name = f"test.{unique}"
+    own = replace(stack, events_topic=name, dlq_topic=f"{name}.dlq")
     ensure_topics(stack, [name])
+    acls.grant(own)
     yield name
+    acls.revoke(own)
     delete_topics(stack, [name])
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.deploy import credentials
-from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.credentials import KafkaPrincipal, PostgresRole, SearchUser
 from agentlog.deploy.local.service import ServiceStatus
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.settings import settings
@@ -57,11 +57,16 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         raise typer.Exit(1)
 
 
-ENV_ROLES: dict[str, PostgresRole | None] = {
-    "admin": PostgresRole.OWNER, "producer": PostgresRole.SAGA, "dashboard": PostgresRole.DASHBOARD,
-    "search": None, "analytics": None, "reader": PostgresRole.READER,
+ENV_ROLES: dict[str, tuple[KafkaPrincipal, PostgresRole | None, SearchUser | None]] = {
+    "admin": (KafkaPrincipal.ADMIN, PostgresRole.OWNER, SearchUser.ADMIN),
+    "producer": (KafkaPrincipal.PRODUCER, PostgresRole.SAGA, None),
+    "dashboard": (KafkaPrincipal.DASHBOARD, PostgresRole.DASHBOARD, None),
+    "search": (KafkaPrincipal.SEARCH, None, SearchUser.WRITER),
+    "analytics": (KafkaPrincipal.ANALYTICS, None, None),
+    "reader": (KafkaPrincipal.READER, PostgresRole.READER, SearchUser.READER),
 }
-"""Per role of ``stack env``, the Postgres role it connects as (None: it needs no Postgres)."""
+"""Per role of ``stack env``: its Kafka principal, its Postgres role and its Elasticsearch user (None: it
+needs none)."""
 
 
 @stack_app.command()
@@ -74,8 +79,18 @@ def env(role: str = typer.Option("admin", "--role", help=", ".join(ENV_ROLES))) 
     if found is None:
         raise AgentlogError(f"the local stack in {config.stack_dir} has no credentials yet: run `agentlog stack up`")
     variables = {"AGENTLOG_STACK_DIR": str(config.stack_dir), "AGENTLOG_CA": str(found.ca)}
-    postgres_role = ENV_ROLES[role]
+    principal, postgres_role, search_user = ENV_ROLES[role]
+    kafka = config.kafka_config(principal)
+    for key in ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location"):
+        if key in kafka:
+            variables["AGENTLOG_KAFKA_" + key.upper().replace(".", "_")] = str(kafka[key])
     if postgres_role is not None:
         variables["AGENTLOG_POSTGRES_DSN"] = config.postgres_dsn_for(postgres_role)
+    if search_user is not None:
+        auth = config.elasticsearch_auth(search_user)
+        if "basic_auth" in auth:
+            variables["AGENTLOG_ELASTICSEARCH_USER"], variables["AGENTLOG_ELASTICSEARCH_PASSWORD"] = auth["basic_auth"]
+        if "ca_certs" in auth:
+            variables["AGENTLOG_ELASTICSEARCH_CA"] = auth["ca_certs"]
     for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")

@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from agentlog.deploy import kafka
+from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.schemas.errors import AgentlogError
 
@@ -60,7 +61,8 @@ class DeadLetters:
     def __init__(self, settings: Settings, *, projection: str, topic: str | None = None) -> None:
         self.topic = topic or settings.dlq_topic
         self.projection = projection
-        self._producer = kafka.producer(settings, **{"linger.ms": 5})
+        self._producer = kafka.producer(settings, principal=KafkaPrincipal.of_projection(projection),
+                                        **{"linger.ms": 5})
         self._again: list[tuple[Message, list[tuple[str, bytes]], bool]] = []
         """Letters the broker refused: (original, our headers, send as a record), sent again by ``flush``."""
         self._errors: list[str] = []

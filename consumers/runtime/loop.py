@@ -29,6 +29,7 @@ from agentlog.consumers.dlq import DeadLetters
 from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import prometheus
 from agentlog.deploy import kafka
+from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
 from agentlog.projections.base import Batch, Projection, Record, Rewind, StoreUnavailable
 from agentlog.schemas.codec import Codec
@@ -73,6 +74,7 @@ class Projector:
         self.settings = settings
         self.topic = topic or settings.events_topic
         self.group_id = group_id or group_for(projection.name, self.topic)
+        self.principal = KafkaPrincipal.of_projection(projection.name)
         self.batch_size = batch_size or settings.batch_size
         self.batch_wait = batch_wait
         self.max_backoff = max_backoff
@@ -97,7 +99,7 @@ class Projector:
         self._handle_signals(stop)
         if not self._setup(stop):
             return self.stats
-        consumer = kafka.consumer(self.settings, self.group_id, **{
+        consumer = kafka.consumer(self.settings, self.group_id, principal=self.principal, **{
             "auto.offset.reset": "earliest", "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
             "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"})

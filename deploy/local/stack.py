@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+from agentlog.deploy import acls
 from agentlog.deploy.kafka import wait_ready
 from agentlog.deploy.local import secrets
 from agentlog.deploy.local.clickhouse import ClickHouse
@@ -32,6 +33,7 @@ class Stack:
         with ThreadPoolExecutor(len(self.services)) as pool:
             statuses = list(pool.map(lambda service: service.up(), self.services))
         ensure_topics(self.settings)
+        acls.grant(self.settings)
         wait_ready(self.settings, [self.settings.events_topic, self.settings.dlq_topic], list(GROUPS))
         return statuses
 

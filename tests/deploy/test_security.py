@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 
 import psycopg
 import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch, TransportError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agentlog.consumers.auth import AuthStore
 from agentlog.deploy import clients, credentials
-from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.credentials import PROJECTION_PRINCIPALS, KafkaPrincipal, PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard.projection import DashboardProjection
 from tests.conftest import agentlog
@@ -146,3 +149,72 @@ def test_a_refused_search_is_one_line_naming_elasticsearch(stack: Settings) -> N
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("error: elasticsearch at https://127.0.0.1:9200 refuses the search reader "
                                           "(401)") and "\n" not in done.stderr.strip()
+
+
+def _deliver(settings: Settings, principal: KafkaPrincipal, topic: str, **changes: object) -> str:
+    producer = Producer({**settings.kafka_config(principal), "message.timeout.ms": 8000, **changes})
+    outcome: list[object] = []
+    producer.produce(topic, b"probe", key=b"probe", on_delivery=lambda err, msg: outcome.append(err))
+    producer.flush(15)
+    return outcome[0].name() if outcome and outcome[0] is not None else "delivered"
+
+
+def _first(settings: Settings, principal: KafkaPrincipal, group: str) -> str:
+    consumer = Consumer({**settings.kafka_config(principal), "group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([settings.events_topic])
+    try:
+        for _ in range(30):
+            message = consumer.poll(1)
+            if message is not None:
+                return message.error().name() if message.error() else "read"
+        return "nothing"
+    finally:
+        consumer.close()
+
+
+def test_kafka_refuses_who_cannot_prove_who_they_are(isolated: Settings) -> None:
+    plain = {"security.protocol": "PLAINTEXT", "sasl.mechanism": None, "sasl.username": None,
+             "sasl.password": None, "ssl.ca.location": None}
+    config = {k: v for k, v in isolated.kafka_config(KafkaPrincipal.PRODUCER).items() if k not in plain}
+    config.update({"security.protocol": "PLAINTEXT", "message.timeout.ms": 5000})
+    anonymous = Producer(config)
+    outcome: list[object] = []
+    anonymous.produce(isolated.events_topic, b"probe", on_delivery=lambda err, msg: outcome.append(err))
+    anonymous.flush(10)
+    assert outcome and outcome[0] is not None  # nothing is taken over PLAINTEXT
+    assert _deliver(isolated, KafkaPrincipal.PRODUCER, isolated.events_topic, **{"sasl.password": "wrong"}) != \
+        "delivered"
+    status = json.loads(agentlog("stack", "status", "--json").stdout)["kafka"]
+    assert (status["authentication"], status["tls"]) == ("SASL/SCRAM-SHA-512", True)
+
+
+def test_a_producer_with_a_wrong_password_fails_at_once_in_one_line(isolated: Settings) -> None:
+    found = credentials.local(isolated.stack_dir)
+    assert found is not None
+    env = {"AGENTLOG_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "AGENTLOG_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+           "AGENTLOG_KAFKA_SASL_USERNAME": KafkaPrincipal.PRODUCER.value, "AGENTLOG_KAFKA_SASL_PASSWORD": "wrong",
+           "AGENTLOG_KAFKA_SSL_CA_LOCATION": str(found.ca), "AGENTLOG_EVENTS_TOPIC": isolated.events_topic}
+    started = time.monotonic()
+    done = agentlog("simulate", "--conversations", "1", env=env, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "refused the producer's credentials" in line and "wrong" not in line
+    assert time.monotonic() - started < 25  # not the 30 s an outage waits for
+
+
+def test_each_kafka_principal_does_its_job_and_no_more(isolated: Settings) -> None:
+    events, letters = isolated.events_topic, isolated.dlq_topic
+    assert _deliver(isolated, KafkaPrincipal.PRODUCER, events) == "delivered"
+    assert _deliver(isolated, KafkaPrincipal.PRODUCER, letters) == "TOPIC_AUTHORIZATION_FAILED"
+    assert _first(isolated, KafkaPrincipal.PRODUCER, "agentlog.dashboard.probe") in {
+        "GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"}
+    producer_admin = AdminClient(isolated.kafka_config(KafkaPrincipal.PRODUCER))
+    with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED|Topic authorization failed"):
+        producer_admin.create_topics([NewTopic(f"{events}.forged", 1, 1)])[f"{events}.forged"].result(timeout=30)
+    for principal in PROJECTION_PRINCIPALS:
+        own = f"agentlog.{principal.name.lower()}.probe"
+        assert _first(isolated, principal, own) == "read", principal
+        assert _deliver(isolated, principal, letters) == "delivered", principal
+        assert _deliver(isolated, principal, events) == "TOPIC_AUTHORIZATION_FAILED", principal
+    assert _first(isolated, KafkaPrincipal.SEARCH, "agentlog.dashboard.probe") == "GROUP_AUTHORIZATION_FAILED"
+    assert _deliver(isolated, KafkaPrincipal.READER, events) == "TOPIC_AUTHORIZATION_FAILED"
