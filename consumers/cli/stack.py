@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from secrets import token_urlsafe
 
 import typer
 from rich.table import Table
@@ -69,9 +70,21 @@ ENV_ROLES: dict[str, tuple[KafkaPrincipal, PostgresRole | None, SearchUser | Non
 needs none)."""
 
 
+COMPOSE_SECRETS = [f"AGENTLOG_KAFKA_{principal.name}_PASSWORD" for principal in KafkaPrincipal] + [
+    "POSTGRES_PASSWORD", "AGENTLOG_POSTGRES_PASSWORD", "ELASTIC_PASSWORD", "CLICKHOUSE_PASSWORD",
+    "CLICKHOUSE_ANALYST_PASSWORD"]
+"""The passwords docker-compose.yml asks of its ``.env``."""
+
+
 @stack_app.command()
-def env(role: str = typer.Option("admin", "--role", help=", ".join(ENV_ROLES))) -> None:
+def env(role: str = typer.Option("admin", "--role", help=", ".join(ENV_ROLES)),
+        compose: bool = typer.Option(False, "--compose", help="Print fresh passwords for docker-compose's .env.")
+        ) -> None:
     """The AGENTLOG_* environment (credentials, CA) to connect as ROLE: `eval "$(agentlog stack env --role reader)"`."""
+    if compose:
+        for name in COMPOSE_SECRETS:
+            print(f"{name}={token_urlsafe(24)}")
+        return
     if role not in ENV_ROLES:
         raise AgentlogError(f"--role {role!r}: choose one of {', '.join(ENV_ROLES)}")
     config = settings()

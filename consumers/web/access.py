@@ -29,7 +29,8 @@ from agentlog.deploy.errors import StackError
 log = logging.getLogger("agentlog.auth")
 
 SESSION_COOKIE = "agentlog_session"
-PUBLIC = ("/login", "/logout", "/static/")
+PUBLIC = ("/login", "/logout", "/static/", "/healthz")
+"""What anyone may ask for: the login itself, its style sheets and scripts, and whether the process answers."""
 RULES: list[tuple[str, Permission]] = [
     ("/api/users", Permission.USERS),
     ("/api/tokens", Permission.USERS),

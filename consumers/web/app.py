@@ -37,9 +37,15 @@ def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], 
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.add_api_route("/metrics", prometheus_metrics, include_in_schema=False)
+    app.add_api_route("/healthz", alive, include_in_schema=False)
     return secure(Access(app, auth, local_tokens or {}), host=host)
 
 
 def prometheus_metrics() -> Response:
     """This process's Prometheus metrics, at /metrics itself (a scraper needs no redirect to follow)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def alive() -> dict[str, bool]:
+    """Whether the process answers (for a load balancer's probe, which has no login): nothing more."""
+    return {"ok": True}

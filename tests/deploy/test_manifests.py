@@ -9,6 +9,7 @@ import tomllib
 import pytest
 import yaml
 
+from agentlog.consumers.cli.stack import COMPOSE_SECRETS
 from agentlog.deploy import settings as settings_module
 from agentlog.deploy.settings import Settings
 from tests.conftest import ROOT, agentlog
@@ -39,7 +40,7 @@ def _agentlog_commands() -> list[tuple[str, list[str], dict[str, str]]]:
 
 def test_every_container_runs_a_real_agentlog_command() -> None:
     commands = _agentlog_commands()
-    assert {" ".join(args[:1]) for _, args, _ in commands} == {"project", "serve"}
+    assert {" ".join(args[:1]) for _, args, _ in commands} == {"project", "serve", "stack"}
     assert {args[2] for _, args, _ in commands if args[0] == "project"} == {"dashboard", "search", "analytics"}
     for where, args, _ in commands:
         done = agentlog(*args, "--help", timeout=60)
@@ -62,3 +63,43 @@ def test_the_image_holds_every_package() -> None:
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
     assert set(packages) <= copied
     assert _compose()["services"]["dashboard"]["ports"] == ["8000:8000"]
+
+
+def test_compose_publishes_nothing_open_beyond_this_machine() -> None:
+    """Every port but the dashboard's (which asks for a login) is bound to the loopback, and every service
+    asks for a password taken from .env, none written here."""
+    services = _compose()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert name == "dashboard" or port.startswith("127.0.0.1:"), f"{name} publishes {port}"
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "trust" not in text and "change-me" not in text
+    for name in COMPOSE_SECRETS:
+        assert f"${{{name}:?" in text, name
+    postgres, search = services["postgres"]["environment"], services["elasticsearch"]["environment"]
+    assert postgres["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert search["xpack.security.enabled"] == "true"
+    assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith("${")
+    kafka = (ROOT / "deploy" / "docker" / "kafka.sh").read_text()
+    assert "SASL:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT" in kafka and "allow.everyone.if.no.acl.found=false" in kafka
+    assert "CONTROLLER://127.0.0.1:" in kafka  # the only listener without a password is the container's own
+    for service in services.values():
+        env = service.get("environment", {})
+        if env.get("AGENTLOG_KAFKA_BOOTSTRAP"):
+            assert env["AGENTLOG_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["AGENTLOG_KAFKA_SASL_PASSWORD"]
+
+
+def test_the_kubernetes_files_hold_no_password() -> None:
+    for path in KUBERNETES:
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["kind"] != "Secret", f"{path.name}: the Secret is made at install, not shipped"
+            assert "PASSWORD" not in str(doc.get("data", {})) and "change-me" not in path.read_text()
+    readme = (ROOT / "deploy" / "kubernetes" / "README.md").read_text()
+    assert "kubectl create secret generic agentlog" in readme
+
+
+def test_stack_env_writes_a_compose_env_of_fresh_passwords() -> None:
+    first, second = (agentlog("stack", "env", "--compose").stdout for _ in range(2))
+    lines = dict(line.split("=", 1) for line in first.strip().splitlines())
+    assert set(lines) == set(COMPOSE_SECRETS) and all(len(value) >= 24 for value in lines.values())
+    assert first != second

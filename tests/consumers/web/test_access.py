@@ -59,6 +59,7 @@ def test_nobody_gets_in_without_a_key(served: Served, token: str | None) -> None
     status, _, text = _open(served, "/api/sql", method="POST", body=b'{"sql": "SELECT 1"}',
                             headers={"Content-Type": "application/json", **headers})
     assert status == 401 and "rows" not in json.loads(text)
+    assert _open(served, "/healthz", headers=headers)[:3:2] == (200, '{"ok":true}')  # a probe's, saying nothing
 
 
 @pytest.mark.parametrize("role, allowed, refused", [
