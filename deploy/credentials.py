@@ -123,6 +123,17 @@ def local(stack_dir: Path) -> LocalCredentials | None:
     return found
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", ""})
+
+
+def on_loopback(address: str) -> bool:
+    """Whether ``address`` (``host:port``, a URL or a DSN's host) names this machine's loopback: the only
+    place the local stack's credentials are ever sent."""
+    text = address.split(",")[0].strip()
+    host = urlsplit(text if "://" in text else f"tcp://{text}").hostname or ""
+    return host in LOOPBACK or host.startswith("127.")
+
+
 def redact(url: str) -> str:
     """``url`` (a DSN or an HTTP address) with its password replaced by ``***``, for messages and logs."""
     if "://" not in url:

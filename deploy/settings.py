@@ -86,7 +86,7 @@ class Settings:
         except psycopg.ProgrammingError:
             raise ConfigError(f"postgres: the DSN for role {role.value} is not a valid DSN; give "
                               "postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=verify-full") from None
-        if params.get("password"):
+        if params.get("password") or not credentials.on_loopback(str(params.get("host", ""))):
             return given
         found = credentials.local(self.stack_dir)
         if found is None:
@@ -97,7 +97,7 @@ class Settings:
 
     def elasticsearch_auth(self, user: SearchUser) -> dict[str, Any]:
         """The client's credentials and CA to connect as ``user``: the configured ones, else the local stack's."""
-        found = credentials.local(self.stack_dir)
+        found = credentials.local(self.stack_dir) if credentials.on_loopback(self.elasticsearch_url) else None
         auth: dict[str, Any] = {}
         if self.elasticsearch_api_key:
             auth["api_key"] = self.elasticsearch_api_key
@@ -115,7 +115,8 @@ class Settings:
         """librdkafka configuration: bootstrap, security, overrides. The security is the ``AGENTLOG_KAFKA_*``
         settings when they name a protocol, else the local stack's SASL_SSL as ``principal``."""
         config: dict[str, object] = {"bootstrap.servers": self.kafka_bootstrap, "logger": _KAFKA_LOG}
-        found = None if "security.protocol" in self.kafka_client else credentials.local(self.stack_dir)
+        found = None if "security.protocol" in self.kafka_client or not credentials.on_loopback(
+            self.kafka_bootstrap) else credentials.local(self.stack_dir)
         if found is not None and "kafka" in found.passwords:
             config.update({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
                            "sasl.username": principal.value,

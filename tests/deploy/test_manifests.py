@@ -103,3 +103,13 @@ def test_stack_env_writes_a_compose_env_of_fresh_passwords() -> None:
     lines = dict(line.split("=", 1) for line in first.strip().splitlines())
     assert set(lines) == set(COMPOSE_SECRETS) and all(len(value) >= 24 for value in lines.values())
     assert first != second
+
+
+def test_every_package_of_the_tree_is_in_the_distribution() -> None:
+    """A package left out of pyproject's list works in the editable install and is missing from the image."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    for name, folder in setuptools["package-dir"].items():
+        for marker in (ROOT / folder).rglob("__init__.py"):
+            relative = marker.parent.relative_to(ROOT / folder).parts
+            assert ".".join((name, *relative)) in listed, marker.parent

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -218,3 +219,17 @@ def test_each_kafka_principal_does_its_job_and_no_more(isolated: Settings) -> No
         assert _deliver(isolated, principal, events) == "TOPIC_AUTHORIZATION_FAILED", principal
     assert _first(isolated, KafkaPrincipal.SEARCH, "agentlog.dashboard.probe") == "GROUP_AUTHORIZATION_FAILED"
     assert _deliver(isolated, KafkaPrincipal.READER, events) == "TOPIC_AUTHORIZATION_FAILED"
+
+
+def test_the_stack_s_credentials_never_go_to_another_host(stack: Settings) -> None:
+    remote = replace(stack, postgres_dsn="postgresql://me@db.example.net:5432/agentlog",
+                     elasticsearch_url="https://search.example.net:9200", kafka_bootstrap="kafka.example.net:9093")
+    found = credentials.local(stack.stack_dir)
+    assert found is not None
+    secrets = [password for service in found.passwords.values() for password in service.values()]
+    said = json.dumps([remote.postgres_dsn_for(role) for role in PostgresRole]
+                      + [remote.elasticsearch_auth(user) for user in SearchUser]
+                      + [remote.kafka_config(principal) for principal in KafkaPrincipal], default=str)
+    assert not any(secret in said for secret in secrets)
+    assert remote.postgres_dsn_for(PostgresRole.READER) == "postgresql://me@db.example.net:5432/agentlog"
+    assert stack.postgres_dsn_for(PostgresRole.READER) != stack.postgres_dsn_for(PostgresRole.OWNER)
