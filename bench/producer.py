@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the results (JSON).")
     args = parser.parse_args()
     sample = events(args.events)
     codec = Codec()
@@ -144,8 +145,8 @@ def main() -> None:
                      "fastavro": metadata.version("fastavro")},
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--seed-sample", type=int, default=5000)
     parser.add_argument("--freshness-seconds", type=float, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where to write the results (JSON).")
     args = parser.parse_args()
     base = env_settings()
     tag = uuid.uuid4().hex[:6]
@@ -211,7 +212,7 @@ def main() -> None:
                     "speedup": 20},
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from agentlog.consumers.cli.app import app, console
@@ -15,6 +17,8 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="The address to l
           projectors: bool = typer.Option(True, "--projectors/--no-projectors",
                                           help="Run the three projectors in this process too.")) -> None:
     """The web dashboard on http://127.0.0.1:8000, its JSON API (/api) and metrics (/metrics), and the projectors."""
+
+    logging.getLogger("agentlog.auth").setLevel(logging.INFO)  # logins, failed logins, users and tokens made
 
     def ready(url: str) -> None:
         console.print(f"serving the dashboard at {url}  ·  JSON API {url}/api/docs  ·  Prometheus {url}/metrics",

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +41,8 @@ class Served:
     """An admin's API token: every call below sends it, unless given another (``None``: nobody's)."""
     admin: tuple[str, str]
     """An admin user's name and password, for the browser's login."""
+    log: Path | None = None
+    """What the server printed."""
 
     def auth(self, token: str | None | object = ...) -> dict[str, str]:
         token = self.token if token is ... else token
@@ -97,10 +100,12 @@ def served(stack: Settings, tmp_path_factory) -> Served:
     _, token = auth.create_token("admin", name="tests")
     admin = ("ada", auth.add_user("ada", "admin"))
     port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = log_path.open("w+")
     process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "serve", "--port", str(port)],
                                env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9, token, admin)
+    served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9, token, admin,
+                    log_path)
     try:
         _wait_caught_up(served, process, log)
         yield served

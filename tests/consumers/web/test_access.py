@@ -134,6 +134,9 @@ def test_a_person_logs_in_with_a_form_and_a_cookie_the_page_cannot_read(served: 
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 303
     assert _open(served, "/api/search?q=refund", opener=browser)[0] == 401
+    printed = served.log.read_text() if served.log else ""
+    assert f"failed login for '{name}'" in printed and f"login of {name} (support)" in printed
+    assert password not in printed
 
 
 def test_an_admin_manages_users_through_the_api_and_an_analyst_cannot(served: Served) -> None:
