@@ -56,6 +56,8 @@ class Settings:
     dlq_topic: str = DLQ_TOPIC
     partitions: int = 6
     postgres_schema: str = "public"
+    metrics_token: str = field(default="", repr=False)
+    """``AGENTLOG_METRICS_TOKEN``: what Prometheus must send to ``agentlog project --metrics-port``."""
     auth_schema: str = "agentlog_auth"
     """Where the dashboard's users, tokens and sessions live (``AGENTLOG_AUTH_SCHEMA``)."""
     search_alias: str = "conversations"
@@ -156,6 +158,7 @@ class Settings:
             dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
             auth_schema=env.get("AGENTLOG_AUTH_SCHEMA", cls.auth_schema),
+            metrics_token=env.get("AGENTLOG_METRICS_TOKEN", ""),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
             batch_size=_number(env, "AGENTLOG_BATCH_SIZE", cls.batch_size, int),

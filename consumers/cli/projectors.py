@@ -7,7 +7,6 @@ import time
 from typing import Optional
 
 import typer
-from prometheus_client import start_http_server
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
@@ -18,6 +17,7 @@ from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
 from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime.exporter import serve_metrics
 from agentlog.deploy.settings import settings
 from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.registry import NAMES
@@ -37,13 +37,17 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
             until_caught_up: bool = typer.Option(False, "--until-caught-up",
                                                  help="Stop once every partition is at the end of the log."),
             metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
-                                                       help="Serve Prometheus metrics on this port (all addresses).")
+                                                       help="Serve Prometheus metrics on this port (all addresses), to the bearer of AGENTLOG_METRICS_TOKEN.")
             ) -> None:
     """Run the projectors: the log into Postgres, Elasticsearch and ClickHouse."""
     names = _names(only)
     if metrics_port is not None:
+        token = settings().metrics_token
+        if not token:
+            raise AgentlogError(f"--metrics-port {metrics_port}: set AGENTLOG_METRICS_TOKEN to the bearer token "
+                                "Prometheus will send; the metrics are served to no one without it")
         try:
-            start_http_server(metrics_port)
+            serve_metrics(metrics_port, token)
         except OSError as exc:
             raise AgentlogError(f"--metrics-port {metrics_port}: {exc.strerror}; pick another port") from None
     threads = ProjectorThreads(settings(), names, until_caught_up=until_caught_up)

@@ -72,7 +72,7 @@ needs none)."""
 
 COMPOSE_SECRETS = [f"AGENTLOG_KAFKA_{principal.name}_PASSWORD" for principal in KafkaPrincipal] + [
     "POSTGRES_PASSWORD", "AGENTLOG_POSTGRES_PASSWORD", "ELASTIC_PASSWORD", "CLICKHOUSE_PASSWORD",
-    "CLICKHOUSE_ANALYST_PASSWORD"]
+    "CLICKHOUSE_ANALYST_PASSWORD", "AGENTLOG_METRICS_TOKEN"]
 """The passwords docker-compose.yml asks of its ``.env``."""
 
 
