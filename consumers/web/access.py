@@ -29,8 +29,10 @@ from agentlog.deploy.errors import StackError
 log = logging.getLogger("agentlog.auth")
 
 SESSION_COOKIE = "agentlog_session"
-PUBLIC = ("/login", "/logout", "/static/", "/healthz")
-"""What anyone may ask for: the login itself, its style sheets and scripts, and whether the process answers."""
+PUBLIC = frozenset({"/login", "/logout", "/healthz"})
+"""What anyone may ask for: the login itself and whether the process answers (exactly these paths), and
+the style sheets and scripts under ``STATIC``."""
+STATIC = "/static/"
 RULES: list[tuple[str, Permission]] = [
     ("/api/users", Permission.USERS),
     ("/api/tokens", Permission.USERS),
@@ -67,6 +69,10 @@ def needed(path: str) -> Permission | None:
     return None
 
 
+def _public(path: str) -> bool:
+    return path in PUBLIC or (path.startswith(STATIC) and ".." not in path)
+
+
 def _is_api(path: str) -> bool:
     return path.startswith(("/api/", "/metrics", "/v1/"))
 
@@ -80,7 +86,7 @@ class Access:
         self.local_tokens = local_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC):
+        if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
         path = scope["path"]

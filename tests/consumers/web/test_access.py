@@ -24,7 +24,8 @@ from agentlog.deploy.settings import Settings
 from tests.conftest import ROOT, agentlog, env_of
 from tests.consumers.web.conftest import Served, free_port
 
-PAGES = ["/", "/search?q=refund", "/analytics", "/conversations/conv-8842", "/fragments/overview"]
+PAGES = ["/", "/search?q=refund", "/analytics", "/conversations/conv-8842", "/fragments/overview",
+         "/loginx", "/healthz/x", "/static/../api/users"]  # near a public path is not public
 API = ["/api/counters", "/api/metrics", "/api/conversations", "/api/search?q=refund", "/api/lag", "/api/health",
        "/api/charts", "/api/conversations/conv-8842", "/api/users", "/api/tokens", "/api/docs", "/api/openapi.json",
        "/metrics", "/api/no-such-route"]
