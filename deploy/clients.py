@@ -13,7 +13,7 @@ from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.credentials import PostgresRole, SearchUser, redact
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
@@ -99,7 +99,7 @@ def clickhouse(settings: Settings, *, database: str = "default",
                 username=parts.username or "default", password=parts.password or "",
                 secure=scheme == "https", database=database, settings=dict(engine_settings or {}))
         except OperationalError as exc:  # the client asks the server for its version at once
-            raise ServiceUnreachable("clickhouse", url, "start that server or fix AGENTLOG_CLICKHOUSE_URL") from exc
+            raise ServiceUnreachable("clickhouse", redact(url), "start that server or fix AGENTLOG_CLICKHOUSE_URL") from exc
     raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={url!r} must be chdb:///path or http(s)://host:port")
 
 

@@ -41,10 +41,6 @@ _PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
-def permissions_of(role: Role) -> frozenset[Permission]:
-    return _PERMISSIONS[role]
-
-
 @dataclass(frozen=True)
 class Principal:
     """Who a request comes from: a user (through a session) or a token, and its role."""

@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Iterator
@@ -33,6 +34,10 @@ log = logging.getLogger("agentlog.auth")
 
 TOKEN_PREFIX = "agentlog_"
 SESSION_HOURS = 12
+FAILURES = 5
+LOCKOUT_SECONDS = 60
+"""Five wrong passwords for a name within a minute, and that name may not log in for the rest of it."""
+MAX_PASSWORD = 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _HASHER = PasswordHasher()
 
@@ -99,6 +104,9 @@ class AuthStore:
         self.settings = settings
         self.schema = settings.auth_schema
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        """Per name, when its recent logins failed (this process's memory: a restart forgives)."""
 
     @contextmanager
     def _connect(self, role: PostgresRole = PostgresRole.WEB) -> Iterator[psycopg.Connection]:
@@ -165,14 +173,29 @@ class AuthStore:
                                 "revoked_at IS NULL)").fetchone()[0]
 
     def login(self, name: str, password: str) -> tuple[Principal, str]:
-        """A new session for the user whose password this is: (who, session id); BadCredentials otherwise."""
+        """A new session for the user whose password this is: (who, session id); BadCredentials otherwise,
+        and for a while after ``FAILURES`` wrong passwords for that name (guessing is slowed to a trickle)."""
+        now, key = time.monotonic(), name[:80]
+        with self._lock:
+            recent = [t for t in self._failures.get(key, []) if now - t < LOCKOUT_SECONDS]
+            if key in self._failures:
+                self._failures[key] = recent
+        if len(recent) >= FAILURES:
+            log.warning("login for %r refused: %d failed logins in %d s", key, len(recent), LOCKOUT_SECONDS)
+            raise BadCredentials(f"too many failed logins for that name; wait {LOCKOUT_SECONDS} s and try again")
         with self._connect() as conn:
-            row = conn.execute("SELECT role, password_hash FROM users WHERE name = %s", (name,)).fetchone()
+            row = None
+            if _NAME.fullmatch(name) and len(password) <= MAX_PASSWORD:  # nothing else is a user's
+                row = conn.execute("SELECT role, password_hash FROM users WHERE name = %s", (name,)).fetchone()
             try:
                 if row is None:
                     raise VerificationError
                 _HASHER.verify(row[1], password)
             except (VerificationError, InvalidHashError):
+                with self._lock:
+                    self._failures.setdefault(key, []).append(now)
+                    if len(self._failures) > 10_000:  # names that never were users do not pile up
+                        self._failures.pop(next(iter(self._failures)))
                 log.warning("failed login for %r", name[:80])
                 raise BadCredentials("that name and password do not match a user; ask an admin for an account "
                                      "(`agentlog user add NAME --role ROLE`)") from None

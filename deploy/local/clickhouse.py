@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from agentlog.deploy import clients
+from agentlog.deploy.credentials import redact
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local.service import Service, ServiceStatus
 
@@ -14,7 +15,7 @@ class ClickHouse(Service):
 
     @property
     def address(self) -> str:
-        return self.settings.clickhouse_url
+        return redact(self.settings.clickhouse_url)
 
     def status(self) -> ServiceStatus:
         embedded = self.settings.embedded_clickhouse

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.auth import AuthStore, BadCredentials
 from agentlog.consumers.web.access import NO_USERS, SESSION_COOKIE
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
@@ -186,3 +186,24 @@ def test_serve_with_no_users_shows_only_how_to_make_the_first(stack: Settings, t
         process.wait(60)
         log.close()
         drop(own)
+
+
+def test_a_login_with_a_name_no_store_takes_or_a_guessed_password_is_refused_without_a_500(served: Served) -> None:
+    store = AuthStore(served.settings)
+    for name in ("nul\x00name", "x" * 5000, "'; DROP TABLE users; --"):
+        with pytest.raises(BadCredentials, match="do not match a user"):
+            store.login(name, "whatever")
+    name = f"guessed-{uuid.uuid4().hex[:6]}"
+    password = store.add_user(name, "support")
+    for _ in range(5):
+        with pytest.raises(BadCredentials, match="do not match a user"):
+            store.login(name, "wrong")
+    with pytest.raises(BadCredentials, match="too many failed logins"):
+        store.login(name, password)  # even the right one, until the minute is over
+
+
+def test_a_password_in_a_clickhouse_url_is_never_printed() -> None:
+    done = agentlog("stack", "status", "--json",
+                    env={"AGENTLOG_CLICKHOUSE_URL": "http://agentlog:hunter2-secret@127.0.0.1:1"})
+    assert "hunter2-secret" not in done.stdout + done.stderr
+    assert json.loads(done.stdout)["clickhouse"]["address"] == "http://agentlog:***@127.0.0.1:1"
