@@ -71,6 +71,10 @@ class Settings:
     """Rows an analyst's query may return (``AGENTLOG_SQL_ROWS``, at least 2,000)."""
     sql_bytes: int = 64 << 20
     """Bytes of result an analyst's query may return (``AGENTLOG_SQL_BYTES``)."""
+    spool_dir: Path = field(default_factory=lambda: _data_home(os.environ) / "agentlog" / "spool")
+    """``AGENTLOG_SPOOL_DIR``: where the producer SDK keeps what the broker has not acknowledged in time."""
+    spool_max_bytes: int = 1 << 30
+    """``AGENTLOG_SPOOL_MAX_BYTES``: how much the spool may hold before appends fail."""
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -166,7 +170,13 @@ class Settings:
             sql_memory=_number(env, "AGENTLOG_SQL_MEMORY", cls.sql_memory, int),
             sql_rows=max(2_000, _number(env, "AGENTLOG_SQL_ROWS", cls.sql_rows, int)),
             sql_bytes=_number(env, "AGENTLOG_SQL_BYTES", cls.sql_bytes, int),
+            spool_dir=Path(env.get("AGENTLOG_SPOOL_DIR") or _data_home(env) / "agentlog" / "spool").absolute(),
+            spool_max_bytes=_number(env, "AGENTLOG_SPOOL_MAX_BYTES", cls.spool_max_bytes, int),
         )
+
+
+def _data_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
 
 def _number(env: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number]) -> Number:

@@ -1,7 +1,8 @@
 """The conversation recorder: typed helpers that append a conversation's events in order.
 
-Sequence numbers are gapless: a number is taken only when the broker acknowledged the
-event, and one conversation's appends happen one after another.
+Sequence numbers are gapless: a number is taken only when the event is durable (acknowledged by
+the broker, or in the spool that sends it on), or may still reach the log (the error says
+``taken``), and one conversation's appends happen one after another.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import time
 import uuid
 from typing import Any
 
-from agentlog.producers.errors import NotSerializable
-from agentlog.producers.event_log import EventLog
+from agentlog.producers.errors import NotSerializable, ProducerError
+from agentlog.producers.event_log import Durability, EventLog
 from agentlog.schemas.events import Event, EventType
 
 current: contextvars.ContextVar["Conversation"] = contextvars.ContextVar("agentlog_conversation")
@@ -60,14 +61,23 @@ class Conversation:
             self._token = None
 
     async def record(self, event_type: EventType, payload: dict[str, Any], *, agent: str | None = None,
-                     causation_id: str | None = None) -> Event:
-        """Append one event with the next sequence number; returns it once the broker has it."""
+                     causation_id: str | None = None, durability: Durability | str | None = None) -> Event:
+        """Append one event with the next sequence number; returns it once it is durable (``durability``:
+        the EventLog's unless given)."""
         async with self._lock:
             event = self.build(event_type, payload, agent=agent, causation_id=causation_id)
-            await self.log.append(event)
-            self.next_sequence += 1
-            self.last_event_id = event.event_id
+            try:
+                await self.log.append(event, durability=durability)
+            except ProducerError as exc:
+                if exc.taken:  # it may still reach the log: what follows goes after it
+                    self._taken(event)
+                raise
+            self._taken(event)
             return event
+
+    def _taken(self, event: Event) -> None:
+        self.next_sequence = event.sequence_number + 1
+        self.last_event_id = event.event_id
 
     def build(self, event_type: EventType, payload: dict[str, Any], *, agent: str | None = None,
               causation_id: str | None = None) -> Event:

@@ -6,7 +6,15 @@ from agentlog.schemas.errors import AgentlogError
 
 
 class ProducerError(AgentlogError):
-    """An event could not be appended to the log."""
+    """An event could not be appended to the log.
+
+    ``taken``: the event may still reach the log (it is spooled, or still queued for the broker), so
+    its sequence number is used: the conversation goes on after it, never with a second event of it.
+    """
+
+    def __init__(self, message: str, *, taken: bool = False) -> None:
+        super().__init__(message)
+        self.taken = taken
 
 
 class BrokerUnavailable(ProducerError):

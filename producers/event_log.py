@@ -1,8 +1,18 @@
-"""The event log client: append Avro events to Kafka and await the broker's acknowledgement.
+"""The event log client: append Avro events to Kafka; what the broker cannot take in time goes to a spool.
 
-The producer is idempotent with ``acks=all``, compressed and batched. A poller thread
-serves the delivery reports and resolves each append's future on the event loop, in
-batches, so the cost per event stays small.
+``await log.append(event)`` resolves with a Receipt once the event is durable: acknowledged by the
+broker (acks=all, idempotent), or, when the broker has not answered within ``spool_after`` seconds (it
+is down, a partition has no leader, the client's queue is full), fsynced into the local spool, which
+sends it on, in order, when the broker answers again. ``durability="broker"`` asks for the broker's
+acknowledgement only (the saga orchestrator does: its next step waits for its transition).
+
+Order: the producer keeps a conversation's events in order (one partition, idempotence). While the
+spool holds events it must send itself (the queue was full, or a stopped process left them), every
+new event goes behind them into the spool, so nothing of a conversation passes what came before it.
+
+Threads: a poller serves delivery reports and deadlines; a spool thread writes the spool (one fsync
+for all events waiting), notes acknowledgements and sends what the spool holds. Futures are resolved
+on the event loop, in batches.
 """
 
 from __future__ import annotations
@@ -11,8 +21,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
+import weakref
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -22,12 +36,33 @@ from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
+from agentlog.producers.spool import Figures, Spool, SpoolFull
+from agentlog.producers.spool.records import HELD, Record
+from agentlog.producers.spool.spool import RecordId
+from agentlog.producers.spool.status import describe
 from agentlog.schemas.codec import Codec
+from agentlog.schemas.errors import SchemaError
 from agentlog.schemas.events import Event
 
 log = logging.getLogger(__name__)
 
 _TRACKED_CONVERSATIONS = 100_000
+_SEND_CHUNK = 2_000
+_SEND_QUEUE = 100_000
+"""The spool hands the producer more only while it holds fewer messages than this."""
+_CLOSE_GRACE = 5.0
+"""Seconds close() gives the broker to take what is spooled or in flight before leaving it to the spool."""
+_GONE = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+"""Not sent by this process (it refused our credentials, or we are closing): a spooled event stays spooled."""
+LIVE: "weakref.WeakSet[EventLog]" = weakref.WeakSet()
+"""The open event logs of this process (their spools' figures are its metrics)."""
+
+
+class Durability(StrEnum):
+    BROKER = "broker"
+    """Acknowledged by the broker (acks=all)."""
+    SPOOL = "spool"
+    """Acknowledged by the broker, or fsynced into the local spool that sends it on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,40 +74,102 @@ class Position:
     offset: int
 
 
-class EventLog:
-    """``await log.append(event)`` resolves once the broker has the event (acks=all).
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What an append achieved: ``durability`` BROKER with the ``position``, or SPOOL (on local disk, sent
+    on by the spool)."""
 
-    Options are keyword-only: ``timeout`` bounds how long an append may wait for the
-    broker before it fails with BrokerUnavailable; ``producer_config`` overrides
-    librdkafka settings.
+    durability: Durability
+    position: Position | None = None
+
+    @property
+    def spooled(self) -> bool:
+        return self.durability is Durability.SPOOL
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    event: Event
+    value: bytes
+    future: asyncio.Future
+    durability: Durability
+    deadline: float
+    held: bool = False
+    """Spooled without being handed to the producer: the spool sends it."""
+    produced: bool = False
+    queued: bool = False
+    """Given to the spool thread to write."""
+    record: RecordId | None = None
+    acked: bool = False
+    failed: bool = False
+    expired: bool = False
+    resolved: bool = False
+
+
+class EventLog:
+    """``await log.append(event)`` resolves with a Receipt once the event is durable (see the module).
+
+    Options are keyword-only: ``spool_after`` is how long an append waits for the broker before it is
+    spooled; ``timeout`` how long a ``durability="broker"`` append waits before BrokerUnavailable;
+    ``spool_dir`` and ``spool_max_bytes`` default to the settings' (``AGENTLOG_SPOOL_DIR``,
+    ``AGENTLOG_SPOOL_MAX_BYTES``); ``producer_config`` overrides librdkafka settings.
     """
 
     def __init__(self, settings: Settings | None = None, *, topic: str | None = None, codec: Codec | None = None,
-                 timeout: float = 30.0, linger_ms: float = 2, producer_config: dict[str, Any] | None = None) -> None:
+                 timeout: float = 30.0, spool_after: float = 2.0, durability: Durability | str = Durability.SPOOL,
+                 spool_dir: Path | None = None, spool_max_bytes: int | None = None, linger_ms: float = 2,
+                 producer_config: dict[str, Any] | None = None) -> None:
         self.settings = settings or default_settings()
         self.topic = topic or self.settings.events_topic
         self.codec = codec or Codec()
         self.timeout = timeout
+        self.spool_after = spool_after
+        self.durability = Durability(durability)
+        self.spool = Spool(spool_dir or self.settings.spool_dir,
+                           max_bytes=spool_max_bytes or self.settings.spool_max_bytes)
         config: dict[str, Any] = {
             "compression.type": "lz4",
             "partitioner": "murmur2_random",
             "linger.ms": linger_ms,
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 500_000,
-            "message.timeout.ms": int(timeout * 1000),
+            "queue.buffering.max.kbytes": 256 * 1024,
+            "message.timeout.ms": 0,  # the producer never gives up: what it holds past a deadline is spooled
             "error_cb": self._on_error,
             **(producer_config or {}),
         }
         self._producer = kafka.producer(self.settings, principal=KafkaPrincipal.PRODUCER, **config)
+        self.counts: Counter[str] = Counter()
+        """Appends by outcome: ``acknowledged``, ``spooled``, ``failed``."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._done: list[tuple[asyncio.Future, Event, KafkaError | None, Message]] = []
-        self._done_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._inflight: dict[Durability, deque[_Entry]] = {d: deque() for d in Durability}
+        self._to_write: list[_Entry] = []
+        self._held = 0
+        """Held entries not yet handed to the producer by the spool."""
+        self._adopting = self.spool.claim()
+        """Until the spool thread has sent what stopped processes left (new events go behind it)."""
+        self._spool_acks: list[RecordId] = []
+        self._spool_fails: list[tuple[RecordId, Record, str]] = []
+        self._waiting_for: dict[RecordId, _Entry] = {}
+        self._resolutions: list[tuple[_Entry, Receipt | ProducerError]] = []
+        self._resolving = False
+        self._unresolved = 0
+        self._closing = False
         self._closed = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="agentlog-event-log-poller", daemon=True)
+        self._spooler = threading.Thread(target=self._run_spool, name="agentlog-spool", daemon=True)
         self._last_sequence: OrderedDict[str, int] = OrderedDict()
         self._last_warning = 0.0
         self._refused: KafkaError | None = None
         """The broker's refusal of our credentials, when it said so: appends then fail as a mistake, not an outage."""
+        self.left: Figures | None = None
+        """What the spool still held when the log closed."""
+        LIVE.add(self)
+        self._poller.start()
+        self._spooler.start()
 
     async def __aenter__(self) -> "EventLog":
         return self
@@ -80,43 +177,329 @@ class EventLog:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def append(self, event: Event) -> Position:
-        """Append one event; resolves with its position once the broker acknowledged it."""
-        return await self.append_nowait(event)
+    async def append(self, event: Event, *, durability: Durability | str | None = None) -> Receipt:
+        """Append one event; resolves with its Receipt once it is durable (see the module)."""
+        return await self.append_nowait(event, durability=durability)
 
-    def append_nowait(self, event: Event) -> asyncio.Future[Position]:
-        """Encode and hand one event to the producer now; the future resolves on acknowledgement.
+    def append_nowait(self, event: Event, *, durability: Durability | str | None = None) -> asyncio.Future[Receipt]:
+        """Encode and hand one event over now; the future resolves when it is durable.
 
         Bad events raise here, before anything is sent.
         """
-        if self._closed.is_set():
+        if self._closing:
             raise LogClosed("the event log is closed")
+        mode = self.durability if durability is None else Durability(durability)
         self._check_sequence(event)
-        data = self.codec.encode(event)
-        loop = self._ensure_poller()
-        future = loop.create_future()
-        self._produce(event, data, lambda err, msg: self._delivered(future, event, err, msg))
+        value = self.codec.encode(event)
+        loop = self._loop = self._loop or asyncio.get_running_loop()
+        entry = _Entry(event, value, loop.create_future(), mode,
+                       time.monotonic() + (self.timeout if mode is Durability.BROKER else self.spool_after))
+        with self._lock:
+            self._unresolved += 1
+            if self._held or self._adopting:
+                self._hold(entry)
+            else:
+                try:
+                    self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(),
+                                           on_delivery=partial(self._delivered, entry))
+                except BufferError:
+                    self._hold(entry)
+                except KafkaException as exc:
+                    self._unresolved -= 1
+                    raise self._error(event, exc.args[0]) from exc
+                else:
+                    entry.produced = True
+                    self._inflight[mode].append(entry)
+                    if mode is Durability.SPOOL and (self.spool.events or self._to_write):
+                        self._queue(entry)  # the broker is away already: spool it now, not after the deadline
         self._last_sequence[event.conversation_id] = event.sequence_number
-        return future
+        return entry.future
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every event handed over so far is acknowledged (or failed)."""
-        remaining = await asyncio.to_thread(self._producer.flush, self.timeout if timeout is None else timeout)
-        self._resolve_done()
-        if remaining:
-            raise BrokerUnavailable(f"{remaining} event(s) not acknowledged by {self.settings.kafka_bootstrap} "
-                                    f"within {self.timeout:.0f}s")
+        """Wait until the broker has acknowledged every event handed over so far, those in the spool
+        included; BrokerUnavailable, saying what stays spooled, if it has not within ``timeout``."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not self._drained() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not self._drained():
+            figures = self.spool.figures()
+            raise BrokerUnavailable(f"Kafka at {self.settings.kafka_bootstrap} did not acknowledge every event within "
+                                    f"{limit:.0f}s: {describe(figures)} stay in the spool at {self.spool.root}, "
+                                    "which sends them when it answers", taken=True)
+
+    def _drained(self) -> bool:
+        with self._lock:
+            return not (self._unresolved or self._to_write or self._held or self._adopting or self.spool.events
+                        or len(self._producer))
 
     async def close(self) -> None:
-        """Flush what is buffered, then stop the poller. Nothing buffered is dropped."""
-        if self._closed.is_set():
+        """Wait until every append is resolved, give the broker a moment for what it has not acknowledged,
+        then leave what remains in the spool (the next EventLog on the same directory sends it)."""
+        if self._closing:
             return
+        self._closing = True
         try:
-            await self.flush()
+            while self._unresolved:
+                await asyncio.sleep(0.02)
+            grace = time.monotonic() + min(_CLOSE_GRACE, self.timeout)
+            while not self._drained() and time.monotonic() < grace:
+                await asyncio.sleep(0.02)
         finally:
-            self._closed.set()
-            if self._poller is not None:
-                await asyncio.to_thread(self._poller.join)
+            self._closed.set()  # the poller stops, the spool sends nothing more
+            await asyncio.to_thread(self._poller.join)
+            self._producer.poll(0)  # the last delivery reports, so the spool notes them
+            with self._lock:
+                self._stopping.set()
+                self._wake.notify_all()
+            await asyncio.to_thread(self._spooler.join)
+            self._producer.purge()
+            self._producer.poll(0)
+            LIVE.discard(self)
+        if self.left is not None and self.left.events:
+            log.warning("%s stay in the spool at %s: the next EventLog that opens it sends them "
+                        "(or: agentlog spool flush)", describe(self.left), self.spool.root)
+
+    # -- the append path (under the lock) --------------------------------------------------------------------
+
+    def _hold(self, entry: _Entry) -> None:
+        entry.held = True
+        self._held += 1
+        self._queue(entry)
+        if entry.durability is Durability.BROKER:
+            self._inflight[Durability.BROKER].append(entry)
+
+    def _queue(self, entry: _Entry) -> None:
+        entry.queued = True
+        self._to_write.append(entry)
+        self._wake.notify()
+
+    def _resolve(self, entry: _Entry, outcome: Receipt | ProducerError) -> None:
+        if entry.resolved:
+            return
+        entry.resolved = True
+        self._resolutions.append((entry, outcome))
+        if not self._resolving and self._loop is not None and not self._loop.is_closed():
+            self._resolving = True
+            try:
+                self._loop.call_soon_threadsafe(self._settle)
+            except RuntimeError:  # the loop stopped meanwhile
+                self._resolving = False
+
+    def _settle(self) -> None:
+        """On the event loop: set the futures' results."""
+        with self._lock:
+            done, self._resolutions = self._resolutions, []
+            self._resolving = False
+            self._unresolved -= len(done)
+            for _, outcome in done:
+                self.counts[_outcome(outcome)] += 1
+        for entry, outcome in done:
+            event = entry.event
+            if isinstance(outcome, ProducerError) and not outcome.taken \
+                    and self._last_sequence.get(event.conversation_id) == event.sequence_number:
+                self._last_sequence[event.conversation_id] = event.sequence_number - 1  # it may be sent again
+            if entry.future.done():
+                continue
+            if isinstance(outcome, Receipt):
+                entry.future.set_result(outcome)
+            else:
+                entry.future.set_exception(outcome)
+
+    # -- delivery reports (in whichever thread polls the producer) ------------------------------------------
+
+    def _delivered(self, entry: _Entry, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is None:
+                entry.acked = True
+                if entry.record is not None:
+                    self._spool_acks.append(entry.record)
+                self._resolve(entry, Receipt(Durability.BROKER, Position(msg.topic(), msg.partition(), msg.offset())))
+                return
+            if err.code() in _GONE:
+                if entry.record is None:
+                    entry.failed = not entry.queued  # queued: it is spooled still
+                    if entry.failed:
+                        self._resolve(entry, self._delivery_error(msg, err))
+                return
+            entry.failed = True
+            if entry.record is not None:
+                self._spool_fails.append((entry.record, self._record(entry), err.str()))
+                self.counts["refused after spooling"] += 1
+            self._resolve(entry, self._delivery_error(msg, err))
+
+    def _sent(self, rid: RecordId, record: Record, err: KafkaError | None, msg: Message) -> None:
+        """The delivery report of a record the spool sent."""
+        with self._lock:
+            waiting = self._waiting_for.pop(rid, None)
+            if err is None:
+                self._spool_acks.append(rid)
+                if waiting is not None:
+                    waiting.acked = True
+                    self._resolve(waiting, Receipt(Durability.BROKER,
+                                                   Position(msg.topic(), msg.partition(), msg.offset())))
+            elif err.code() not in _GONE:
+                self._spool_fails.append((rid, record, err.str()))
+                if waiting is not None:
+                    waiting.failed = True
+                    self._resolve(waiting, self._delivery_error(msg, err))
+
+    # -- the poller ----------------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+            if self._refused is not None and len(self._producer):
+                self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
+            self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """Spool what waited for the broker past its deadline; fail broker-only appends past theirs."""
+        with self._lock:
+            waiting = self._inflight[Durability.SPOOL]
+            while waiting and (waiting[0].acked or waiting[0].failed or waiting[0].queued
+                               or waiting[0].deadline <= now):
+                entry = waiting.popleft()
+                if not (entry.acked or entry.failed or entry.queued):
+                    self._queue(entry)
+            strict = self._inflight[Durability.BROKER]
+            while strict and (strict[0].acked or strict[0].failed or strict[0].deadline <= now):
+                entry = strict.popleft()
+                if entry.acked or entry.failed:
+                    continue
+                entry.expired = True
+                if not entry.queued:
+                    self._queue(entry)  # it stays queued for the broker: kept in the spool, it is not lost
+                elif entry.record is not None:
+                    self._resolve(entry, self._not_acknowledged(entry))
+
+    def _not_acknowledged(self, entry: _Entry) -> BrokerUnavailable:
+        event = entry.event
+        return BrokerUnavailable(f"Kafka at {self.settings.kafka_bootstrap} did not acknowledge the "
+                                 f"{event.event_type} event of conversation {event.conversation_id} within "
+                                 f"{self.timeout:.0f}s; it is kept in the spool at {self.spool.root} and sent when "
+                                 "the broker answers", taken=True)
+
+    # -- the spool thread ------------------------------------------------------------------------------------
+
+    def _run_spool(self) -> None:
+        try:
+            self.spool.adopt()
+            for problem in self.spool.problems:
+                log.error("spool: %s", problem)
+            while True:
+                with self._lock:
+                    if not (self._to_write or self._spool_acks or self._spool_fails or self._stopping.is_set()
+                            or (self.spool.sending and len(self._producer) < _SEND_QUEUE)):
+                        self._wake.wait(0.05)
+                    batch = [e for e in self._to_write if not (e.acked or e.failed)]
+                    self._to_write = []
+                    acks, self._spool_acks = self._spool_acks, []
+                    fails, self._spool_fails = self._spool_fails, []
+                    stopping = self._stopping.is_set()
+                self._write(batch)
+                self.spool.ack(acks)
+                for reason, group in _by_reason(fails).items():
+                    self.spool.fail(group, reason)
+                self._send()
+                self.spool.write_status()
+                if stopping:
+                    break
+        except Exception:
+            log.exception("the spool thread stopped")
+            raise
+        finally:
+            self.left = self.spool.close()
+
+    def _record(self, entry: _Entry) -> Record:
+        event = entry.event
+        return Record(self.topic, event.conversation_id.encode(), entry.value, event.sequence_number, time.time(),
+                      HELD if entry.held else 0)
+
+    def _write(self, batch: list[_Entry]) -> None:
+        if not batch:
+            return
+        if any(e.held for e in batch):
+            self.spool.hold()
+        problem = None
+        try:
+            ids = self.spool.write([self._record(e) for e in batch])
+        except OSError as exc:
+            problem = f"cannot write the spool at {self.spool.root} ({exc.strerror})"
+            ids = [None] * len(batch)
+        with self._lock:
+            for entry, rid in zip(batch, ids, strict=True):
+                if rid is None:
+                    self._unspooled(entry, problem)
+                    continue
+                entry.record = rid
+                if entry.acked:
+                    self._spool_acks.append(rid)
+                elif entry.durability is Durability.SPOOL:
+                    self._resolve(entry, Receipt(Durability.SPOOL))
+                elif entry.expired:
+                    self._resolve(entry, self._not_acknowledged(entry))
+                elif entry.held:
+                    self._waiting_for[rid] = entry
+
+    def _unspooled(self, entry: _Entry, problem: str | None) -> None:
+        """An entry the spool could not take: it is full, or the disk failed (``problem``)."""
+        if entry.held:
+            self._held -= 1  # it will never be sent
+            entry.failed = True
+        kind: type[ProducerError] = ProducerError
+        if problem is None:
+            figures = self.spool.figures()
+            kind, problem = SpoolFull, (
+                f"the spool at {self.spool.root} is full: {describe(figures)} since {_clock(figures.oldest)}, "
+                f"{figures.bytes / 2**20:.0f} MiB of its {self.spool.max_bytes / 2**20:.0f} MiB "
+                "(AGENTLOG_SPOOL_MAX_BYTES)")
+        problem += f", and Kafka at {self.settings.kafka_bootstrap} has not acknowledged this event"
+        if entry.produced:
+            problem += "; it is still queued in memory and reaches the log if the broker answers before this " \
+                       "process exits"
+        self._resolve(entry, kind(problem, taken=entry.produced))
+
+    def _send(self) -> None:
+        """Hand the producer what the spool must send itself, oldest first, as far as its queue takes."""
+        while self.spool.sending and not self._closed.is_set():
+            chunk = self.spool.unsent(_SEND_CHUNK)
+            for position, (rid, record) in enumerate(chunk):
+                problem = self._check(record)
+                if problem is not None:
+                    self.spool.fail([(rid, record)], problem)
+                else:
+                    try:
+                        self._producer.produce(record.topic, value=record.value, key=record.key,
+                                               on_delivery=partial(self._sent, rid, record))
+                    except BufferError:
+                        self.spool.give_back(chunk[position:])
+                        return
+                    except KafkaException as exc:
+                        self.spool.fail([(rid, record)], exc.args[0].str())
+                if rid[0].directory == self.spool.directory and record.held:
+                    with self._lock:
+                        self._held -= 1
+            if not chunk:
+                break
+        with self._lock:
+            if not self.spool.sending:
+                self._adopting = False
+                if not self._held:
+                    self.spool.caught_up()
+
+    def _check(self, record: Record) -> str | None:
+        """Why a record read back from disk must not be sent, if it must not: it is not an event, or not the
+        event its record says."""
+        try:
+            event = self.codec.decode(record.value, key=record.key)
+        except SchemaError as exc:
+            return f"not an event: {exc}"
+        if event.sequence_number != record.sequence_number:
+            return "its event's sequence number is not the record's"
+        return None
+
+    # -- errors ------------------------------------------------------------------------------------------
 
     def _check_sequence(self, event: Event) -> None:
         last = self._last_sequence.get(event.conversation_id)
@@ -131,51 +514,6 @@ class EventLog:
         if len(self._last_sequence) > _TRACKED_CONVERSATIONS:
             self._last_sequence.popitem(last=False)
 
-    def _produce(self, event: Event, data: bytes, on_delivery) -> None:
-        while True:
-            try:
-                self._producer.produce(self.topic, value=data, key=event.conversation_id.encode(),
-                                       on_delivery=on_delivery)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
-            except KafkaException as exc:
-                raise self._error(event, exc.args[0]) from exc
-
-    def _ensure_poller(self) -> asyncio.AbstractEventLoop:
-        if self._poller is None:
-            self._loop = asyncio.get_running_loop()
-            self._poller = threading.Thread(target=self._poll, name="agentlog-event-log-poller", daemon=True)
-            self._poller.start()
-        return self._loop
-
-    def _poll(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
-            if self._refused is not None and len(self._producer):
-                self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
-            with self._done_lock:
-                pending = bool(self._done)
-            if pending and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._resolve_done)
-
-    def _delivered(self, future: asyncio.Future, event: Event, err: KafkaError | None, msg: Message) -> None:
-        with self._done_lock:
-            self._done.append((future, event, err, msg))
-
-    def _resolve_done(self) -> None:
-        with self._done_lock:
-            done, self._done = self._done, []
-        for future, event, err, msg in done:
-            if err is not None and self._last_sequence.get(event.conversation_id) == event.sequence_number:
-                self._last_sequence[event.conversation_id] = event.sequence_number - 1  # it may be sent again
-            if future.done():
-                continue
-            if err is None:
-                future.set_result(Position(msg.topic(), msg.partition(), msg.offset()))
-            else:
-                future.set_exception(self._delivery_error(msg, err))
-
     def _delivery_error(self, msg: Message, err: KafkaError) -> ProducerError:
         key = (msg.key() or b"").decode(errors="replace")
         if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
@@ -188,10 +526,9 @@ class EventLog:
         if err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
             return ProducerError(f"Kafka at {self.settings.kafka_bootstrap} does not let this producer write "
                                  f"{msg.topic()}: ask its admin for a WRITE ACL, or use the topic it may write")
-        if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-                          KafkaError._ALL_BROKERS_DOWN):
-            return BrokerUnavailable(f"Kafka at {self.settings.kafka_bootstrap} did not acknowledge the event of "
-                                     f"conversation {key} within {self.timeout:.0f}s ({err.str()})")
+        if err.code() in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return ProducerError(f"Kafka at {self.settings.kafka_bootstrap} has no topic {msg.topic()}: create it "
+                                 "(agentlog stack up makes the local stack's) or set AGENTLOG_EVENTS_TOPIC")
         return ProducerError(f"Kafka at {self.settings.kafka_bootstrap} rejected the event of conversation {key}: "
                              f"{err.str()}")
 
@@ -211,3 +548,20 @@ class EventLog:
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())
+
+
+def _outcome(outcome: Receipt | ProducerError) -> str:
+    if isinstance(outcome, ProducerError):
+        return "failed"
+    return "spooled" if outcome.spooled else "acknowledged"
+
+
+def _by_reason(fails: list[tuple[RecordId, Record, str]]) -> dict[str, list[tuple[RecordId, Record]]]:
+    grouped: dict[str, list[tuple[RecordId, Record]]] = {}
+    for rid, record, reason in fails:
+        grouped.setdefault(reason, []).append((rid, record))
+    return grouped
+
+
+def _clock(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if at else "now"

@@ -9,14 +9,14 @@ import threading
 from typing import Any, Coroutine, TypeVar
 
 from agentlog.producers.conversation import Conversation
-from agentlog.producers.event_log import EventLog, Position
+from agentlog.producers.event_log import EventLog, Receipt
 from agentlog.schemas.events import Event
 
 T = TypeVar("T")
 
 
 class SyncEventLog:
-    """``with SyncEventLog() as log: log.append(event)`` blocks until the broker acknowledged."""
+    """``with SyncEventLog() as log: log.append(event)`` blocks until the event is durable (a Receipt)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
@@ -31,8 +31,8 @@ class SyncEventLog:
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def append(self, event: Event) -> Position:
-        return self.run(self.log.append(event))
+    def append(self, event: Event, *, durability: str | None = None) -> Receipt:
+        return self.run(self.log.append(event, durability=durability))
 
     def flush(self, timeout: float | None = None) -> None:
         self.run(self.log.flush(timeout))
@@ -61,7 +61,7 @@ class SyncEventLog:
 
 
 class SyncConversation:
-    """The Conversation's helpers (``started``, ``tool_called`` …), each blocking until acknowledged."""
+    """The Conversation's helpers (``started``, ``tool_called`` …), each blocking until the event is durable."""
 
     def __init__(self, owner: SyncEventLog, conversation: Conversation) -> None:
         self._owner = owner

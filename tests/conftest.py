@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,9 @@ from agentlog.deploy.settings import settings as process_settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
+SPOOL = Path(tempfile.mkdtemp(prefix="agentlog-test-spool-"))
+os.environ.setdefault("AGENTLOG_SPOOL_DIR", str(SPOOL))
+"""The suite's spool (subprocesses too): a test that leaves events in a spool gives it a directory of its own."""
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ class Daemon:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        return pid
+        return None if _zombie(pid) else pid
 
     def start(self, argv: Sequence[str], *, user: str | None = None, env: Mapping[str, str] | None = None,
               cwd: Path | None = None) -> int:
@@ -141,6 +141,15 @@ class Daemon:
             return " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited and that no parent reaped yet (it still answers signal 0, holds nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _reap(pid: int) -> None:

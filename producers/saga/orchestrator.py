@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from agentlog.producers.conversation import Conversation, to_json
-from agentlog.producers.event_log import EventLog
+from agentlog.producers.event_log import Durability, EventLog
 from agentlog.producers.saga.definition import Retry, Saga, Step, call
 from agentlog.producers.saga.errors import SagaBusy
 from agentlog.producers.saga.lease import Leases
@@ -166,8 +166,10 @@ class Orchestrator:
     async def _record(self, conv: Conversation, progress: SagaState, kind: EventType,
                       payload: dict[str, Any]) -> None:
         """Put the transition in the log, then fold it into ``progress``: the saga's state is what its
-        events say, whether this orchestrator wrote them or a stopped one did (``recovery``)."""
-        event = await conv.record(kind, payload, agent=self.agent)
+        events say, whether this orchestrator wrote them or a stopped one did (``recovery``). The broker
+        must have it (a spooled transition is not yet in the log a recovering orchestrator reads): when
+        it does not answer, the saga stops here with BrokerUnavailable and recovery finishes it later."""
+        event = await conv.record(kind, payload, agent=self.agent, durability=Durability.BROKER)
         progress.apply(event)
         if self.observer is not None:
             self.observer(event)

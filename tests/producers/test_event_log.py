@@ -17,6 +17,7 @@ from agentlog.deploy.settings import Settings
 from agentlog.producers import (
     BrokerUnavailable,
     Conversation,
+    Durability,
     EventLog,
     EventTooLarge,
     NotSerializable,
@@ -46,8 +47,9 @@ def test_appended_events_read_back_equal_keyed_and_gapless(stack: Settings, topi
 
     async def append_all() -> None:
         async with EventLog(stack, topic=topic) as log:
-            positions = await asyncio.gather(*(log.append(e) for conv in conversations for e in conv))
-            assert {p.topic for p in positions} == {topic}
+            receipts = await asyncio.gather(*(log.append(e) for conv in conversations for e in conv))
+            assert {r.durability for r in receipts} == {Durability.BROKER}
+            assert {r.position.topic for r in receipts} == {topic}
 
     asyncio.run(append_all())
     sent = [e for conv in conversations for e in conv]
@@ -111,8 +113,8 @@ def test_the_sync_facade_appends_and_flushes(stack: Settings, topic: str) -> Non
         conv = log.conversation(agent="triage-agent")
         conv.started("Where is my order?")
         conv.response("It shipped.")
-        position = log.append(conv.build(EventType.RESPONSE_GENERATED, {"response": "anything else?"}))
-        assert position.topic == topic
+        receipt = log.append(conv.build(EventType.RESPONSE_GENERATED, {"response": "anything else?"}))
+        assert receipt.position.topic == topic and not receipt.spooled
     assert len(read_all(stack, topic, 3)) == 3
 
 
@@ -165,18 +167,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_broker_that_is_down_fails_the_append_within_the_timeout_naming_it(stack: Settings) -> None:
+def test_with_durability_broker_a_broker_that_is_down_fails_the_append_within_the_timeout_naming_it(
+        stack: Settings, tmp_path) -> None:
+    """As before the spool: BrokerUnavailable, naming the broker, within the timeout; the event is kept in the
+    spool (it may still be sent), so the conversation's next event takes the next number."""
     address = f"127.0.0.1:{_free_port()}"
-    down = replace(stack, kafka_bootstrap=address)
+    down = replace(stack, kafka_bootstrap=address, spool_dir=tmp_path)
 
-    async def run() -> float:
-        async with EventLog(down, timeout=3) as log:
-            started = time.monotonic()
-            with pytest.raises(BrokerUnavailable, match=address):
-                await log.append(make_conversation()[0])
-            return time.monotonic() - started
+    async def run() -> tuple[float, int, str]:
+        async with EventLog(down, timeout=3, durability="broker") as log:
+            async with Conversation(log, agent="triage-agent") as conv:
+                started = time.monotonic()
+                with pytest.raises(BrokerUnavailable, match=address) as raised:
+                    await conv.started("hello")
+                return time.monotonic() - started, conv.next_sequence, str(raised.value)
 
-    assert asyncio.run(run()) < 10
+    took, next_sequence, message = asyncio.run(run())
+    assert took < 10
+    assert next_sequence == 2 and "kept in the spool" in message
 
 
 def test_the_sdk_refuses_what_a_store_would_refuse_before_sending(stack: Settings, topic: str) -> None:
