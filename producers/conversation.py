@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from agentlog.producers.errors import NotSerializable, ProducerError
-from agentlog.producers.event_log import Durability, EventLog
+from agentlog.producers.event_log import Durability, EventLog, Receipt
 from agentlog.schemas.events import Event, EventType
 
 current: contextvars.ContextVar["Conversation"] = contextvars.ContextVar("agentlog_conversation")
@@ -48,6 +48,8 @@ class Conversation:
         self.correlation_id = correlation_id or self.conversation_id
         self.next_sequence = next_sequence
         self.last_event_id: str | None = None
+        self.last_receipt: Receipt | None = None
+        """How the last event recorded became durable (acknowledged by the broker, or spooled)."""
         self._lock = asyncio.Lock()
         self._token: contextvars.Token | None = None
 
@@ -67,7 +69,7 @@ class Conversation:
         async with self._lock:
             event = self.build(event_type, payload, agent=agent, causation_id=causation_id)
             try:
-                await self.log.append(event, durability=durability)
+                self.last_receipt = await self.log.append(event, durability=durability)
             except ProducerError as exc:
                 if exc.taken:  # it may still reach the log: what follows goes after it
                     self._taken(event)

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import threading
 import time
-import weakref
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +34,7 @@ from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
+from agentlog.producers import prometheus
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
 from agentlog.producers.spool import Figures, Spool, SpoolFull
 from agentlog.producers.spool.records import HELD, Record
@@ -54,8 +54,6 @@ _CLOSE_GRACE = 5.0
 """Seconds close() gives the broker to take what is spooled or in flight before leaving it to the spool."""
 _GONE = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 """Not sent by this process (it refused our credentials, or we are closing): a spooled event stays spooled."""
-LIVE: "weakref.WeakSet[EventLog]" = weakref.WeakSet()
-"""The open event logs of this process (their spools' figures are its metrics)."""
 
 
 class Durability(StrEnum):
@@ -135,6 +133,7 @@ class EventLog:
             "queue.buffering.max.messages": 500_000,
             "queue.buffering.max.kbytes": 256 * 1024,
             "message.timeout.ms": 0,  # the producer never gives up: what it holds past a deadline is spooled
+            "reconnect.backoff.max.ms": 1000,  # a broker back is found within a second
             "error_cb": self._on_error,
             **(producer_config or {}),
         }
@@ -167,7 +166,7 @@ class EventLog:
         """The broker's refusal of our credentials, when it said so: appends then fail as a mistake, not an outage."""
         self.left: Figures | None = None
         """What the spool still held when the log closed."""
-        LIVE.add(self)
+        prometheus.OPEN.add(self.spool)
         self._poller.start()
         self._spooler.start()
 
@@ -255,7 +254,7 @@ class EventLog:
             await asyncio.to_thread(self._spooler.join)
             self._producer.purge()
             self._producer.poll(0)
-            LIVE.discard(self)
+            prometheus.OPEN.discard(self.spool)
         if self.left is not None and self.left.events:
             log.warning("%s stay in the spool at %s: the next EventLog that opens it sends them "
                         "(or: agentlog spool flush)", describe(self.left), self.spool.root)
@@ -294,6 +293,7 @@ class EventLog:
             self._unresolved -= len(done)
             for _, outcome in done:
                 self.counts[_outcome(outcome)] += 1
+                prometheus.APPENDS.labels(_outcome(outcome)).inc()
         for entry, outcome in done:
             event = entry.event
             if isinstance(outcome, ProducerError) and not outcome.taken \

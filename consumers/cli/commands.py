@@ -1,3 +1,13 @@
 """Imports every command module so that each registers itself on the app."""
 
-from agentlog.consumers.cli import access, demo, projectors, queries, replay, serve, simulate, stack  # noqa: F401
+from agentlog.consumers.cli import (  # noqa: F401
+    access,
+    demo,
+    projectors,
+    queries,
+    replay,
+    serve,
+    simulate,
+    spool,
+    stack,
+)

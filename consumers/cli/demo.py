@@ -20,6 +20,7 @@ from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting
 from agentlog.producers.examples.services import Services
+from agentlog.producers.outcomes import Outcomes
 from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
 from agentlog.projections.conversation import fold
@@ -42,7 +43,7 @@ def recorded(config: Settings, conversation_id: str) -> bool:
     return bool(events_from_kafka(config, conversation_id))
 
 
-async def run_book_demo(config: Settings) -> tuple[str, str]:
+async def run_book_demo(config: Settings, outcomes: Outcomes | None = None) -> tuple[str, str]:
     """The book-demo scenario's saga, with no free slot: it rolls back. Returns (conversation, status);
     the status the log has when a demo recorded it before."""
     if recorded(config, BOOK_DEMO_ID):
@@ -52,10 +53,12 @@ async def run_book_demo(config: Settings) -> tuple[str, str]:
             await conv.started("Hi, I'm from Acme Corp and we'd like a demo of your platform next week")
             outcome = await Orchestrator().run(book_demo_meeting(Services(free_slots=0)), conv)
             await conv.response("Sorry, there is no demo slot next week; our team will reach out.")
-            return conv.conversation_id, outcome.status
+    if outcomes is not None:
+        outcomes.merge(log.counts, BOOK_DEMO_ID)
+    return BOOK_DEMO_ID, outcome.status
 
 
-async def record_refund(config: Settings) -> str:
+async def record_refund(config: Settings, outcomes: Outcomes | None = None) -> str:
     """The refund scenario (conversation conv-8842): lookup, handoff, policy check, a partial refund;
     recorded once per log."""
     if recorded(config, REFUND_ID):
@@ -71,7 +74,9 @@ async def record_refund(config: Settings) -> str:
             async with conv.call("issue_refund", {"order_id": "ORD-5521", "amount": 44.99}) as call:
                 call.output = {"refund_id": "REF-3301", "status": "processed"}
             await conv.response("I have issued a partial refund of $44.99 to your original payment method.")
-            return conv.conversation_id
+    if outcomes is not None:
+        outcomes.merge(log.counts, REFUND_ID)
+    return REFUND_ID
 
 
 def _wait_for(models: ReadModels, refund_id: str, timeout: float = 120) -> None:
@@ -97,11 +102,14 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     config = settings()
     started = time.monotonic()
     with console.status("recording the refund scenario and simulated traffic"):
-        refund_id = asyncio.run(record_refund(config))
-        saga_id, saga_status = asyncio.run(run_book_demo(config))
         summary = asyncio.run(send(config, conversations, seed=42))
-    console.print(f"appended {summary['events']} simulated events, the refund scenario and the "
-                  "book-demo saga to Kafka", soft_wrap=True)
+        outcomes = summary["outcomes"]
+        refund_id = asyncio.run(record_refund(config, outcomes))
+        saga_id, saga_status = asyncio.run(run_book_demo(config, outcomes))
+    console.print(f"the refund scenario, the book-demo saga and {summary['events']:,} simulated events: "
+                  f"{outcomes.sentence()}", soft_wrap=True)
+    if outcomes.failed:
+        raise AgentlogError(f"{outcomes.failed:,} simulated event(s) did not reach the log or the spool; see above")
     elsewhere = running_elsewhere(config, list(NAMES))
     own = [name for name in NAMES if name not in elsewhere]
     group = ProjectorThreads(config, own, until_caught_up=True)

@@ -24,8 +24,12 @@ def simulate(conversations: int = typer.Option(100, "--conversations", "-n", min
         summary = asyncio.run(send(settings(), conversations, seed=seed, rate=rate or None,
                                    progress=lambda n: bar.advance(task, n)))
     ids = summary.pop("ids")
+    outcomes = summary.pop("outcomes")
     if as_json:
-        print_json(summary)
-        return
-    console.print(f"appended {summary['events']} events of {summary['conversations']} conversations "
-                  f"to {settings().events_topic}; e.g. `agentlog replay {ids[0]}`")
+        print_json({**summary, **outcomes.as_json()})
+    else:
+        console.print(f"{summary['events']:,} events of {summary['conversations']:,} conversations for "
+                      f"{settings().events_topic}: {outcomes.sentence()}"
+                      + (f"; e.g. `agentlog replay {ids[0]}`" if not outcomes.failed else ""), soft_wrap=True)
+    if outcomes.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,61 @@
+"""What a writer's appends came to, by events and by conversations: acknowledged, spooled, failed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from agentlog.producers.event_log import Receipt
+
+OUTCOMES = ("acknowledged", "spooled", "failed")
+
+
+@dataclass
+class Outcomes:
+    events: Counter[str] = field(default_factory=Counter)
+    conversations: dict[str, set[str]] = field(default_factory=lambda: {o: set() for o in OUTCOMES})
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, conversation_id: str, outcome: Receipt | BaseException) -> None:
+        if isinstance(outcome, Receipt):
+            kind = "spooled" if outcome.spooled else "acknowledged"
+        else:
+            kind = "failed"
+            self.errors[str(outcome)] += 1
+        self.events[kind] += 1
+        self.conversations[kind].add(conversation_id)
+
+    def merge(self, counts: Mapping[str, int], conversation_id: str) -> None:
+        """An EventLog's ``counts`` for the appends of one conversation."""
+        for kind in OUTCOMES:
+            if counts.get(kind):
+                self.events[kind] += counts[kind]
+                self.conversations[kind].add(conversation_id)
+
+    @property
+    def failed(self) -> int:
+        return self.events["failed"]
+
+    def as_json(self) -> dict:
+        found: dict = {kind: {"events": self.events[kind], "conversations": len(self.conversations[kind])}
+                       for kind in OUTCOMES}
+        found["failed"]["errors"] = dict(self.errors.most_common(5))
+        return found
+
+    def sentence(self) -> str:
+        """"500 events of 60 conversations acknowledged by the broker; 88 of 12 spooled, ...": every outcome
+        that happened, by counts."""
+        parts = []
+        for kind, said in (("acknowledged", "acknowledged by the broker"),
+                           ("spooled", "spooled (sent on when the broker answers: `agentlog spool status`)"),
+                           ("failed", "failed")):
+            if self.events[kind]:
+                parts.append(f"{self.events[kind]:,} event(s) of {len(self.conversations[kind]):,} conversation(s) "
+                             f"{said}")
+        if self.errors:
+            message, times = self.errors.most_common(1)[0]
+            others = len(self.errors) - 1
+            parts[-1] += f": {message}" + (f" ({times} times)" if times > 1 else "") + (
+                f", and {others} other error(s)" if others else "")
+        return "; ".join(parts) or "nothing appended"
