@@ -387,11 +387,12 @@ class EventLog:
             self.spool.adopt()
             for problem in self.spool.problems:
                 log.error("spool: %s", problem)
+            blocked = False
             while True:
                 with self._lock:
                     if not (self._to_write or self._spool_acks or self._spool_fails or self._stopping.is_set()
-                            or (self.spool.sending and len(self._producer) < _SEND_QUEUE)):
-                        self._wake.wait(0.05)
+                            or (self.spool.sending and not blocked and len(self._producer) < _SEND_QUEUE)):
+                        self._wake.wait(0.01 if blocked else 0.05)
                     batch = [e for e in self._to_write if not (e.acked or e.failed)]
                     self._to_write = []
                     acks, self._spool_acks = self._spool_acks, []
@@ -401,7 +402,7 @@ class EventLog:
                 self.spool.ack(acks)
                 for reason, group in _by_reason(fails).items():
                     self.spool.fail(group, reason)
-                self._send()
+                blocked = self._send()
                 self.spool.write_status()
                 if stopping:
                     break
@@ -460,8 +461,9 @@ class EventLog:
                        "process exits"
         self._resolve(entry, kind(problem, taken=entry.produced))
 
-    def _send(self) -> None:
-        """Hand the producer what the spool must send itself, oldest first, as far as its queue takes."""
+    def _send(self) -> bool:
+        """Hand the producer what the spool must send itself, oldest first, as far as its queue takes; True
+        when some is left (the spool thread then pauses a little)."""
         while self.spool.sending and not self._closed.is_set():
             chunk = self.spool.unsent(_SEND_CHUNK)
             for position, (rid, record) in enumerate(chunk):
@@ -474,7 +476,7 @@ class EventLog:
                                                on_delivery=partial(self._sent, rid, record))
                     except BufferError:
                         self.spool.give_back(chunk[position:])
-                        return
+                        return True
                     except KafkaException as exc:
                         self.spool.fail([(rid, record)], exc.args[0].str())
                 if rid[0].directory == self.spool.directory and record.held:
@@ -483,10 +485,11 @@ class EventLog:
             if not chunk:
                 break
         with self._lock:
-            if not self.spool.sending:
+            if not self.spool.adopting:
                 self._adopting = False
                 if not self._held:
                     self.spool.caught_up()
+        return self.spool.sending  # what is left waits for the producer's room, or for the spool's next write
 
     def _check(self, record: Record) -> str | None:
         """Why a record read back from disk must not be sent, if it must not: it is not an event, or not the

@@ -88,7 +88,8 @@ class Segment:
 
     def scan(self, key_id: Callable[[bytes], int]) -> str | None:
         """Read an existing segment's records and acknowledgements; returns what was wrong with its tail, if
-        anything. A bad tail is moved aside to ``.corrupt`` and cut off; the records before it are kept."""
+        anything. A bad tail is cut off and kept in a ``.corrupt`` file in the spool's root; the records
+        before it are kept."""
         try:
             acked = read_acks(self.acks_path.read_bytes())
         except FileNotFoundError:
@@ -111,7 +112,7 @@ class Segment:
                 tail = file.read()
         if problem is None:
             return None
-        aside = self.path.with_suffix(".corrupt")
+        aside = self.directory.parent / f"{self.directory.name}-{self.number:08d}.corrupt"  # kept when this goes
         with open(os.open(aside, _FLAGS, 0o600), "ab") as out:
             out.write(tail)
         os.truncate(self.path, good_end)

@@ -291,6 +291,12 @@ class Spool:
         """Records remain that this spool must hand to the producer itself."""
         return bool(self._sending or self._given_back)
 
+    @property
+    def adopting(self) -> bool:
+        """Records that stopped processes left remain to be handed to the producer."""
+        return any(c.everything for c in self._sending) or any(
+            rid[0].directory != self.directory for rid, _ in self._given_back)
+
     def give_back(self, records: list[tuple[RecordId, Record]]) -> None:
         """Records ``unsent`` gave that the producer could not take yet: they come first next time."""
         self._given_back = records + self._given_back
