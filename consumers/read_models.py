@@ -24,6 +24,7 @@ from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
+from agentlog.producers.spool.status import status as spool_status
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.charts import charts as analytics_charts
 from agentlog.projections.analytics.projection import AnalyticsProjection
@@ -192,6 +193,14 @@ class ReadModels:
         return analytics_charts(self.sql)
 
     # -- Kafka: how far behind each projection is --------------------------------------------------------------
+
+    def spool(self) -> dict[str, Any]:
+        """What the producer SDK's spool on this machine holds (``agentlog spool status --json``)."""
+        try:
+            return spool_status(self.settings.spool_dir).as_json()
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read the spool at {self.settings.spool_dir} ({exc.strerror}): give this "
+                                   "process AGENTLOG_SPOOL_DIR of the agents on this machine, readable by it") from None
 
     def lag(self, *, fresh: bool = False) -> dict[str, dict[str, int]]:
         """Per projection, per partition: events still to apply, counted from the store's own positions

@@ -120,6 +120,12 @@ def lag(request: Request) -> JSON:
     return JSON(models(request).lag())
 
 
+@router.get("/spool")
+def spool(request: Request) -> JSON:
+    """What agents on this machine keep in their spool while the broker is away: ``agentlog spool status --json``."""
+    return JSON(models(request).spool())
+
+
 @router.get("/health")
 def health(request: Request) -> JSON:
     """Whether each projector of this process runs, what it applied, and why it stopped if it did."""

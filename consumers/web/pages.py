@@ -6,6 +6,7 @@ saying what is wrong and what to do), not the page.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +40,7 @@ def highlight(fragment: str) -> Markup:
 
 
 templates.env.filters["highlight"] = highlight
+templates.env.filters["spooled_at"] = lambda at: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 class Part:
@@ -62,7 +64,7 @@ def _overview(request: Request, status: str | None, agent: str | None, before: s
     rows = Part(lambda: m.conversations(status=status, agent=agent, limit=PAGE, before=before))
     older = page_after(rows.value[-1]) if rows.value and len(rows.value) == PAGE else None
     return {"counters": Part(m.counters), "metrics": Part(lambda: m.metrics("24h")), "conversations": rows,
-            "older": older, "lag": Part(m.lag), "projectors": request.app.state.projectors(),
+            "older": older, "lag": Part(m.lag), "spool": Part(m.spool), "projectors": request.app.state.projectors(),
             "status": status or "", "agent": agent or "", "before": before or ""}
 
 

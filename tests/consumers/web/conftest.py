@@ -93,7 +93,9 @@ def served(stack: Settings, tmp_path_factory) -> Served:
     store = tmp_path_factory.mktemp("clickhouse")
     world = replace(private(stack, uuid.uuid4().hex[:12]), clickhouse_url=f"chdb://{store}/clickhouse")
     world = replace(world, sql_timeout=8.0)
-    env = {**env_of(world), "AGENTLOG_SQL_TIMEOUT": "8"}
+    spool = tmp_path_factory.mktemp("spool")
+    world = replace(world, spool_dir=spool)
+    env = {**env_of(world), "AGENTLOG_SQL_TIMEOUT": "8", "AGENTLOG_SPOOL_DIR": str(spool)}
     refund_id, saga_id, simulated = asyncio.run(_record(world))
     auth = AuthStore(world)
     auth.setup()

@@ -132,3 +132,32 @@ def test_serve_says_what_is_wrong_in_one_line(served: Served, tmp_path) -> None:
     assert metrics.returncode == 1 and len(metrics.stderr.strip().splitlines()) == 1
     assert metrics.stderr.startswith("error: postgres at 127.0.0.1:1 as agentlog_reader:")
     assert "`agentlog stack up` starts the local one" in metrics.stderr
+
+
+def test_the_dashboard_shows_what_agents_on_its_machine_keep_in_their_spool(served: Served) -> None:
+    import shutil
+    import time
+
+    from agentlog.producers.spool import Spool
+    from agentlog.producers.spool.records import Record
+    from agentlog.schemas import Codec
+    from tests.factories import make_conversation
+
+    codec = Codec()
+    assert served.get("/api/spool")[1]["events"] == 0
+    assert 'data-events="0"' in served.text("/")
+    spool = Spool(served.settings.spool_dir, max_bytes=1 << 20)  # what a stopped agent left
+    spool.write([Record(served.settings.events_topic, e.conversation_id.encode(), codec.encode(e), e.sequence_number,
+                        time.time()) for _ in range(3) for e in make_conversation(tools=1)])
+    spool.close()
+    try:
+        status, found = served.get("/api/spool")
+        assert status == 200 and (found["events"], found["conversations"]) == (12, 3)
+        assert found == cli(served, "spool", "status")
+        page = served.text("/")
+        assert '<b id="spool-events">12</b>' in page and "agentlog spool flush" in page
+        assert served.get("/api/spool", token=served.token_for("operator"))[0] == 200
+        assert served.get("/api/spool", token=served.token_for("support"))[0] == 403
+    finally:
+        for path in served.settings.spool_dir.iterdir():
+            shutil.rmtree(path)
