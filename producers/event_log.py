@@ -149,6 +149,7 @@ class EventLog:
         """Held entries not yet handed to the producer by the spool."""
         self._adopting = self.spool.claim()
         """Until the spool thread has sent what stopped processes left (new events go behind it)."""
+        self._reports: list[tuple[Any, Record | None, KafkaError | None, Message]] = []
         self._spool_acks: list[RecordId] = []
         self._spool_fails: list[tuple[RecordId, Record, str]] = []
         self._waiting_for: dict[RecordId, _Entry] = {}
@@ -193,24 +194,26 @@ class EventLog:
         loop = self._loop = self._loop or asyncio.get_running_loop()
         entry = _Entry(event, value, loop.create_future(), mode,
                        time.monotonic() + (self.timeout if mode is Durability.BROKER else self.spool_after))
-        with self._lock:
-            self._unresolved += 1
-            if self._held or self._adopting:
-                self._hold(entry)
+        self._unresolved += 1
+        if not (self._held or self._adopting):  # nothing is held: no lock (only the spool thread lowers these)
+            try:
+                self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(),
+                                       on_delivery=partial(self._delivered, entry))
+            except BufferError:
+                pass  # the client's queue is full: held below
+            except KafkaException as exc:
+                self._unresolved -= 1
+                raise self._error(event, exc.args[0]) from exc
             else:
-                try:
-                    self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(),
-                                           on_delivery=partial(self._delivered, entry))
-                except BufferError:
-                    self._hold(entry)
-                except KafkaException as exc:
-                    self._unresolved -= 1
-                    raise self._error(event, exc.args[0]) from exc
-                else:
-                    entry.produced = True
-                    self._inflight[mode].append(entry)
-                    if mode is Durability.SPOOL and (self.spool.events or self._to_write):
-                        self._queue(entry)  # the broker is away already: spool it now, not after the deadline
+                entry.produced = True
+                self._inflight[mode].append(entry)
+                if mode is Durability.SPOOL and (self.spool.events or self._to_write):
+                    with self._lock:  # the broker is away already: spool it now, not after the deadline
+                        self._queue(entry)
+                self._last_sequence[event.conversation_id] = event.sequence_number
+                return entry.future
+        with self._lock:
+            self._hold(entry)
         self._last_sequence[event.conversation_id] = event.sequence_number
         return entry.future
 
@@ -248,12 +251,14 @@ class EventLog:
             self._closed.set()  # the poller stops, the spool sends nothing more
             await asyncio.to_thread(self._poller.join)
             self._producer.poll(0)  # the last delivery reports, so the spool notes them
+            self._take_reports()
             with self._lock:
                 self._stopping.set()
                 self._wake.notify_all()
             await asyncio.to_thread(self._spooler.join)
             self._producer.purge()
             self._producer.poll(0)
+            self._take_reports()
             prometheus.OPEN.discard(self.spool)
         if self.left is not None and self.left.events:
             log.warning("%s stay in the spool at %s: the next EventLog that opens it sends them "
@@ -269,6 +274,8 @@ class EventLog:
             self._inflight[Durability.BROKER].append(entry)
 
     def _queue(self, entry: _Entry) -> None:
+        if entry.queued:
+            return
         entry.queued = True
         self._to_write.append(entry)
         self._wake.notify()
@@ -291,9 +298,10 @@ class EventLog:
             done, self._resolutions = self._resolutions, []
             self._resolving = False
             self._unresolved -= len(done)
-            for _, outcome in done:
-                self.counts[_outcome(outcome)] += 1
-                prometheus.APPENDS.labels(_outcome(outcome)).inc()
+            outcomes = Counter(_outcome(outcome) for _, outcome in done)
+            self.counts.update(outcomes)
+        for kind, times in outcomes.items():
+            prometheus.APPENDS.labels(kind).inc(times)
         for entry, outcome in done:
             event = entry.event
             if isinstance(outcome, ProducerError) and not outcome.taken \
@@ -309,46 +317,63 @@ class EventLog:
     # -- delivery reports (in whichever thread polls the producer) ------------------------------------------
 
     def _delivered(self, entry: _Entry, err: KafkaError | None, msg: Message) -> None:
-        with self._lock:
-            if err is None:
-                entry.acked = True
-                if entry.record is not None:
-                    self._spool_acks.append(entry.record)
-                self._resolve(entry, Receipt(Durability.BROKER, Position(msg.topic(), msg.partition(), msg.offset())))
-                return
-            if err.code() in _GONE:
-                if entry.record is None:
-                    entry.failed = not entry.queued  # queued: it is spooled still
-                    if entry.failed:
-                        self._resolve(entry, self._delivery_error(msg, err))
-                return
-            entry.failed = True
-            if entry.record is not None:
-                self._spool_fails.append((entry.record, self._record(entry), err.str()))
-                self.counts["refused after spooling"] += 1
-            self._resolve(entry, self._delivery_error(msg, err))
+        self._reports.append((entry, None, err, msg))  # taken in a batch, under one lock, by _take_reports
 
     def _sent(self, rid: RecordId, record: Record, err: KafkaError | None, msg: Message) -> None:
         """The delivery report of a record the spool sent."""
+        self._reports.append((rid, record, err, msg))
+
+    def _take_reports(self) -> None:
+        """Apply the delivery reports the last poll served (only the thread that polls calls this)."""
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
         with self._lock:
-            waiting = self._waiting_for.pop(rid, None)
-            if err is None:
-                self._spool_acks.append(rid)
-                if waiting is not None:
-                    waiting.acked = True
-                    self._resolve(waiting, Receipt(Durability.BROKER,
-                                                   Position(msg.topic(), msg.partition(), msg.offset())))
-            elif err.code() not in _GONE:
-                self._spool_fails.append((rid, record, err.str()))
-                if waiting is not None:
-                    waiting.failed = True
-                    self._resolve(waiting, self._delivery_error(msg, err))
+            for target, record, err, msg in reports:
+                if record is None:
+                    self._on_delivered(target, err, msg)
+                else:
+                    self._on_sent(target, record, err, msg)
+
+    def _on_delivered(self, entry: _Entry, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            entry.acked = True
+            if entry.record is not None:
+                self._spool_acks.append(entry.record)
+            self._resolve(entry, Receipt(Durability.BROKER, Position(msg.topic(), msg.partition(), msg.offset())))
+            return
+        if err.code() in _GONE:
+            if entry.record is None:
+                entry.failed = not entry.queued  # queued: it is spooled still
+                if entry.failed:
+                    self._resolve(entry, self._delivery_error(msg, err))
+            return
+        entry.failed = True
+        if entry.record is not None:
+            self._spool_fails.append((entry.record, self._record(entry), err.str()))
+            self.counts["refused after spooling"] += 1
+        self._resolve(entry, self._delivery_error(msg, err))
+
+    def _on_sent(self, rid: RecordId, record: Record, err: KafkaError | None, msg: Message) -> None:
+        waiting = self._waiting_for.pop(rid, None)
+        if err is None:
+            self._spool_acks.append(rid)
+            if waiting is not None:
+                waiting.acked = True
+                self._resolve(waiting, Receipt(Durability.BROKER,
+                                               Position(msg.topic(), msg.partition(), msg.offset())))
+        elif err.code() not in _GONE:
+            self._spool_fails.append((rid, record, err.str()))
+            if waiting is not None:
+                waiting.failed = True
+                self._resolve(waiting, self._delivery_error(msg, err))
 
     # -- the poller ----------------------------------------------------------------------------------------
 
     def _poll(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.05)
+            self._take_reports()
             if self._refused is not None and len(self._producer):
                 self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
             self._expire(time.monotonic())
