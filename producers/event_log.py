@@ -285,12 +285,17 @@ class EventLog:
             return
         entry.resolved = True
         self._resolutions.append((entry, outcome))
-        if not self._resolving and self._loop is not None and not self._loop.is_closed():
+
+    def _hand_over(self) -> None:
+        """Have the event loop settle what was resolved (once per poll or spool write, not per event)."""
+        with self._lock:
+            if not self._resolutions or self._resolving or self._loop is None or self._loop.is_closed():
+                return
             self._resolving = True
-            try:
-                self._loop.call_soon_threadsafe(self._settle)
-            except RuntimeError:  # the loop stopped meanwhile
-                self._resolving = False
+        try:
+            self._loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # the loop stopped meanwhile
+            self._resolving = False
 
     def _settle(self) -> None:
         """On the event loop: set the futures' results."""
@@ -298,7 +303,10 @@ class EventLog:
             done, self._resolutions = self._resolutions, []
             self._resolving = False
             self._unresolved -= len(done)
-            outcomes = Counter(_outcome(outcome) for _, outcome in done)
+            outcomes: Counter[str] = Counter()
+            for _, outcome in done:
+                outcomes["acknowledged" if type(outcome) is Receipt and not outcome.spooled
+                         else _outcome(outcome)] += 1
             self.counts.update(outcomes)
         for kind, times in outcomes.items():
             prometheus.APPENDS.labels(kind).inc(times)
@@ -328,9 +336,14 @@ class EventLog:
         if not self._reports:
             return
         reports, self._reports = self._reports, []
+        broker, resolutions = Durability.BROKER, self._resolutions
         with self._lock:
             for target, record, err, msg in reports:
-                if record is None:
+                if record is None and err is None and target.record is None and not target.resolved:
+                    target.acked = target.resolved = True  # the common case, inline: acknowledged in time
+                    resolutions.append((target, Receipt(broker, Position(msg.topic(), msg.partition(),
+                                                                         msg.offset()))))
+                elif record is None:
                     self._on_delivered(target, err, msg)
                 else:
                     self._on_sent(target, record, err, msg)
@@ -377,6 +390,7 @@ class EventLog:
             if self._refused is not None and len(self._producer):
                 self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
             self._expire(time.monotonic())
+            self._hand_over()
 
     def _expire(self, now: float) -> None:
         """Spool what waited for the broker past its deadline; fail broker-only appends past theirs."""
@@ -427,6 +441,7 @@ class EventLog:
                 self.spool.ack(acks)
                 for reason, group in _by_reason(fails).items():
                     self.spool.fail(group, reason)
+                self._hand_over()
                 blocked = self._send()
                 self.spool.write_status()
                 if stopping:

@@ -25,6 +25,14 @@ os.environ.setdefault("AGENTLOG_SPOOL_DIR", str(SPOOL))
 """The suite's spool (subprocesses too): a test that leaves events in a spool gives it a directory of its own."""
 
 
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The suite's spool goes when it is empty; what a test left in it stays to be seen."""
+    import shutil
+
+    if SPOOL.exists() and not any(SPOOL.iterdir()):
+        shutil.rmtree(SPOOL, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """The local stack, up (a no-op when `make test` already brought it up)."""
