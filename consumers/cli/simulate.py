@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.deploy.settings import settings
 from agentlog.producers.traffic import send
+from agentlog.schemas.errors import AgentlogError
 
 
 @app.command()
@@ -25,11 +26,11 @@ def simulate(conversations: int = typer.Option(100, "--conversations", "-n", min
                                    progress=lambda n: bar.advance(task, n)))
     ids = summary.pop("ids")
     outcomes = summary.pop("outcomes")
+    said = (f"{summary['events']:,} events of {summary['conversations']:,} conversations for "
+            f"{settings().events_topic}: {outcomes.sentence()}")
     if as_json:
         print_json({**summary, **outcomes.as_json()})
-    else:
-        console.print(f"{summary['events']:,} events of {summary['conversations']:,} conversations for "
-                      f"{settings().events_topic}: {outcomes.sentence()}"
-                      + (f"; e.g. `agentlog replay {ids[0]}`" if not outcomes.failed else ""), soft_wrap=True)
+    elif not outcomes.failed:
+        console.print(f"{said}; e.g. `agentlog replay {ids[0]}`", soft_wrap=True)
     if outcomes.failed:
-        raise typer.Exit(1)
+        raise AgentlogError(said)
