@@ -51,7 +51,7 @@ class Conversation:
         self.last_receipt: Receipt | None = None
         """How the last event recorded became durable (acknowledged by the broker, or spooled)."""
         self._lock = asyncio.Lock()
-        self._token: contextvars.Token | None = None
+        self._token: contextvars.Token[Conversation] | None = None
 
     async def __aenter__(self) -> "Conversation":
         self._token = current.set(self)
@@ -152,7 +152,8 @@ class ToolCall:
         self._started = time.perf_counter()
         return self
 
-    async def __aexit__(self, exc_type, exc: BaseException | None, tb) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
         duration_ms = (time.perf_counter() - self._started) * 1000
         if exc is None:
             await self.conversation.tool_result(self.tool, self.output, tool_call_id=self.tool_call_id,

@@ -89,7 +89,7 @@ class Receipt:
 class _Entry:
     event: Event
     value: bytes
-    future: asyncio.Future
+    future: asyncio.Future[Receipt]
     durability: Durability
     deadline: float
     held: bool = False
@@ -341,8 +341,7 @@ class EventLog:
             for target, record, err, msg in reports:
                 if record is None and err is None and target.record is None and not target.resolved:
                     target.acked = target.resolved = True  # the common case, inline: acknowledged in time
-                    resolutions.append((target, Receipt(broker, Position(msg.topic(), msg.partition(),
-                                                                         msg.offset()))))
+                    resolutions.append((target, Receipt(broker, _position(msg))))
                 elif record is None:
                     self._on_delivered(target, err, msg)
                 else:
@@ -353,7 +352,7 @@ class EventLog:
             entry.acked = True
             if entry.record is not None:
                 self._spool_acks.append(entry.record)
-            self._resolve(entry, Receipt(Durability.BROKER, Position(msg.topic(), msg.partition(), msg.offset())))
+            self._resolve(entry, Receipt(Durability.BROKER, _position(msg)))
             return
         if err.code() in _GONE:
             if entry.record is None:
@@ -374,7 +373,7 @@ class EventLog:
             if waiting is not None:
                 waiting.acked = True
                 self._resolve(waiting, Receipt(Durability.BROKER,
-                                               Position(msg.topic(), msg.partition(), msg.offset())))
+                                               _position(msg)))
         elif err.code() not in _GONE:
             self._spool_fails.append((rid, record, err.str()))
             if waiting is not None:
@@ -591,6 +590,11 @@ class EventLog:
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())
+
+
+def _position(msg: Message) -> Position:
+    """Where a delivered message went (the client says so for every message it delivered)."""
+    return Position(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 def _outcome(outcome: Receipt | ProducerError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from agentlog.producers.event_log import Receipt
 
@@ -37,8 +37,8 @@ class Outcomes:
     def failed(self) -> int:
         return self.events["failed"]
 
-    def as_json(self) -> dict:
-        found: dict = {kind: {"events": self.events[kind], "conversations": len(self.conversations[kind])}
+    def as_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {kind: {"events": self.events[kind], "conversations": len(self.conversations[kind])}
                        for kind in OUTCOMES}
         found["failed"]["errors"] = dict(self.errors.most_common(5))
         return found

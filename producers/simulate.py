@@ -11,7 +11,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from agentlog.schemas.events import Event, EventType
 
@@ -211,7 +211,7 @@ def _follow_up(s: Script) -> None:
 
 
 def conversations(count: int, *, seed: int = 0, run_id: str | None = None, tenant: str = "default",
-                  start: datetime | None = None):
+                  start: datetime | None = None) -> Iterator[list[Event]]:
     """Yield ``count`` conversations, each a list of events; the same seed gives the same traffic. They start
     half a second apart and the last one two hours before now, so no event lies in the future."""
     rng = random.Random(seed)

@@ -25,7 +25,7 @@ class SyncEventLog:
         self.log: EventLog = self.run(self._create(args, kwargs))
 
     @staticmethod
-    async def _create(args: tuple, kwargs: dict) -> EventLog:
+    async def _create(args: tuple[Any, ...], kwargs: dict[str, Any]) -> EventLog:
         return EventLog(*args, **kwargs)
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -50,7 +50,7 @@ class SyncEventLog:
     def conversation(self, *, agent: str, **kwargs: Any) -> "SyncConversation":
         return SyncConversation(self, self.run(self._conversation(agent, kwargs)))
 
-    async def _conversation(self, agent: str, kwargs: dict) -> Conversation:
+    async def _conversation(self, agent: str, kwargs: dict[str, Any]) -> Conversation:
         return Conversation(self.log, agent=agent, **kwargs)
 
     def __enter__(self) -> "SyncEventLog":

@@ -12,7 +12,7 @@ from agentlog.producers.errors import ProducerError
 T = TypeVar("T")
 
 
-def tool(name: str | Callable | None = None) -> Any:
+def tool(name: str | Callable[..., Any] | None = None) -> Any:
     """Wrap an async tool function so each call is recorded in the current conversation.
 
     ``@tool`` or ``@tool("lookup_order")``. The call's keyword and positional arguments
@@ -35,7 +35,8 @@ def tool(name: str | Callable | None = None) -> Any:
             bound.apply_defaults()
             async with ToolCall(conversation, tool_name, dict(bound.arguments)) as recording:
                 recording.output = await fn(*args, **kwargs)
-            return recording.output
+            result: T = recording.output
+            return result
 
         return recorded
 

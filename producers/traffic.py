@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 from agentlog.deploy.settings import Settings
 from agentlog.producers.event_log import EventLog, Receipt
@@ -17,7 +17,7 @@ WINDOW = 20_000
 
 
 async def send(settings: Settings, count: int, *, seed: int = 0, rate: float | None = None, topic: str | None = None,
-               progress: Callable[[int], None] | None = None) -> dict:
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Append ``count`` simulated conversations; returns {"conversations", "events", "by_type", "ids", "outcomes"}
     (``outcomes``: an Outcomes, what became of every append)."""
     by_type: Counter[str] = Counter()

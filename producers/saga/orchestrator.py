@@ -144,7 +144,7 @@ class Orchestrator:
         return f"{progress.saga_id}:{step.name}"
 
     @staticmethod
-    async def _attempt(function, step: Step, args: dict[str, Any], key: str, **extra: Any) -> tuple[bool, Any, int]:
+    async def _attempt(function: Callable[..., Any], step: Step, args: dict[str, Any], key: str, **extra: Any) -> tuple[bool, Any, int]:
         """(ok, result or error text, attempts made), retrying per the step's policy and timeout."""
         retry: Retry = step.retry
         wait = retry.backoff
@@ -189,6 +189,7 @@ class Orchestrator:
             await asyncio.to_thread(self.leases.release, saga_id)
 
     async def _renew(self, saga_id: str) -> None:
+        assert self.leases is not None
         while True:
             await asyncio.sleep(self.leases.ttl / 3)
             await asyncio.to_thread(self.leases.acquire, saga_id)

@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentlog.producers.spool.records import MAGIC, CorruptRecord, read, read_acks
 from agentlog.producers.spool.spool import Figures, failed_count
@@ -42,7 +43,7 @@ class Status:
         return Figures(sum(f.events for f in figures), sum(f.conversations for f in figures),
                        sum(f.bytes for f in figures), min(oldest) if oldest else None, self.failed)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         total = self.total
         return {"root": str(self.root), "events": total.events, "conversations": total.conversations,
                 "bytes": total.bytes, "oldest": total.oldest, "failed": self.failed,
