@@ -422,7 +422,10 @@ class EventLog:
 
     def _run_spool(self) -> None:
         try:
-            self.spool.adopt()
+            try:
+                self.spool.adopt()
+            except OSError as exc:  # what a stopped process left cannot be read: said, and left where it is
+                self.spool.problems.append(f"cannot adopt what stopped processes left ({exc})")
             for problem in self.spool.problems:
                 log.error("spool: %s", problem)
             blocked = False
@@ -436,20 +439,32 @@ class EventLog:
                     acks, self._spool_acks = self._spool_acks, []
                     fails, self._spool_fails = self._spool_fails, []
                     stopping = self._stopping.is_set()
-                self._write(batch)
-                self.spool.ack(acks)
-                for reason, group in _by_reason(fails).items():
-                    self.spool.fail(group, reason)
+                try:
+                    self._write(batch)
+                    self.spool.ack(acks)
+                    for reason, group in _by_reason(fails).items():
+                        self.spool.fail(group, reason)
+                    blocked = self._send()
+                    self.spool.write_status()
+                except OSError as exc:  # the disk failed: what needed the spool fails, the broker path goes on
+                    log.error("the spool at %s failed: %s", self.spool.root, exc)
+                    self._give_up(batch, f"the spool at {self.spool.root} failed ({exc.strerror or exc})")
+                    blocked = True
                 self._hand_over()
-                blocked = self._send()
-                self.spool.write_status()
                 if stopping:
                     break
-        except Exception:
-            log.exception("the spool thread stopped")
-            raise
         finally:
             self.left = self.spool.close()
+
+    def _give_up(self, batch: list[_Entry], problem: str) -> None:
+        """Fail what waited for a spool that failed; nothing is held any more (what is on disk stays there)."""
+        with self._lock:
+            for entry in batch + self._to_write:
+                if entry.record is None and not entry.resolved:
+                    self._unspooled(entry, problem)
+            self._to_write = []
+            self._held = 0
+            self._adopting = False
 
     def _record(self, entry: _Entry) -> Record:
         event = entry.event

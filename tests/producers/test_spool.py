@@ -244,3 +244,19 @@ def test_the_spool_is_in_the_processs_metrics_and_simulate_reports_it_by_counts(
     said = agentlog("simulate", "--conversations", "2", env=env)
     assert "of 2 conversation(s) spooled" in said.stdout and "`agentlog spool status`" in said.stdout
     assert os.stat(next((tmp_path / "cli").iterdir())).st_mode & 0o777 == 0o700
+
+
+def test_a_spool_left_that_cannot_be_read_is_reported_and_appends_go_on(stack: Settings, topic: str,
+                                                                       tmp_path: Path, caplog) -> None:
+    left = tmp_path / "0123456789abcdef0123456789abcdef"
+    (left / "00000001.log").mkdir(parents=True)  # not a file: reading it fails
+
+    events = make_conversation()
+
+    async def run() -> list:
+        async with EventLog(stack, topic=topic, spool_dir=tmp_path) as log:
+            return await asyncio.wait_for(asyncio.gather(*(log.append(e) for e in events)), 30)
+
+    assert len(asyncio.run(run())) == len(events)  # they were waiting (held) for the adoption, which failed
+    assert any("cannot adopt" in r.getMessage() for r in caplog.records)
+    assert [e.event_id for e in _log_of(stack, topic)] == [e.event_id for e in events]
