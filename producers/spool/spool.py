@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agentlog.producers.spool.errors import SpoolUnusable
-from agentlog.producers.spool.records import MAGIC, CorruptRecord, Record, read
+from agentlog.producers.spool.records import HEAD, MAGIC, CorruptRecord, Record, read
 from agentlog.producers.spool.segments import Segment
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,14 @@ class Spool:
         self._holding = False
         self.problems: list[str] = []
         self._status_written = 0.0
+        self._failed = failed_count(self.root)
+        """Records in failed.log (read once; this spool adds to it)."""
 
     # -- what is there ------------------------------------------------------------------------------------
 
     def figures(self) -> Figures:
         oldest = [t for t in (s.oldest() for s in self._segments()) if t is not None]
-        return Figures(self.events, len(self._waiting), self._bytes, min(oldest) if oldest else None,
-                       failed_count(self.root))
+        return Figures(self.events, len(self._waiting), self._bytes, min(oldest) if oldest else None, self._failed)
 
     def _segments(self) -> list[Segment]:
         return [s for _, _, segments in self._adopted for s in segments] + list(self._own)
@@ -247,6 +248,7 @@ class Spool:
             out.write(b"".join(record.encode() for _, record in ids))
             out.flush()
             os.fsync(out.fileno())
+        self._failed += len(ids)
         log.error("%d spooled event(s) refused for good (%s): kept in %s", len(ids), reason,
                   self.root / "failed.log")
         self.ack([rid for rid, _ in ids])
@@ -372,18 +374,23 @@ class Spool:
 
 
 def failed_count(root: Path) -> int:
-    path = root / "failed.log"
-    if not path.exists():
+    """The records in failed.log, counted by their headers (their bodies are skipped, not read)."""
+    try:
+        file = open(root / "failed.log", "rb")
+    except FileNotFoundError:
         return 0
-    count = 0
-    with open(path, "rb") as file:
+    with file:
         if file.read(len(MAGIC)) != MAGIC:
             return 0
-        try:
-            for _ in read(file):
-                count += 1
-        except CorruptRecord:
-            pass
+        size = os.fstat(file.fileno()).st_size
+        count, offset = 0, len(MAGIC)
+        while offset + HEAD.size <= size:
+            file.seek(offset)
+            length, _ = HEAD.unpack(file.read(HEAD.size))
+            offset += HEAD.size + length
+            if offset > size:
+                break  # cut short
+            count += 1
     return count
 
 
