@@ -18,7 +18,7 @@ from fastavro.validation import ValidationError, validate
 
 from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
-from agentlog.schemas.events import RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
+from agentlog.schemas.events import NO_ATTRIBUTES, RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
 from agentlog.schemas.rules import DEFAULT_SKEW, check_event
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
@@ -72,6 +72,7 @@ class Codec:
             "causation_id": event.causation_id,
             "schema_version": self._version,
             "payload": (record_name, event.payload),
+            "attributes": event.attributes,
         }
 
     def decode(self, data: bytes, *, key: bytes | None = None, written_at: datetime | None = None) -> Event:
@@ -128,6 +129,7 @@ class Codec:
             correlation_id=record["correlation_id"],
             causation_id=record["causation_id"],
             schema_version=version,
+            attributes=record["attributes"] or NO_ATTRIBUTES,
         )
 
     def _explain(self, event: Event, record: dict[str, Any], exc: Exception) -> str:

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from agentlog.schemas.catalog import catalog
@@ -77,6 +78,9 @@ def _current_version() -> int:
     return catalog().current.version
 
 
+NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -97,3 +101,6 @@ class Event:
     causation_id: str | None = None
     schema_version: int = field(default_factory=_current_version)
     """The catalog version the event was written with (decoded events keep their writer's)."""
+    attributes: Mapping[str, str] = field(default_factory=lambda: NO_ATTRIBUTES)
+    """What the event's source said of it that no field holds (v3): an OpenTelemetry span's unmapped
+    attributes, say. Values are text (JSON for structured ones)."""

@@ -9,7 +9,8 @@ and when it is decoded (every projection dead-letters it alike), so no store kee
 - ``occurred_at`` with a time zone, from 1970 to at most ``skew`` after the moment it is checked against
   (now when encoding; the Kafka message's timestamp when decoding, so every reader decides alike);
 - every ``*_json`` field valid JSON as orjson reads it (no NaN, no lone surrogate), without NUL, at most 64
-  levels deep (the projections read it with orjson too, so they agree on what it holds).
+  levels deep (the projections read it with orjson too, so they agree on what it holds);
+- ``attributes`` (v3): at most 128, each named like an id, its text without NUL and at most 16 KiB.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ MAX_NUMBER = 1e12
 """A number of one event (cost, latency, duration): sums stay finite (JSON has no Infinity)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_SKEW = timedelta(minutes=5)
+MAX_ATTRIBUTES = 128
+MAX_ATTRIBUTE = 16 * 1024
 
 TEXT = frozenset({"user_message", "reason", "response", "message", "detail", "error", "input_json", "output_json",
                   "args_json", "result_json"})
@@ -67,6 +70,21 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
         _integer(event, "sequence_number", sequence, low=1, high=MAX_SEQUENCE)
     _moment(event, event.occurred_at, now or datetime.now(UTC), skew)
     _payload(event)
+    if event.attributes:
+        _attributes(event, event.attributes)
+
+
+def _attributes(event: Any, attributes: Any) -> None:
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidEvent(f"{_where(event)}: {len(attributes)} attributes; at most {MAX_ATTRIBUTES}")
+    for name, value in attributes.items():
+        _name(event, "an attribute's name", name)
+        if type(value) is not str:
+            raise InvalidEvent(f"{_where(event)}: attribute {name!r:.60} must be text, got {type(value).__name__}")
+        if len(value) > MAX_ATTRIBUTE // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_ATTRIBUTE:
+            raise InvalidEvent(f"{_where(event)}: attribute {name!r:.60} has more than {MAX_ATTRIBUTE:,} bytes")
+        if "\x00" in value:
+            raise InvalidEvent(f"{_where(event)}: attribute {name!r:.60} holds a NUL character")
 
 
 def _payload(event: Any) -> None:

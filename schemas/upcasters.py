@@ -26,5 +26,10 @@ def v1_to_v2(record: Record) -> Record:
     return record
 
 
-UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2}
+def v2_to_v3(record: Record) -> Record:
+    """v3 only added ``attributes``, which resolution fills (empty)."""
+    return record
+
+
+UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2, 2: v2_to_v3}
 """``UPCASTERS[n]`` turns a record written with version n (already resolved) into version n + 1."""

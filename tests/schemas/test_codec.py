@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -79,6 +80,38 @@ def test_a_v1_tool_result_gets_defaults_and_the_upcasters_status(output: str, st
         "tool_call_id": "c1", "tool": "issue_refund", "output_json": output})))
     assert event.payload == {"tool_call_id": "c1", "tool_name": "issue_refund", "output_json": output,
                              "status": status, "duration_ms": None}
+
+
+def _written_with(version: int, record: dict) -> bytes:
+    schema = catalog().versions[version]
+    buffer = io.BytesIO(MAGIC + schema.fingerprint)
+    buffer.seek(0, io.SEEK_END)
+    fastavro.schemaless_writer(buffer, schema.schema, record)
+    return buffer.getvalue()
+
+
+def test_a_v2_event_and_a_v3_event_with_attributes_read_side_by_side() -> None:
+    record = {**_v1_record("response_generated", "ResponseGenerated", {"response": "done"}), "schema_version": 2}
+    old = codec.decode(_written_with(2, record))
+    assert old.schema_version == 2 and dict(old.attributes) == {}
+    new = codec.decode(codec.encode(dataclasses.replace(
+        old, sequence_number=3, event_id="8a3c7c1e-3f52-4d43-9d0c-2f8f3c1a6b12",
+        attributes={"gen_ai.provider.name": "openai", "app.tags": '["a", "b"]'})))
+    assert new.schema_version == catalog().current.version >= 3
+    assert dict(new.attributes) == {"gen_ai.provider.name": "openai", "app.tags": '["a", "b"]'}
+    assert new.payload == old.payload
+
+
+@pytest.mark.parametrize("attributes, message", [
+    ({f"a{i}": "x" for i in range(129)}, "129 attributes; at most 128"),
+    ({"a": "x" * 20_000}, "more than 16,384 bytes"),
+    ({"a": "x\x00y"}, "NUL"),
+    ({"": "x"}, "name"),
+])
+def test_attributes_past_the_rule_are_refused_at_encode(attributes: dict, message: str) -> None:
+    event = dataclasses.replace(make_conversation()[0], attributes=attributes)
+    with pytest.raises(SchemaError, match=message):
+        codec.encode(event)
 
 
 def test_every_version_reads_every_older_one() -> None:
