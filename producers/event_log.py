@@ -34,12 +34,13 @@ from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
-from agentlog.producers import prometheus
+from agentlog.producers import prometheus, tracing
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, LogClosed, ProducerError, SequenceError
 from agentlog.producers.spool import Figures, Spool, SpoolFull
 from agentlog.producers.spool.records import HELD, Record
 from agentlog.producers.spool.spool import RecordId
 from agentlog.producers.spool.status import describe
+from agentlog.producers.tracing import Headers, TraceContext
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 from agentlog.schemas.events import Event
@@ -89,6 +90,7 @@ class Receipt:
 class _Entry:
     event: Event
     value: bytes
+    headers: Headers
     future: asyncio.Future[Receipt]
     durability: Durability
     deadline: float
@@ -177,27 +179,31 @@ class EventLog:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def append(self, event: Event, *, durability: Durability | str | None = None) -> Receipt:
+    async def append(self, event: Event, *, durability: Durability | str | None = None,
+                     trace: TraceContext | None = None) -> Receipt:
         """Append one event; resolves with its Receipt once it is durable (see the module)."""
-        return await self.append_nowait(event, durability=durability)
+        return await self.append_nowait(event, durability=durability, trace=trace)
 
-    def append_nowait(self, event: Event, *, durability: Durability | str | None = None) -> asyncio.Future[Receipt]:
+    def append_nowait(self, event: Event, *, durability: Durability | str | None = None,
+                      trace: TraceContext | None = None) -> asyncio.Future[Receipt]:
         """Encode and hand one event over now; the future resolves when it is durable.
 
-        Bad events raise here, before anything is sent.
+        Its message carries the ``traceparent`` of ``trace``, or of OpenTelemetry's current span when there
+        is one. Bad events raise here, before anything is sent.
         """
         if self._closing:
             raise LogClosed("the event log is closed")
         mode = self.durability if durability is None else Durability(durability)
         self._check_sequence(event)
         value = self.codec.encode(event)
+        headers = tracing.headers(event.event_type, trace or tracing.current())
         loop = self._loop = self._loop or asyncio.get_running_loop()
-        entry = _Entry(event, value, loop.create_future(), mode,
+        entry = _Entry(event, value, headers, loop.create_future(), mode,
                        time.monotonic() + (self.timeout if mode is Durability.BROKER else self.spool_after))
         self._unresolved += 1
         if not (self._held or self._adopting):  # nothing is held: no lock (only the spool thread lowers these)
             try:
-                self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(),
+                self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(), headers=headers,
                                        on_delivery=partial(self._delivered, entry))
             except BufferError:
                 pass  # the client's queue is full: held below
@@ -469,7 +475,7 @@ class EventLog:
     def _record(self, entry: _Entry) -> Record:
         event = entry.event
         return Record(self.topic, event.conversation_id.encode(), entry.value, event.sequence_number, time.time(),
-                      HELD if entry.held else 0)
+                      HELD if entry.held else 0, tuple(entry.headers))
 
     def _write(self, batch: list[_Entry]) -> None:
         if not batch:
@@ -527,6 +533,7 @@ class EventLog:
                 else:
                     try:
                         self._producer.produce(record.topic, value=record.value, key=record.key,
+                                               headers=list(record.headers) or None,
                                                on_delivery=partial(self._sent, rid, record))
                     except BufferError:
                         self.spool.give_back(chunk[position:])

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 from agentlog.consumers.dlq import DeadLetters
 from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import prometheus
+from agentlog.consumers.runtime.tracing import batch_span
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
@@ -168,7 +169,8 @@ class Projector:
         started = time.perf_counter()
         try:
             try:
-                self._apply_retrying(consumer, batch, stop)
+                with batch_span(self.projection.name, self.group_id, batch):
+                    self._apply_retrying(consumer, batch, stop)
             except (Rewind, Stopping):
                 raise
             except Exception as exc:  # a bad event somewhere in the batch: find it, one event at a time

@@ -3,7 +3,9 @@
 A segment file begins with ``MAGIC``; then records, each::
 
     u32 body length | u32 CRC-32 of the body | body
-    body = f64 spooled_at | u64 sequence_number | u8 flags | u16 topic length | topic | u16 key length | key | value
+    body = f64 spooled_at | u64 sequence_number | u8 flags | u16 topic length | topic | u16 key length | key
+           [| u16 headers length | headers, when flags has HEADERS] | value
+    headers = (u8 name length | name | u16 value length | value)*
 
 ``value`` is the event exactly as it goes to Kafka (Avro single-object encoding) and ``key`` its
 conversation id. A segment's acknowledgements are a sibling file of u32 record indexes.
@@ -28,6 +30,9 @@ MAX_BODY = 64 << 20
 """No event is this large (the broker's limit is far below it): a longer length is corruption."""
 HELD = 0x01
 """Flag: the record was spooled without being handed to the producer, so the spool must send it."""
+HEADERS = 0x02
+"""Flag: the record carries the message's Kafka headers (trace context, event type); older records have none."""
+MAX_HEADERS = 8 << 10
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
@@ -43,6 +48,7 @@ class Record:
     sequence_number: int
     spooled_at: float
     flags: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def held(self) -> bool:
@@ -50,9 +56,41 @@ class Record:
 
     def encode(self) -> bytes:
         topic = self.topic.encode()
-        body = b"".join((FIXED.pack(self.spooled_at, self.sequence_number, self.flags),
-                         SHORT.pack(len(topic)), topic, SHORT.pack(len(self.key)), self.key, self.value))
+        flags = self.flags | HEADERS if self.headers else self.flags & ~HEADERS
+        parts = [FIXED.pack(self.spooled_at, self.sequence_number, flags), SHORT.pack(len(topic)), topic,
+                 SHORT.pack(len(self.key)), self.key]
+        if self.headers:
+            packed = _pack_headers(self.headers)
+            parts += [SHORT.pack(len(packed)), packed]
+        parts.append(self.value)
+        body = b"".join(parts)
         return HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def _pack_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+    out = bytearray()
+    for name, value in headers:
+        raw = name.encode()[:255]
+        out += bytes((len(raw),)) + raw + SHORT.pack(len(value)) + value
+    if len(out) > MAX_HEADERS:
+        raise ValueError(f"a record's headers take {len(out)} bytes; at most {MAX_HEADERS}")
+    return bytes(out)
+
+
+def _unpack_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
+    found: list[tuple[str, bytes]] = []
+    at = 0
+    while at < len(blob):
+        length = blob[at]
+        name = blob[at + 1:at + 1 + length].decode("ascii")
+        at += 1 + length
+        (size,) = SHORT.unpack_from(blob, at)
+        value = blob[at + 2:at + 2 + size]
+        if len(name) != length or len(value) != size:
+            raise CorruptRecord("a header is cut short")
+        found.append((name, bytes(value)))
+        at += 2 + size
+    return tuple(found)
 
 
 def parse(body: bytes) -> Record:
@@ -67,11 +105,19 @@ def parse(body: bytes) -> Record:
         key = body[at + 2:at + 2 + key_length]
         at += 2 + key_length
         key.decode("utf-8")
-    except (struct.error, UnicodeDecodeError) as exc:
+        headers: tuple[tuple[str, bytes], ...] = ()
+        if flags & HEADERS:
+            (headers_length,) = SHORT.unpack_from(body, at)
+            blob = body[at + 2:at + 2 + headers_length]
+            if len(blob) != headers_length or headers_length > MAX_HEADERS:
+                raise CorruptRecord("the headers are out of bounds")
+            headers = _unpack_headers(blob)
+            at += 2 + headers_length
+    except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise CorruptRecord(f"fields do not parse ({exc})") from None
     if not _TOPIC.fullmatch(topic) or len(key) != key_length or at > len(body) or not key:
         raise CorruptRecord("a field is out of bounds")
-    return Record(topic, bytes(key), bytes(body[at:]), sequence, spooled_at, flags)
+    return Record(topic, bytes(key), bytes(body[at:]), sequence, spooled_at, flags & ~HEADERS, headers)
 
 
 @dataclass(frozen=True, slots=True)

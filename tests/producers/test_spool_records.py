@@ -20,6 +20,8 @@ records = st.builds(
     sequence_number=st.integers(min_value=1, max_value=2**53),
     spooled_at=st.floats(min_value=0, max_value=4e9),
     flags=st.sampled_from([0, HELD]),
+    headers=st.lists(st.tuples(st.from_regex(r"[a-z._-]{1,40}", fullmatch=True), st.binary(max_size=200)),
+                     max_size=3).map(tuple),
 )
 
 
