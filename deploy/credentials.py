@@ -30,6 +30,8 @@ class PostgresRole(StrEnum):
     """The saga orchestrator's leases."""
     WEB = "agentlog_web"
     """The dashboard's users, sessions and API tokens."""
+    INGEST = "agentlog_ingest"
+    """The OTLP ingest: its staged spans, conversation sequences and outbox, nothing else."""
 
 
 class SearchUser(StrEnum):

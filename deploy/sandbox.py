@@ -17,7 +17,7 @@ from agentlog.deploy.topics import delete_topics, ensure_topics
 def private(settings: Settings, tag: str) -> Settings:
     """Settings pointing at the sandbox named ``tag``, whose topics exist."""
     own = replace(settings, events_topic=f"test.{tag}", dlq_topic=f"test.{tag}.dlq", postgres_schema=f"test_{tag}",
-                  auth_schema=f"test_{tag}_auth",
+                  auth_schema=f"test_{tag}_auth", ingest_schema=f"test_{tag}_ingest",
                   search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
     ensure_topics(own, [own.events_topic, own.dlq_topic])
     acls.grant(own)

@@ -40,7 +40,7 @@ class Settings:
     postgres_dsn: str = ""
     """``AGENTLOG_POSTGRES_DSN``, for every role; empty: the local stack's (``postgres_dsn_for``)."""
     postgres_role_dsns: Mapping[str, str] = field(default_factory=dict)
-    """``AGENTLOG_POSTGRES_DSN_<ROLE>`` (OWNER, DASHBOARD, READER, SAGA, WEB): one role's own DSN."""
+    """``AGENTLOG_POSTGRES_DSN_<ROLE>`` (OWNER, DASHBOARD, READER, SAGA, WEB, INGEST): one role's own DSN."""
     elasticsearch_url: str = "https://127.0.0.1:9200"
     elasticsearch_user: str = ""
     """``AGENTLOG_ELASTICSEARCH_USER`` and ``_PASSWORD``, for every use; empty: the local stack's users."""
@@ -60,6 +60,8 @@ class Settings:
     """``AGENTLOG_METRICS_TOKEN``: what Prometheus must send to ``agentlog project --metrics-port``."""
     auth_schema: str = "agentlog_auth"
     """Where the dashboard's users, tokens and sessions live (``AGENTLOG_AUTH_SCHEMA``)."""
+    ingest_schema: str = "agentlog_ingest"
+    """Where the OTLP ingest stages spans and orders them into events (``AGENTLOG_INGEST_SCHEMA``)."""
     search_alias: str = "conversations"
     clickhouse_database: str = "default"
     batch_size: int = 5000
@@ -162,6 +164,7 @@ class Settings:
             dlq_topic=env.get("AGENTLOG_DLQ_TOPIC", cls.dlq_topic),
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
             auth_schema=env.get("AGENTLOG_AUTH_SCHEMA", cls.auth_schema),
+            ingest_schema=env.get("AGENTLOG_INGEST_SCHEMA", cls.ingest_schema),
             metrics_token=env.get("AGENTLOG_METRICS_TOKEN", ""),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),

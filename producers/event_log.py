@@ -475,7 +475,8 @@ class EventLog:
     def _record(self, entry: _Entry) -> Record:
         event = entry.event
         return Record(self.topic, event.conversation_id.encode(), entry.value, event.sequence_number, time.time(),
-                      HELD if entry.held else 0, tuple(entry.headers))
+                      HELD if entry.held else 0,
+                      tuple((name, value) for name, value in entry.headers if isinstance(value, bytes)))
 
     def _write(self, batch: list[_Entry]) -> None:
         if not batch:

@@ -16,7 +16,7 @@ from opentelemetry import trace
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 EVENT_TYPE = "agentlog.event_type"
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _MAX_TRACESTATE = 512
@@ -62,7 +62,7 @@ _TYPE_HEADERS: dict[str, tuple[str, bytes]] = {}
 
 def headers(event_type: str, context: TraceContext | None) -> Headers:
     """The headers of one event's message."""
-    kind = _TYPE_HEADERS.get(event_type)
+    kind: tuple[str, str | bytes | None] | None = _TYPE_HEADERS.get(event_type)
     if kind is None:
         kind = _TYPE_HEADERS.setdefault(event_type, (EVENT_TYPE, event_type.encode()))
     if context is None:

@@ -61,6 +61,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 ENV_ROLES: dict[str, tuple[KafkaPrincipal, PostgresRole | None, SearchUser | None]] = {
     "admin": (KafkaPrincipal.ADMIN, PostgresRole.OWNER, SearchUser.ADMIN),
     "producer": (KafkaPrincipal.PRODUCER, PostgresRole.SAGA, None),
+    "ingest": (KafkaPrincipal.PRODUCER, PostgresRole.INGEST, None),
     "dashboard": (KafkaPrincipal.DASHBOARD, PostgresRole.DASHBOARD, None),
     "search": (KafkaPrincipal.SEARCH, None, SearchUser.WRITER),
     "analytics": (KafkaPrincipal.ANALYTICS, None, None),

@@ -94,7 +94,7 @@ class Access:
             principal = await run_in_threadpool(self._principal, scope)
             anyone = principal is not None or await run_in_threadpool(self.store.anyone)
         except StackError as exc:
-            await JSONResponse({"detail": str(exc)}, status_code=503)(scope, receive, send)
+            await JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
             return
         if principal is None:
             await _refuse(scope, 401, _NOBODY if anyone else NO_USERS)(scope, receive, send)

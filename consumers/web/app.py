@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from agentlog.consumers.auth import AuthStore, Principal
+from agentlog.consumers.ingest import Ingest, attach
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web import access, api, pages, users
 from agentlog.consumers.web.access import Access
@@ -20,7 +21,8 @@ from agentlog.schemas.errors import AgentlogError
 
 
 def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], dict[str, Any]] = dict,
-               host: str = "127.0.0.1", local_tokens: Mapping[str, Principal] | None = None):
+               host: str = "127.0.0.1", local_tokens: Mapping[str, Principal] | None = None,
+               ingest: Ingest | None = None):
     """``auth`` knows the users and tokens every request is checked against; ``projectors`` says, when asked,
     how each projector of the serving process is doing; ``host``, the address served (a request must name
     it, or localhost, in its Host header); ``local_tokens``, tokens this process made for its own commands."""
@@ -38,7 +40,19 @@ def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.add_api_route("/metrics", prometheus_metrics, include_in_schema=False)
     app.add_api_route("/healthz", alive, include_in_schema=False)
+    if ingest is not None:
+        attach(app, ingest)
     return secure(Access(app, auth, local_tokens or {}), host=host)
+
+
+def create_ingest_app(auth: AuthStore, ingest: Ingest, *, host: str = "127.0.0.1"):
+    """``agentlog ingest``: the OTLP endpoint, its metrics and a probe; every request authenticated."""
+    app = FastAPI(title="agentlog ingest", docs_url=None, openapi_url=None, redoc_url=None)
+    app.add_exception_handler(AgentlogError, api.agentlog_error)
+    attach(app, ingest)
+    app.add_api_route("/metrics", prometheus_metrics, include_in_schema=False)
+    app.add_api_route("/healthz", alive, include_in_schema=False)
+    return secure(Access(app, auth, {}), host=host)
 
 
 def prometheus_metrics() -> Response:

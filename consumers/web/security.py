@@ -28,7 +28,12 @@ CSRF_COOKIE = "agentlog_csrf"
 CSRF_FIELD = "csrf"
 MAX_BODY = 1 << 20
 """Bytes of a request's body: a statement, a form (the SQL box takes 100,000 characters)."""
-_TOO_LARGE = f"the request's body is larger than {MAX_BODY:,} bytes; send less"
+MAX_EXPORT = 8 << 20
+"""Bytes of an OTLP export's body (``/v1/``): the exporters batch hundreds of spans."""
+
+
+def _too_large(limit: int) -> str:
+    return f"the request's body is larger than {limit:,} bytes; send less"
 HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
@@ -95,20 +100,21 @@ class CrossSite:
                 return
             headers = dict(scope.get("headers", []))
             length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+            limit = MAX_EXPORT if scope["path"].startswith("/v1/") else MAX_BODY
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
                 return
             if length is None:  # sent in chunks: read up to the limit here, then hand it on
-                body = await _read_bounded(receive)
+                body = await _read_bounded(receive, limit)
                 if body is None:
-                    await JSONResponse({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                    await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
                     return
                 receive = _replay(body)
         await self.app(scope, receive, send)
 
 
-async def _read_bounded(receive: Receive) -> bytes | None:
-    """The whole body, or None once it passes MAX_BODY."""
+async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it passes ``limit``."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -117,7 +123,7 @@ async def _read_bounded(receive: Receive) -> bytes | None:
             return b"".join(parts)
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             return None
         parts.append(chunk)
         if not message.get("more_body", False):

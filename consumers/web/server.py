@@ -15,9 +15,10 @@ from typing import Callable
 import uvicorn
 
 from agentlog.consumers.auth import AuthStore, Principal, Role
+from agentlog.consumers.ingest import Ingest
 from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.web.app import create_app
+from agentlog.consumers.web.app import create_app, create_ingest_app
 from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local.stack import Stack
@@ -58,7 +59,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, projectors: bool = True,
-          ready: Callable[[str], None] = lambda url: None) -> None:
+          ingesting: bool = True, ready: Callable[[str], None] = lambda url: None) -> None:
     """Run until interrupted (SIGINT or SIGTERM); ``ready`` gets the URL once the socket listens."""
     check_stack(settings)
     sock = listen(host, port)
@@ -70,8 +71,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     auth.setup()
     local = secrets.token_urlsafe(32)
     """What ``agentlog sql`` of another process sends (it reads it from the owner file, mode 0600)."""
+    ingest = Ingest(settings).start() if ingesting else None
     app = create_app(models, auth, projectors=group.status if group is not None else dict, host=host,
-                     local_tokens={local: Principal("agentlog sql", Role.ANALYST, "process")})
+                     local_tokens={local: Principal("agentlog sql", Role.ANALYST, "process")}, ingest=ingest)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     if group is not None:
         group.start()
@@ -86,5 +88,25 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
         if group is not None:
             group.stop.set()
             group.join(timeout=30)
+        if ingest is not None:
+            ingest.close()
         models.close()
+        sock.close()
+
+
+def serve_ingest(settings: Settings, *, host: str = "127.0.0.1", port: int = 4318,
+                 ready: Callable[[str], None] = lambda url: None) -> None:
+    """The OTLP/HTTP ingest alone (``POST /v1/traces``, ``/metrics``, ``/healthz``), until interrupted."""
+    sock = listen(host, port)
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    auth = AuthStore(settings)
+    auth.setup()
+    ingest = Ingest(settings).start()
+    server = uvicorn.Server(uvicorn.Config(create_ingest_app(auth, ingest, host=host), log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=5))
+    try:
+        ready(url)
+        server.run(sockets=[sock])
+    finally:
+        ingest.close()
         sock.close()

@@ -81,6 +81,9 @@ class Postgres(Service):
         host, port = host_port(self.name, "AGENTLOG_POSTGRES_DSN", self.address, 5432)
         current = self.status()
         if current.healthy:
+            if self._pid() is not None and self._missing_roles():  # ours, from before a role was added
+                self._create_roles(host, port, str(conninfo_to_dict(self.dsn).get("dbname", "agentlog")),
+                                   local_secrets.ensure(self.settings.stack_dir))
             return current
         if not is_local(host):
             raise ServiceUnreachable(self.name, self.address, "fix AGENTLOG_POSTGRES_DSN or start that server")
@@ -121,6 +124,14 @@ class Postgres(Service):
         self._create_roles(host, port, database, found)
         self._secured.touch()
         return self.status()
+
+    def _missing_roles(self) -> bool:
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+                have = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+        except psycopg.Error:
+            return False
+        return any(role.value not in have for role in PostgresRole)
 
     @property
     def _secured(self) -> Path:

@@ -1,0 +1,336 @@
+"""Where ingested spans wait, and where one conversation's events get their numbers: Postgres.
+
+1. ``stage`` keeps each span (keyed by trace and span id, so a span sent twice is kept once) in the same
+   transaction that answers the exporter: a 200 means the span is durable.
+2. ``flush`` takes the traces that are due — the root span has arrived and nothing came for ``settle``
+   seconds, or nothing came for ``deadline`` — sorts each one's spans by time, turns them into events
+   through the conversation's ``Timeline`` (its state is a row here, locked while in use), and writes the
+   events into an outbox, the state and the spans' flushed mark in one transaction.
+3. ``send`` appends the outbox to the log in order and deletes what the log (or the producer's spool) has.
+   A crash after the append and before the delete sends the same events again — same ids, same sequence
+   numbers — and every projection skips what it already applied.
+
+One process at a time flushes and sends (an advisory lock); any number stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from typing import Any, Iterator
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.settings import Settings
+from agentlog.producers import Durability, EventLog, ProducerError
+from agentlog.producers.otel import Span, SpanEvent, State, Timeline, conversation_of, points
+from agentlog.producers.otel.genai import conversation_of_trace
+from agentlog.producers.tracing import TraceContext
+from agentlog.schemas.codec import Codec
+from agentlog.schemas.errors import SchemaError
+from agentlog.schemas.events import Event, EventType
+
+log = logging.getLogger(__name__)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id        text        NOT NULL,
+    span_id         text        NOT NULL,
+    is_root         boolean     NOT NULL,
+    received_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    flushed         boolean     NOT NULL DEFAULT false,
+    span            jsonb       NOT NULL,
+    PRIMARY KEY (trace_id, span_id));
+CREATE INDEX IF NOT EXISTS spans_waiting ON spans (trace_id) WHERE NOT flushed;
+CREATE INDEX IF NOT EXISTS spans_flushed ON spans (received_at) WHERE flushed;
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id        text PRIMARY KEY,
+    conversation_id text NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    conversation_id text PRIMARY KEY,
+    state           jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    conversation_id text   NOT NULL,
+    sequence_number bigint NOT NULL,
+    event           bytea  NOT NULL,
+    traceparent     text   NOT NULL,
+    PRIMARY KEY (conversation_id, sequence_number));
+"""
+TABLES = ("spans", "traces", "conversations", "outbox")
+
+
+class Behind(Exception):
+    """The ingest holds more than it may: the exporter should try again later (503)."""
+
+
+def span_json(span: Span) -> dict[str, Any]:
+    data = asdict(span)
+    data["events"] = [asdict(e) for e in span.events]
+    return data
+
+
+def span_from(data: dict[str, Any]) -> Span:
+    events = tuple(SpanEvent(e["name"], e["time_ns"], e["attributes"]) for e in data.get("events", ()))
+    return Span(data["trace_id"], data["span_id"], data["name"], data["start_ns"], data["end_ns"],
+                data["attributes"], data.get("parent_span_id", ""), events, data.get("error"),
+                data.get("service", ""))
+
+
+class Staging:
+    def __init__(self, settings: Settings, *, settle: float = 0.5, deadline: float = 10.0,
+                 max_backlog: int = 200_000, keep_flushed: float = 86_400.0) -> None:
+        self.settings = settings
+        self.schema = settings.ingest_schema
+        self.settle = settle
+        self.deadline = deadline
+        self.max_backlog = max_backlog
+        self.keep_flushed = keep_flushed
+        self.backlog = 0
+        """Spans waiting and events in the outbox, as the flusher last counted."""
+        self._local = threading.local()
+        self._ready = False
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def connect(self) -> psycopg.Connection:
+        return clients.postgres(self.settings, role=PostgresRole.INGEST, schema=self.schema)
+
+    def _conn(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            self.setup()
+            conn = self._local.conn = self.connect()
+        return conn
+
+    def setup(self) -> None:
+        """The schema and its tables, made by their owner for the ingest role alone (idempotent)."""
+        if self._ready:
+            return
+        with clients.postgres(self.settings, role=PostgresRole.OWNER, schema=self.schema) as conn, \
+                conn.transaction():
+            schema = sql.Identifier(self.schema)
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+            conn.execute(DDL)
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.INGEST.value,)).fetchone():
+                role = sql.Identifier(PostgresRole.INGEST.value)
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+                conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                    sql.SQL(", ").join(sql.Identifier(t) for t in TABLES), role))
+        self._ready = True
+
+    # -- 1. stage ------------------------------------------------------------------------------------
+
+    def stage(self, spans: list[Span]) -> int:
+        """Keep the spans durably (those already kept are skipped); returns how many were new. Behind when
+        the ingest holds too much; PostgresUnavailable when Postgres is away."""
+        if self.backlog > self.max_backlog:
+            raise Behind(f"the ingest holds {self.backlog:,} spans and events not yet in the log (at most "
+                         f"{self.max_backlog:,}): Kafka or the flusher is behind")
+        if not spans:
+            return 0
+        rows = [(s.trace_id, s.span_id, s.is_root, Jsonb(span_json(s), dumps=_dumps)) for s in spans]
+        named = {(s.trace_id, c) for s in spans if (c := conversation_of(s)) is not None}
+        conn = self._conn()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany("INSERT INTO spans (trace_id, span_id, is_root, span) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT DO NOTHING RETURNING 1", rows, returning=True)
+                new = 0
+                while True:
+                    new += len(cur.fetchall())
+                    if not cur.nextset():
+                        break
+                if named:
+                    cur.executemany("INSERT INTO traces (trace_id, conversation_id) VALUES (%s, %s) "
+                                    "ON CONFLICT DO NOTHING", sorted(named))
+        except psycopg.OperationalError as exc:
+            conn.close()
+            raise clients.PostgresUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
+        return new
+
+    # -- 2. flush ------------------------------------------------------------------------------------
+
+    def flush(self, conn: psycopg.Connection, *, limit: int = 200) -> int:
+        """Turn the traces that are due into events in the outbox; returns how many events."""
+        due = [row[0] for row in conn.execute(
+            "SELECT trace_id FROM spans WHERE NOT flushed GROUP BY trace_id "
+            "HAVING (bool_or(is_root) AND max(received_at) < clock_timestamp() - make_interval(secs => %s)) "
+            "OR max(received_at) < clock_timestamp() - make_interval(secs => %s) "
+            "ORDER BY min(received_at) LIMIT %s", (self.settle, self.deadline, limit)).fetchall()]
+        conn.commit()
+        made = 0
+        for trace_id in due:
+            with conn.transaction():
+                made += self._flush_trace(conn, trace_id)
+        return made
+
+    def _flush_trace(self, conn: psycopg.Connection, trace_id: str) -> int:
+        rows = conn.execute("SELECT span_id, span FROM spans WHERE trace_id = %s AND NOT flushed FOR UPDATE",
+                            (trace_id,)).fetchall()
+        if not rows:
+            return 0
+        spans = [span_from(data) for _, data in rows]
+        named = conn.execute("SELECT conversation_id FROM traces WHERE trace_id = %s", (trace_id,)).fetchone()
+        conversation = named[0] if named else conversation_of_trace(trace_id)
+        conn.execute("INSERT INTO conversations (conversation_id, state) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                     (conversation, Jsonb(State().to_json())))
+        (state,) = conn.execute("SELECT state FROM conversations WHERE conversation_id = %s FOR UPDATE",
+                                (conversation,)).fetchone() or (None,)
+        service = next((s.service for s in spans if s.service), "")
+        timeline = Timeline(conversation, State.from_json(state or {}), default_agent=service or "agent")
+        made = timeline.feed(p for span in spans for p in points(span))
+        codec = Codec()
+        outbox = []
+        for item in made:
+            outbox.append((conversation, item.event.sequence_number, _encode(codec, item.event),
+                           TraceContext(item.trace_id, item.span_id).traceparent))
+        with conn.cursor() as cur:
+            if outbox:
+                cur.executemany("INSERT INTO outbox (conversation_id, sequence_number, event, traceparent) "
+                                "VALUES (%s, %s, %s, %s)", outbox)
+            cur.execute("UPDATE conversations SET state = %s WHERE conversation_id = %s",
+                        (Jsonb(timeline.state.to_json()), conversation))
+            cur.execute("UPDATE spans SET flushed = true WHERE trace_id = %s AND span_id = ANY(%s)",
+                        (trace_id, [r[0] for r in rows]))
+        return len(outbox)
+
+    # -- 3. send -------------------------------------------------------------------------------------
+
+    def pending(self, conn: psycopg.Connection, limit: int) -> list[tuple[str, int, bytes, str]]:
+        rows = conn.execute("SELECT conversation_id, sequence_number, event, traceparent FROM outbox "
+                            "ORDER BY conversation_id, sequence_number LIMIT %s", (limit,)).fetchall()
+        conn.commit()
+        return [(c, s, bytes(e), t) for c, s, e, t in rows]
+
+    def sent(self, conn: psycopg.Connection, done: list[tuple[str, int]]) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany("DELETE FROM outbox WHERE conversation_id = %s AND sequence_number = %s", done)
+
+    def count(self, conn: psycopg.Connection) -> int:
+        (waiting,) = conn.execute("SELECT count(*) FROM spans WHERE NOT flushed").fetchone() or (0,)
+        (queued,) = conn.execute("SELECT count(*) FROM outbox").fetchone() or (0,)
+        conn.execute("DELETE FROM spans WHERE flushed AND received_at < clock_timestamp() - make_interval(secs => %s)",
+                     (self.keep_flushed,))
+        conn.commit()
+        return int(waiting) + int(queued)
+
+    def lock_key(self) -> int:
+        return zlib.crc32(f"agentlog.ingest.{self.schema}".encode())
+
+
+def _encode(codec: Codec, event: Event) -> bytes:
+    """The event's bytes; one that breaks the rule (a span's JSON nested too deep, say) becomes an
+    error_occurred in its place, which keeps its number and says why, so the conversation stays gapless."""
+    try:
+        return codec.encode(event)
+    except SchemaError as exc:
+        return codec.encode(replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
+            "error_type": "unmappable_span", "message": f"agentlog could not keep this span's event: {exc}"[:2000],
+            "tool_call_id": None, "retryable": False}))
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Flusher:
+    """The thread that flushes and sends, while it holds the advisory lock (one process at a time)."""
+
+    def __init__(self, staging: Staging, *, interval: float = 0.1, batch: int = 5000,
+                 log_factory: Any = None) -> None:
+        self.staging = staging
+        self.interval = interval
+        self.batch = batch
+        self.log_factory = log_factory or (lambda: EventLog(staging.settings))
+        self.stop = threading.Event()
+        self.sent_events = 0
+        self.problem: str | None = None
+        self._thread = threading.Thread(target=self._run, name="agentlog-ingest-flusher", daemon=True)
+
+    def start(self) -> "Flusher":
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        event_log: EventLog | None = None
+        backoff = 0.5
+        last_count = 0.0
+        try:
+            while not self.stop.is_set():
+                try:
+                    with self._locked() as conn:
+                        if conn is None:
+                            await asyncio.sleep(1.0)
+                            continue
+                        while not self.stop.is_set():
+                            if event_log is None:
+                                event_log = self.log_factory()
+                            self.staging.flush(conn)
+                            sent = await self._send(conn, event_log)
+                            if time.monotonic() - last_count > 1.0:
+                                self.staging.backlog = self.staging.count(conn)
+                                last_count = time.monotonic()
+                            self.problem = None
+                            backoff = 0.5
+                            if not sent:
+                                await asyncio.sleep(self.interval)
+                except (clients.PostgresUnavailable, psycopg.OperationalError) as exc:
+                    self.problem = f"postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+                except ProducerError as exc:
+                    self.problem = f"kafka: {exc}"
+                    if event_log is not None:  # a fresh log: what it held is spooled, and sequence checks restart
+                        await event_log.close()
+                        event_log = None
+                if self.problem:
+                    log.warning("ingest: %s; trying again in %.1fs", self.problem, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 15.0)
+        finally:
+            if event_log is not None:
+                await event_log.close()
+
+    async def _send(self, conn: psycopg.Connection, event_log: EventLog) -> int:
+        rows = self.staging.pending(conn, self.batch)
+        if not rows:
+            return 0
+        codec = event_log.codec
+        futures = []
+        for _conversation, _sequence, value, traceparent in rows:
+            event = codec.decode(value)
+            futures.append(event_log.append_nowait(event, durability=Durability.SPOOL,
+                                                   trace=TraceContext.parse(traceparent)))
+        await asyncio.gather(*futures)
+        self.staging.sent(conn, [(c, s) for c, s, _, _ in rows])
+        self.sent_events += len(rows)
+        return len(rows)
+
+    @contextmanager
+    def _locked(self) -> Iterator[psycopg.Connection | None]:
+        """A connection holding the flusher's advisory lock, or None while another process holds it."""
+        self.staging.setup()
+        conn = self.staging.connect()
+        try:
+            (held,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.staging.lock_key(),)).fetchone() \
+                or (False,)
+            conn.commit()
+            yield conn if held else None
+        finally:
+            conn.close()

@@ -1,0 +1,1 @@
+"""Framework adapters: each framework's own tracing recorded as agentlog events (optional extras)."""
