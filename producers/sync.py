@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import threading
@@ -33,6 +34,10 @@ class SyncEventLog:
 
     def append(self, event: Event, *, durability: str | None = None) -> Receipt:
         return self.run(self.log.append(event, durability=durability))
+
+    def submit(self, event: Event) -> "concurrent.futures.Future[Receipt]":
+        """Hand the event over without waiting: events submitted from one thread are appended in that order."""
+        return asyncio.run_coroutine_threadsafe(self.log.append(event), self._loop)
 
     def flush(self, timeout: float | None = None) -> None:
         self.run(self.log.flush(timeout))

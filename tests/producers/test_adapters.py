@@ -1,0 +1,133 @@
+"""The framework adapters, driven by the real frameworks with models of the test's own (no network): what the
+framework traced is what ``agentlog replay`` shows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlog.deploy.settings import Settings
+from agentlog.producers.sync import SyncEventLog
+from tests.conftest import agentlog, env_of
+from tests.consumers.test_end_to_end import project
+
+agents = pytest.importorskip("agents")
+
+
+class ScriptedModel(agents.Model):
+    """Answers from a script, one turn after another, and traces each turn as a generation (as the SDK's own
+    models do)."""
+
+    def __init__(self, name: str, turns: list[Any]) -> None:
+        self.name = name
+        self.turns = list(turns)
+
+    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                           *, previous_response_id=None, conversation_id=None, prompt=None):
+        from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+        turn = self.turns.pop(0)
+        if isinstance(turn, tuple):  # (tool, arguments): a function call
+            output = [ResponseFunctionToolCall(id=f"fc_{len(self.turns)}", call_id=f"call_{self.name}_{len(self.turns)}",
+                                               name=turn[0], arguments=json.dumps(turn[1]), type="function_call")]
+            said = [{"role": "assistant", "content": None, "tool_calls": [{"name": turn[0]}]}]
+        else:
+            output = [ResponseOutputMessage(id="msg_1", role="assistant", status="completed", type="message",
+                                            content=[ResponseOutputText(text=turn, type="output_text", annotations=[])])]
+            said = [{"role": "assistant", "content": turn}]
+        items = input if isinstance(input, list) else [{"role": "user", "content": input}]
+        users = [{"role": "user", "content": i["content"]} for i in items
+                 if isinstance(i, dict) and i.get("role") == "user" and isinstance(i.get("content"), str)]
+        with agents.generation_span(input=users, output=said, model=self.name,
+                                    usage={"input_tokens": 100, "output_tokens": 10}):
+            pass
+        return agents.ModelResponse(output=output, usage=agents.Usage(requests=1, input_tokens=100, output_tokens=10,
+                                                                       total_tokens=110), response_id=None)
+
+    def stream_response(self, *args, **kwargs):
+        raise NotImplementedError
+
+
+def _run_support_conversation(processor) -> str:
+    """Two agents, a handoff, a tool that fails once, and a guardrail that looks at the input."""
+    attempts = {"issue_refund": 0}
+
+    @agents.function_tool
+    def lookup_order(order_id: str) -> str:
+        """Look an order up."""
+        return json.dumps({"order_id": order_id, "status": "delivered", "total": 42.5})
+
+    @agents.function_tool
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        attempts["issue_refund"] += 1
+        if attempts["issue_refund"] == 1:
+            raise RuntimeError("payment provider timed out")
+        return json.dumps({"refund_id": "REF-3301", "amount": amount})
+
+    @agents.input_guardrail
+    def no_card_numbers(context, agent, text):
+        return agents.GuardrailFunctionOutput(output_info={"checked": True},
+                                              tripwire_triggered="4111" in str(text))
+
+    refunds = agents.Agent(name="refunds", instructions="Refund orders.", tools=[issue_refund],
+                           model=ScriptedModel("gpt-4o", [("issue_refund", {"order_id": "ORD-5521", "amount": 42.5}),
+                                                          ("issue_refund", {"order_id": "ORD-5521", "amount": 42.5}),
+                                                          "Your refund REF-3301 is on its way."]))
+    triage = agents.Agent(name="triage", instructions="Route.", tools=[lookup_order], handoffs=[refunds],
+                          input_guardrails=[no_card_numbers],
+                          model=ScriptedModel("gpt-4o-mini", [("lookup_order", {"order_id": "ORD-5521"}),
+                                                              ("transfer_to_refunds", {})]))
+    agents.set_trace_processors([processor])
+    try:
+        result = asyncio.run(agents.Runner.run(triage, "Refund order ORD-5521 please",
+                                               run_config=agents.RunConfig(group_id="conv-agents-sdk-1")))
+        with pytest.raises(agents.InputGuardrailTripwireTriggered):
+            asyncio.run(agents.Runner.run(triage, "my card is 4111 1111 1111 1111",
+                                          run_config=agents.RunConfig(group_id="conv-agents-sdk-2")))
+    finally:
+        processor.force_flush()
+        agents.set_trace_processors([])
+    return result.final_output
+
+
+def test_an_openai_agents_sdk_run_through_the_adapter_replays_as_the_sdk_traced_it(isolated: Settings,
+                                                                                  tmp_path: Path) -> None:
+    from agentlog.producers.adapters.openai_agents import AgentlogProcessor
+    world = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse", spool_dir=tmp_path / "spool")
+    with SyncEventLog(world) as log:
+        answer = _run_support_conversation(AgentlogProcessor(log))
+    assert answer == "Your refund REF-3301 is on its way."
+    project(world, ["dashboard"])
+    env = {**env_of(world), "AGENTLOG_SPOOL_DIR": str(tmp_path / "spool")}
+    replayed = json.loads(agentlog("replay", "conv-agents-sdk-1", "--json", env=env).stdout)
+    timeline = [(e["event_type"], e["agent_name"]) for e in replayed["events"]]
+    assert timeline == [
+        ("conversation_started", "triage"), ("llm_called", "triage"),
+        ("tool_called", "triage"), ("tool_result", "triage"), ("llm_called", "triage"),
+        ("handoff_initiated", "triage"),
+        ("llm_called", "refunds"), ("tool_called", "refunds"), ("tool_result", "refunds"),
+        ("error_occurred", "refunds"),
+        ("llm_called", "refunds"), ("tool_called", "refunds"), ("tool_result", "refunds"),
+        ("llm_called", "refunds"), ("response_generated", "refunds")]
+    events = replayed["events"]
+    assert [e["sequence_number"] for e in events] == list(range(1, 16))
+    assert events[0]["payload"]["user_message"] == "Refund order ORD-5521 please"
+    assert events[5]["payload"]["from_agent"] == "triage" and events[5]["payload"]["to_agent"] == "refunds"
+    assert events[8]["payload"]["status"] == "error"  # the SDK redacts the exception's text; the call is named
+    assert events[9]["payload"]["tool_call_id"] == events[7]["payload"]["tool_call_id"] == events[8]["payload"][
+        "tool_call_id"]
+    assert json.loads(events[12]["payload"]["output_json"])["refund_id"] == "REF-3301"
+    assert events[1]["payload"]["model"] == "gpt-4o-mini" and events[1]["payload"]["input_tokens"] == 100
+    assert replayed["state"]["final_response"] == "Your refund REF-3301 is on its way."
+    assert replayed["state"]["handoff_count"] == 1 and replayed["state"]["active_agent"] == "refunds"
+
+    blocked = json.loads(agentlog("replay", "conv-agents-sdk-2", "--json", env=env).stdout)["events"]
+    kinds = [e["event_type"] for e in blocked]
+    assert kinds[0] == "conversation_started" and "guardrail_triggered" in kinds
+    assert next(e for e in blocked if e["event_type"] == "guardrail_triggered")["payload"]["guardrail"] == \
+        "no_card_numbers"
