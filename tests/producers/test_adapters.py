@@ -131,3 +131,86 @@ def test_an_openai_agents_sdk_run_through_the_adapter_replays_as_the_sdk_traced_
     assert kinds[0] == "conversation_started" and "guardrail_triggered" in kinds
     assert next(e for e in blocked if e["event_type"] == "guardrail_triggered")["payload"]["guardrail"] == \
         "no_card_numbers"
+
+
+def _run_langgraph(handler) -> str:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.tools import tool
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    class ToolCallingFake(GenericFakeChatModel):
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+    def said(content="", calls=(), tokens=(50, 5)):
+        return AIMessage(content=content, tool_calls=[{"name": n, "args": a, "id": f"call_{n}"} for n, a in calls],
+                         usage_metadata={"input_tokens": tokens[0], "output_tokens": tokens[1],
+                                         "total_tokens": sum(tokens)},
+                         response_metadata={"model_name": "gpt-4o-mini"})
+
+    @tool
+    def lookup_order(order_id: str) -> str:
+        """Look an order up."""
+        return json.dumps({"order_id": order_id, "status": "delivered"})
+
+    @tool
+    def issue_refund(order_id: str) -> str:
+        """Refund an order."""
+        raise RuntimeError("payment provider timed out")
+
+    triage_model = ToolCallingFake(messages=iter([said(calls=[("lookup_order", {"order_id": "ORD-5521"})]),
+                                                  said("Passing you to refunds.")]))
+    refunds_model = ToolCallingFake(messages=iter([said(calls=[("issue_refund", {"order_id": "ORD-5521"})]),
+                                                   said("The refund failed; a person will call you.", tokens=(80, 9))]))
+
+    def triage(state):
+        return {"messages": [triage_model.invoke(state["messages"])]}
+
+    def refunds(state):
+        return {"messages": [refunds_model.invoke(state["messages"])]}
+
+    def route(after_tools: str, otherwise: str):
+        return lambda state: after_tools if state["messages"][-1].tool_calls else otherwise
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("triage", triage)
+    graph.add_node("triage_tools", ToolNode([lookup_order]))
+    graph.add_node("refunds", refunds)
+    graph.add_node("refund_tools", ToolNode([issue_refund], handle_tool_errors=True))
+    graph.add_edge(START, "triage")
+    graph.add_conditional_edges("triage", route("triage_tools", "refunds"))
+    graph.add_edge("triage_tools", "triage")
+    graph.add_conditional_edges("refunds", route("refund_tools", END))
+    graph.add_edge("refund_tools", "refunds")
+    result = graph.compile().invoke({"messages": [HumanMessage("Refund order ORD-5521 please")]},
+                                    config={"callbacks": [handler], "metadata": {"thread_id": "conv-langgraph-1"}})
+    handler.flush()
+    return result["messages"][-1].content
+
+
+def test_a_langgraph_run_through_the_callback_handler_replays_as_it_ran(isolated: Settings, tmp_path: Path) -> None:
+    pytest.importorskip("langgraph")
+    from agentlog.producers.adapters.langchain import AgentlogCallbackHandler
+    world = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse", spool_dir=tmp_path / "spool")
+    with SyncEventLog(world) as log:
+        answer = _run_langgraph(AgentlogCallbackHandler(log, agents={"triage", "refunds"}))
+    assert answer == "The refund failed; a person will call you."
+    project(world, ["dashboard"])
+    env = {**env_of(world), "AGENTLOG_SPOOL_DIR": str(tmp_path / "spool")}
+    replayed = json.loads(agentlog("replay", "conv-langgraph-1", "--json", env=env).stdout)
+    events = replayed["events"]
+    assert [(e["event_type"], e["agent_name"]) for e in events] == [
+        ("conversation_started", "triage"), ("llm_called", "triage"),
+        ("tool_called", "triage"), ("tool_result", "triage"), ("llm_called", "triage"),
+        ("handoff_initiated", "triage"),
+        ("llm_called", "refunds"), ("tool_called", "refunds"), ("tool_result", "refunds"),
+        ("error_occurred", "refunds"), ("llm_called", "refunds"), ("response_generated", "refunds")]
+    assert [e["sequence_number"] for e in events] == list(range(1, 13))
+    assert events[0]["payload"]["user_message"] == "Refund order ORD-5521 please"
+    assert json.loads(events[2]["payload"]["input_json"]) == {"order_id": "ORD-5521"}
+    assert "delivered" in events[3]["payload"]["output_json"]
+    assert events[8]["payload"]["status"] == "error" and "timed out" in events[9]["payload"]["message"]
+    assert (events[6]["payload"]["input_tokens"], events[10]["payload"]["output_tokens"]) == (50, 9)
+    assert replayed["state"]["handoff_count"] == 1
