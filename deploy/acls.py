@@ -6,6 +6,8 @@ super user and needs none; nothing else is allowed (``allow.everyone.if.no.acl.f
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
@@ -48,14 +50,28 @@ def bindings(settings: Settings) -> list[AclBinding]:
             for who, kind, name, pattern, operation in rules]
 
 
-def grant(settings: Settings) -> None:
-    """Create the ACLs of ``settings``' topics (creating one that exists changes nothing)."""
+def grant(settings: Settings, *, wait: float = 15.0) -> None:
+    """Create the ACLs of ``settings``' topics (creating one that exists changes nothing), and wait until the
+    broker applies them: the controller has them first, and a client let in a moment too early is refused."""
     client = kafka.admin(settings)
-    for binding, future in client.create_acls(bindings(settings), request_timeout=30).items():
+    wanted = bindings(settings)
+    for binding, future in client.create_acls(wanted, request_timeout=30).items():
         try:
             future.result()
         except KafkaException as exc:
             raise StackError(f"kafka: cannot grant {binding}: {exc.args[0].str()}") from exc
+    topics = {b.name for b in wanted if b.restype == _TOPIC}
+    expected = sum(1 for b in wanted if b.restype == _TOPIC)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        seen = 0
+        for name in topics:
+            found = client.describe_acls(AclBindingFilter(_TOPIC, name, _LITERAL, None, None, AclOperation.ANY,
+                                                          AclPermissionType.ANY), request_timeout=10).result()
+            seen += len(found)
+        if seen >= expected:
+            return
+        time.sleep(0.05)
 
 
 def revoke(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from agentlog.consumers.ingest import otlp
 from agentlog.consumers.ingest.staging import Behind, Flusher, Staging
+from agentlog.deploy.clients import PostgresRefused
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
 
@@ -91,6 +92,9 @@ async def export_traces(request: Request) -> Response:
         new = await run_in_threadpool(ingest.staging.stage, decoded.spans)
     except Behind as exc:
         return _refuse(kind, 503, 14, f"{exc}; try again later", **{"Retry-After": RETRY_AFTER})
+    except PostgresRefused as exc:  # a mistake in configuration, not an outage: sending again will not help
+        log.error("ingest: %s", exc)
+        return _refuse(kind, 500, 13, f"the ingest cannot keep spans: {exc}")
     except StackError as exc:
         return _refuse(kind, 503, 14, f"{exc}; the spans were not kept, send them again",
                        **{"Retry-After": RETRY_AFTER})

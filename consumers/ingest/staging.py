@@ -156,6 +156,7 @@ class Staging:
                                     "ON CONFLICT DO NOTHING", sorted(named))
         except psycopg.OperationalError as exc:
             conn.close()
+            self._local.conn = None
             raise clients.PostgresUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
         return new
 

@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -280,7 +281,7 @@ def test_hostile_or_broken_exports_get_one_clear_answer_and_stop_nothing(ingest:
     assert status == 200 and ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans == 0
 
 
-def test_while_postgres_is_away_an_export_is_told_to_come_back_later(isolated: Settings, tmp_path: Path) -> None:
+def test_while_postgres_is_away_an_export_is_told_to_come_back_later_and_a_refused_password_is_a_mistake(isolated: Settings, tmp_path: Path) -> None:
     auth = AuthStore(isolated)
     auth.setup()
     _, token = auth.create_token("agent", name="exporter")
@@ -292,5 +293,12 @@ def test_while_postgres_is_away_an_export_is_told_to_come_back_later(isolated: S
     try:
         status, body, headers = Served(url, isolated, token, auth).post(_span_request(b"\x09" * 16))
         assert status == 503 and headers.get("retry-after") == "5" and b"send them again" in body
+    finally:
+        _stop(process)
+    wrong = re.sub(r"password=\S+", "password=wrong", isolated.postgres_dsn_for(PostgresRole.INGEST))
+    process, url = _start(isolated, tmp_path / "spool", tmp_path / "ingest.log", AGENTLOG_POSTGRES_DSN_INGEST=wrong)
+    try:  # a refused password is a mistake to fix, not an outage to wait out: no Retry-After
+        status, body, headers = Served(url, isolated, token, auth).post(_span_request(b"\x0a" * 16))
+        assert status == 500 and "retry-after" not in headers and b"refused" in body and b"wrong" not in body
     finally:
         _stop(process)
