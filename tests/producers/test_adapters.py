@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class ScriptedModel(agents.Model):
         raise NotImplementedError
 
 
-def _run_support_conversation(processor) -> str:
+def _run_support_conversation(processor, *, guardrail_trips: bool = True) -> str:
     """Two agents, a handoff, a tool that fails once, and a guardrail that looks at the input."""
     attempts = {"issue_refund": 0}
 
@@ -82,16 +83,19 @@ def _run_support_conversation(processor) -> str:
                           input_guardrails=[no_card_numbers],
                           model=ScriptedModel("gpt-4o-mini", [("lookup_order", {"order_id": "ORD-5521"}),
                                                               ("transfer_to_refunds", {})]))
-    agents.set_trace_processors([processor])
+    if processor is not None:
+        agents.set_trace_processors([processor])
     try:
         result = asyncio.run(agents.Runner.run(triage, "Refund order ORD-5521 please",
                                                run_config=agents.RunConfig(group_id="conv-agents-sdk-1")))
-        with pytest.raises(agents.InputGuardrailTripwireTriggered):
-            asyncio.run(agents.Runner.run(triage, "my card is 4111 1111 1111 1111",
-                                          run_config=agents.RunConfig(group_id="conv-agents-sdk-2")))
+        if guardrail_trips:
+            with pytest.raises(agents.InputGuardrailTripwireTriggered):
+                asyncio.run(agents.Runner.run(triage, "my card is 4111 1111 1111 1111",
+                                              run_config=agents.RunConfig(group_id="conv-agents-sdk-2")))
     finally:
-        processor.force_flush()
-        agents.set_trace_processors([])
+        if processor is not None:
+            processor.force_flush()
+            agents.set_trace_processors([])
     return result.final_output
 
 
@@ -214,3 +218,60 @@ def test_a_langgraph_run_through_the_callback_handler_replays_as_it_ran(isolated
     assert events[8]["payload"]["status"] == "error" and "timed out" in events[9]["payload"]["message"]
     assert (events[6]["payload"]["input_tokens"], events[10]["payload"]["output_tokens"]) == (50, 9)
     assert replayed["state"]["handoff_count"] == 1
+
+
+def _shape(events: list) -> list[tuple]:
+    """What a run's events say, without ids, times or the conversation's name."""
+    def of(e):
+        p = e.payload
+        return (e.event_type, e.agent_name, p.get("tool_name"), p.get("status"), p.get("model"),
+                p.get("input_tokens"), p.get("from_agent"), p.get("to_agent"), p.get("user_message"), p.get("response"))
+    return [of(e) for e in events]
+
+
+def test_the_same_agents_sdk_run_through_openinference_and_the_ingest_lands_as_the_adapters_events(
+        isolated: Settings, tmp_path: Path) -> None:
+    pytest.importorskip("openinference.instrumentation.openai_agents")
+    from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from agentlog.consumers.auth import AuthStore
+    from agentlog.deploy.kafka import read_to_end
+    from agentlog.producers.adapters.openai_agents import AgentlogProcessor
+    from agentlog.schemas import Codec
+    from tests.consumers.ingest.test_otlp import _start, _stop
+
+    world = replace(isolated, spool_dir=tmp_path / "spool")
+    with SyncEventLog(world) as log:
+        _run_support_conversation(AgentlogProcessor(log), guardrail_trips=False)
+
+    auth = AuthStore(world)
+    auth.setup()
+    _, token = auth.create_token("agent", name="openinference")
+    process, url = _start(world, tmp_path / "ingest-spool", tmp_path / "ingest.log")
+    instrumentor = OpenAIAgentsInstrumentor()
+    try:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {token}"})))
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            _run_support_conversation(None, guardrail_trips=False)
+        finally:
+            instrumentor.uninstrument()
+            provider.shutdown()
+        codec = Codec()
+        deadline = time.monotonic() + 60
+        while True:
+            events = [codec.decode(m.value()) for m in read_to_end(world, world.events_topic)]
+            ingested = [e for e in events if e.conversation_id.startswith("trace-")]
+            adapted = [e for e in events if e.conversation_id == "conv-agents-sdk-1"]
+            if len(ingested) >= len(adapted) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        _stop(process)
+    assert len(adapted) == 15
+    assert _shape(ingested) == _shape(adapted)
