@@ -45,6 +45,7 @@ bench: stack
 	$(BIN)/python bench/producer.py
 	$(BIN)/python bench/projections.py
 	$(BIN)/python bench/sql_box.py
+	$(BIN)/python bench/ingest.py
 
 down: bootstrap
 	$(BIN)/agentlog stack down

@@ -21,7 +21,7 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, Iterator
 
 import orjson
@@ -69,14 +69,18 @@ CREATE TABLE IF NOT EXISTS outbox (
 TABLES = ("spans", "traces", "conversations", "outbox")
 
 
+Fresh = list[tuple[Event, TraceContext]]
+
+
 class Behind(Exception):
     """The ingest holds more than it may: the exporter should try again later (503)."""
 
 
 def span_json(span: Span) -> dict[str, Any]:
-    data = asdict(span)
-    data["events"] = [asdict(e) for e in span.events]
-    return data
+    return {"trace_id": span.trace_id, "span_id": span.span_id, "name": span.name, "start_ns": span.start_ns,
+            "end_ns": span.end_ns, "attributes": span.attributes, "parent_span_id": span.parent_span_id,
+            "events": [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events],
+            "error": span.error, "service": span.service}
 
 
 def span_from(data: dict[str, Any]) -> Span:
@@ -139,21 +143,22 @@ class Staging:
                          f"{self.max_backlog:,}): Kafka or the flusher is behind")
         if not spans:
             return 0
-        rows = [(s.trace_id, s.span_id, s.is_root, Jsonb(span_json(s), dumps=_dumps)) for s in spans]
-        named = {(s.trace_id, c) for s in spans if (c := conversation_of(s)) is not None}
+        named = sorted({(s.trace_id, c) for s in spans if (c := conversation_of(s)) is not None})
         conn = self._conn()
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany("INSERT INTO spans (trace_id, span_id, is_root, span) VALUES (%s, %s, %s, %s) "
-                                "ON CONFLICT DO NOTHING RETURNING 1", rows, returning=True)
-                new = 0
-                while True:
-                    new += len(cur.fetchall())
-                    if not cur.nextset():
-                        break
+            with conn.transaction(), conn.cursor() as cur:  # COPY into a session's own table, then one INSERT
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (trace_id text, span_id text, is_root boolean, "
+                            "span jsonb) ON COMMIT DELETE ROWS")
+                with cur.copy("COPY incoming (trace_id, span_id, is_root, span) FROM STDIN") as copy:
+                    for span in spans:
+                        copy.write_row((span.trace_id, span.span_id, span.is_root, _dumps(span_json(span))))
+                cur.execute("INSERT INTO spans (trace_id, span_id, is_root, span) SELECT * FROM incoming "
+                            "ON CONFLICT DO NOTHING")
+                new = max(cur.rowcount, 0)
                 if named:
-                    cur.executemany("INSERT INTO traces (trace_id, conversation_id) VALUES (%s, %s) "
-                                    "ON CONFLICT DO NOTHING", sorted(named))
+                    cur.execute("INSERT INTO traces (trace_id, conversation_id) SELECT * FROM "
+                                "unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                                ([t for t, _ in named], [c for _, c in named]))
         except psycopg.OperationalError as exc:
             conn.close()
             self._local.conn = None
@@ -162,49 +167,63 @@ class Staging:
 
     # -- 2. flush ------------------------------------------------------------------------------------
 
-    def flush(self, conn: psycopg.Connection, *, limit: int = 200) -> int:
-        """Turn the traces that are due into events in the outbox; returns how many events."""
-        due = [row[0] for row in conn.execute(
-            "SELECT trace_id FROM spans WHERE NOT flushed GROUP BY trace_id "
-            "HAVING (bool_or(is_root) AND max(received_at) < clock_timestamp() - make_interval(secs => %s)) "
-            "OR max(received_at) < clock_timestamp() - make_interval(secs => %s) "
-            "ORDER BY min(received_at) LIMIT %s", (self.settle, self.deadline, limit)).fetchall()]
-        conn.commit()
-        made = 0
-        for trace_id in due:
-            with conn.transaction():
-                made += self._flush_trace(conn, trace_id)
-        return made
+    def flush(self, conn: psycopg.Connection, *, limit: int = 1000) -> Fresh:
+        """Turn the traces that are due into events in the outbox, in one transaction; returns those events (the
+        flusher sends them from memory, and reads the outbox back only after a restart or a failure)."""
+        with conn.transaction():
+            due = [row[0] for row in conn.execute(
+                "SELECT trace_id FROM spans WHERE NOT flushed GROUP BY trace_id "
+                "HAVING (bool_or(is_root) AND max(received_at) < clock_timestamp() - make_interval(secs => %s)) "
+                "OR max(received_at) < clock_timestamp() - make_interval(secs => %s) "
+                "ORDER BY min(received_at) LIMIT %s", (self.settle, self.deadline, limit)).fetchall()]
+            if not due:
+                return []
+            return self._flush_traces(conn, due)
 
-    def _flush_trace(self, conn: psycopg.Connection, trace_id: str) -> int:
-        rows = conn.execute("SELECT span_id, span FROM spans WHERE trace_id = %s AND NOT flushed FOR UPDATE",
-                            (trace_id,)).fetchall()
-        if not rows:
-            return 0
-        spans = [span_from(data) for _, data in rows]
-        named = conn.execute("SELECT conversation_id FROM traces WHERE trace_id = %s", (trace_id,)).fetchone()
-        conversation = named[0] if named else conversation_of_trace(trace_id)
-        conn.execute("INSERT INTO conversations (conversation_id, state) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                     (conversation, Jsonb(State().to_json())))
-        (state,) = conn.execute("SELECT state FROM conversations WHERE conversation_id = %s FOR UPDATE",
-                                (conversation,)).fetchone() or (None,)
-        service = next((s.service for s in spans if s.service), "")
-        timeline = Timeline(conversation, State.from_json(state or {}), default_agent=service or "agent")
-        made = timeline.feed(p for span in spans for p in points(span))
+    def _flush_traces(self, conn: psycopg.Connection, due: list[str]) -> Fresh:
+        rows = conn.execute("SELECT trace_id, span_id, span FROM spans WHERE trace_id = ANY(%s) AND NOT flushed "
+                            "FOR UPDATE", (due,)).fetchall()
+        by_trace: dict[str, list[Span]] = {}
+        for trace_id, _, data in rows:
+            by_trace.setdefault(trace_id, []).append(span_from(data))
+        named = dict(conn.execute("SELECT trace_id, conversation_id FROM traces WHERE trace_id = ANY(%s)",
+                                  (list(by_trace),)).fetchall())
+        conversation_of = {t: named.get(t) or conversation_of_trace(t) for t in by_trace}
+        conversations = sorted(set(conversation_of.values()))
+        conn.execute("INSERT INTO conversations (conversation_id, state) SELECT c, %s FROM unnest(%s::text[]) AS c "
+                     "ON CONFLICT DO NOTHING", (Jsonb(State().to_json()), conversations))
+        states = dict(conn.execute("SELECT conversation_id, state FROM conversations WHERE conversation_id = ANY(%s) "
+                                   "ORDER BY conversation_id FOR UPDATE", (conversations,)).fetchall())
+        timelines: dict[str, Timeline] = {}
         codec = Codec()
-        outbox = []
-        for item in made:
-            outbox.append((conversation, item.event.sequence_number, _encode(codec, item.event),
-                           TraceContext(item.trace_id, item.span_id).traceparent))
+        outbox: list[tuple[str, int, bytes, str]] = []
+        fresh: Fresh = []
+        for trace_id in sorted(by_trace, key=lambda t: min(s.start_ns for s in by_trace[t])):
+            spans = by_trace[trace_id]
+            conversation = conversation_of[trace_id]
+            timeline = timelines.get(conversation)
+            if timeline is None:
+                service = next((s.service for s in spans if s.service), "")
+                timeline = timelines[conversation] = Timeline(conversation, State.from_json(states.get(conversation)
+                                                                                            or {}),
+                                                              default_agent=service or "agent")
+            for item in timeline.feed(p for span in spans for p in points(span)):
+                event, value = _encode(codec, item.event)
+                context = TraceContext(item.trace_id, item.span_id)
+                outbox.append((conversation, event.sequence_number, value, context.traceparent))
+                fresh.append((event, context))
         with conn.cursor() as cur:
             if outbox:
-                cur.executemany("INSERT INTO outbox (conversation_id, sequence_number, event, traceparent) "
-                                "VALUES (%s, %s, %s, %s)", outbox)
-            cur.execute("UPDATE conversations SET state = %s WHERE conversation_id = %s",
-                        (Jsonb(timeline.state.to_json()), conversation))
-            cur.execute("UPDATE spans SET flushed = true WHERE trace_id = %s AND span_id = ANY(%s)",
-                        (trace_id, [r[0] for r in rows]))
-        return len(outbox)
+                with cur.copy("COPY outbox (conversation_id, sequence_number, event, traceparent) FROM STDIN") as copy:
+                    for row in outbox:
+                        copy.write_row(row)
+            cur.execute("UPDATE conversations AS c SET state = s.state FROM unnest(%s::text[], %s::jsonb[]) AS "
+                        "s(conversation_id, state) WHERE c.conversation_id = s.conversation_id",
+                        ([c for c in timelines], [Jsonb(t.state.to_json()) for t in timelines.values()]))
+            cur.execute("UPDATE spans SET flushed = true FROM unnest(%s::text[], %s::text[]) AS d(trace_id, span_id) "
+                        "WHERE spans.trace_id = d.trace_id AND spans.span_id = d.span_id",
+                        ([r[0] for r in rows], [r[1] for r in rows]), binary=True)  # binary: arrays unescaped
+        return fresh
 
     # -- 3. send -------------------------------------------------------------------------------------
 
@@ -215,8 +234,14 @@ class Staging:
         return [(c, s, bytes(e), t) for c, s, e, t in rows]
 
     def sent(self, conn: psycopg.Connection, done: list[tuple[str, int]]) -> None:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany("DELETE FROM outbox WHERE conversation_id = %s AND sequence_number = %s", done)
+        """Forget what the log has: per conversation, everything up to the last number sent (sent in order)."""
+        last: dict[str, int] = {}
+        for conversation, sequence in done:
+            last[conversation] = max(sequence, last.get(conversation, 0))
+        with conn.transaction(), conn.cursor(binary=True) as cur:
+            cur.execute("DELETE FROM outbox USING unnest(%s::text[], %s::bigint[]) AS d(conversation_id, upto) "
+                        "WHERE outbox.conversation_id = d.conversation_id AND outbox.sequence_number <= d.upto",
+                        (list(last), list(last.values())))
 
     def count(self, conn: psycopg.Connection) -> int:
         (waiting,) = conn.execute("SELECT count(*) FROM spans WHERE NOT flushed").fetchone() or (0,)
@@ -230,15 +255,16 @@ class Staging:
         return zlib.crc32(f"agentlog.ingest.{self.schema}".encode())
 
 
-def _encode(codec: Codec, event: Event) -> bytes:
-    """The event's bytes; one that breaks the rule (a span's JSON nested too deep, say) becomes an
+def _encode(codec: Codec, event: Event) -> tuple[Event, bytes]:
+    """The event and its bytes; one that breaks the rule (a span's JSON nested too deep, say) becomes an
     error_occurred in its place, which keeps its number and says why, so the conversation stays gapless."""
     try:
-        return codec.encode(event)
+        return event, codec.encode(event)
     except SchemaError as exc:
-        return codec.encode(replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
+        instead = replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
             "error_type": "unmappable_span", "message": f"agentlog could not keep this span's event: {exc}"[:2000],
-            "tool_call_id": None, "retryable": False}))
+            "tool_call_id": None, "retryable": False})
+        return instead, codec.encode(instead)
 
 
 def _dumps(value: Any) -> str:
@@ -257,6 +283,8 @@ class Flusher:
         self.stop = threading.Event()
         self.sent_events = 0
         self.problem: str | None = None
+        self._recovered = False
+        """Whether the outbox held nothing but what this process made, the last time it was read."""
         self._thread = threading.Thread(target=self._run, name="agentlog-ingest-flusher", daemon=True)
 
     def start(self) -> "Flusher":
@@ -284,8 +312,8 @@ class Flusher:
                         while not self.stop.is_set():
                             if event_log is None:
                                 event_log = self.log_factory()
-                            self.staging.flush(conn)
-                            sent = await self._send(conn, event_log)
+                            fresh = self.staging.flush(conn)
+                            sent = await self._send(conn, event_log, fresh)
                             if time.monotonic() - last_count > 1.0:
                                 self.staging.backlog = self.staging.count(conn)
                                 last_count = time.monotonic()
@@ -294,9 +322,11 @@ class Flusher:
                             if not sent:
                                 await asyncio.sleep(self.interval)
                 except (clients.PostgresUnavailable, psycopg.OperationalError) as exc:
+                    self._recovered = False
                     self.problem = f"postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
                 except ProducerError as exc:
                     self.problem = f"kafka: {exc}"
+                    self._recovered = False
                     if event_log is not None:  # a fresh log: what it held is spooled, and sequence checks restart
                         await event_log.close()
                         event_log = None
@@ -308,9 +338,20 @@ class Flusher:
             if event_log is not None:
                 await event_log.close()
 
-    async def _send(self, conn: psycopg.Connection, event_log: EventLog) -> int:
+    async def _send(self, conn: psycopg.Connection, event_log: EventLog, fresh: Fresh) -> int:
+        """Append the outbox: what this flush made, from memory, once what an earlier run left was read back
+        and sent (until then the outbox is read from Postgres, this flush's events with it)."""
+        if self._recovered:
+            if not fresh:
+                return 0
+            await asyncio.gather(*(event_log.append_nowait(event, durability=Durability.SPOOL, trace=context)
+                                   for event, context in fresh))
+            self.staging.sent(conn, [(e.conversation_id, e.sequence_number) for e, _ in fresh])
+            self.sent_events += len(fresh)
+            return len(fresh)
         rows = self.staging.pending(conn, self.batch)
         if not rows:
+            self._recovered = True
             return 0
         codec = event_log.codec
         futures = []
