@@ -34,7 +34,7 @@ from agentlog.deploy.kafka import read_to_end
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect
 from agentlog.schemas import Codec
-from tests.conftest import ROOT, clickhouse_rows, env_of
+from tests.conftest import ROOT, agentlog, clickhouse_rows, env_of
 from tests.consumers.test_end_to_end import project
 from tests.consumers.web.conftest import free_port
 
@@ -302,3 +302,57 @@ def test_while_postgres_is_away_an_export_is_told_to_come_back_later_and_a_refus
         assert status == 500 and "retry-after" not in headers and b"refused" in body and b"wrong" not in body
     finally:
         _stop(process)
+
+
+def _events_of(settings: Settings) -> list:
+    codec = Codec()
+    return [codec.decode(m.value()) for m in read_to_end(settings, settings.events_topic)]
+
+
+def _exported(conversation: str) -> list:
+    collected = InMemorySpanExporter()
+    _run(_provider(collected), conversation)
+    return list(collected.get_finished_spans())
+
+
+def test_spans_taken_while_kafka_is_away_reach_the_log_once_it_is_back(isolated: Settings, tmp_path: Path) -> None:
+    auth = AuthStore(isolated)
+    auth.setup()
+    _, token = auth.create_token("agent", name="exporter")
+    down = free_port()
+    spool = tmp_path / "spool"
+    process, url = _start(isolated, spool, tmp_path / "ingest.log", AGENTLOG_KAFKA_BOOTSTRAP=f"127.0.0.1:{down}")
+    try:
+        exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {token}"})
+        assert exporter.export(_exported("conv-kafka-away")) is SpanExportResult.SUCCESS  # taken, though Kafka is away
+        deadline = time.monotonic() + 30
+        while not list(spool.rglob("*.log")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the ingest's producer spools what the broker does not take
+        time.sleep(3)
+    finally:
+        _stop(process)
+    assert _events_of(isolated) == []
+    done = agentlog("spool", "flush", env={**env_of(isolated), "AGENTLOG_SPOOL_DIR": str(spool)})
+    assert done.returncode == 0, done.stderr
+    events = _events_of(isolated)
+    assert [e.event_type for e in events] == EXPECTED
+    assert [e.sequence_number for e in events] == list(range(1, len(EXPECTED) + 1))
+
+
+def test_a_trace_split_across_a_killed_ingest_is_numbered_once_and_gapless(ingest: Served, tmp_path: Path) -> None:
+    spans = _exported("conv-restarted")
+    exporter = OTLPSpanExporter(endpoint=f"{ingest.url}/v1/traces", headers={"Authorization": f"Bearer {ingest.token}"})
+    assert exporter.export(spans[:4]) is SpanExportResult.SUCCESS   # kept in Postgres; the root has not come
+    import signal
+    for line in subprocess.run(["pgrep", "-f", f"ingest --port {ingest.url.rsplit(':', 1)[1]}"], capture_output=True,
+                               text=True).stdout.split():
+        os.kill(int(line), signal.SIGKILL)
+    process, url = _start(ingest.settings, tmp_path / "spool-2", tmp_path / "ingest-2.log")
+    try:
+        again = OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {ingest.token}"})
+        assert again.export(spans) is SpanExportResult.SUCCESS      # the exporter's retry of all, and the rest
+        events = _wait_for_log(ingest.settings, len(EXPECTED))
+    finally:
+        _stop(process)
+    assert [e.event_type for e in events] == EXPECTED
+    assert [e.sequence_number for e in events] == list(range(1, len(EXPECTED) + 1))
