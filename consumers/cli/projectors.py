@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -16,9 +20,10 @@ from agentlog.consumers.lag import log_size
 from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
-from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime import Projector, RunStats
 from agentlog.consumers.runtime.exporter import serve_metrics
-from agentlog.deploy.settings import settings
+from agentlog.consumers.supervisor import Supervisor
+from agentlog.deploy.settings import Settings, settings
 from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
@@ -36,47 +41,157 @@ def _names(only: Optional[str]) -> list[str]:
 def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, search or analytics."),
             until_caught_up: bool = typer.Option(False, "--until-caught-up",
                                                  help="Stop once every partition is at the end of the log."),
+            processes: int = typer.Option(1, "--processes", min=1, max=64,
+                                          help="With --only: run N members of the projection's consumer group."),
             metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
-                                                       help="Serve Prometheus metrics on this port (all addresses), to the bearer of AGENTLOG_METRICS_TOKEN.")
+                                                       help="Serve Prometheus metrics on this port (all addresses), to the bearer of AGENTLOG_METRICS_TOKEN."),
+            status_file: Optional[str] = typer.Option(None, "--status-file", hidden=True,
+                                                      help="Write what this process applied here (a supervisor reads it).")
             ) -> None:
-    """Run the projectors: the log into Postgres, Elasticsearch and ClickHouse."""
+    """Run the projectors, each in a process of its own: the log into Postgres, Elasticsearch and ClickHouse."""
     names = _names(only)
+    current = settings()
+    if processes > 1 and only is None:
+        raise AgentlogError(f"--processes {processes}: say which projection with --only NAME")
+    if processes > 1 and only == "analytics" and current.embedded_clickhouse:
+        raise AgentlogError(f"--processes {processes}: embedded ClickHouse is one process's store; point "
+                            "AGENTLOG_CLICKHOUSE_URL at a ClickHouse server to run more than one")
     if metrics_port is not None:
-        token = settings().metrics_token
-        if not token:
-            raise AgentlogError(f"--metrics-port {metrics_port}: set AGENTLOG_METRICS_TOKEN to the bearer token "
-                                "Prometheus will send; the metrics are served to no one without it")
-        try:
-            serve_metrics(metrics_port, token)
-        except OSError as exc:
-            raise AgentlogError(f"--metrics-port {metrics_port}: {exc.strerror}; pick another port") from None
-    threads = ProjectorThreads(settings(), names, until_caught_up=until_caught_up)
-    server = None
-    if "analytics" in names and settings().embedded_clickhouse:
-        server = QueryServer(settings())
-        server.start()
-    signal.signal(signal.SIGTERM, lambda *_: threads.stop.set())  # finish the batch in hand, commit, leave
-    behind = projection_lag(settings(), names) if until_caught_up else {}
-    started = time.monotonic()
-    threads.start()
+        _serve_metrics(metrics_port)
+    run = _Projecting(current, names, processes, until_caught_up, Path(status_file) if status_file else None)
+    signal.signal(signal.SIGTERM, lambda *_: run.stop.set())  # finish the batch in hand, commit, leave
+    behind = projection_lag(current, names) if until_caught_up else {}
+    run.start()
     try:
         if until_caught_up:
-            show({name: (sum(behind[name].values()), lambda name=name: threads.projectors[name].stats.events)
-                  for name in names}, until=lambda: not threads.running())
+            show({name: (sum(behind[name].values()), lambda name=name: run.applied(name)) for name in names},
+                 until=lambda: not run.running())
         else:
-            with console.status(f"projecting into {', '.join(names)} (Ctrl-C to stop)"):
-                while threads.running():
+            with console.status(f"projecting into {', '.join(names)}, one process each (Ctrl-C to stop)"):
+                while run.running():
                     time.sleep(0.2)
     except KeyboardInterrupt:
-        threads.stop.set()
+        pass
     finally:
-        results = threads.join()
-        if server:
-            server.stop()
-    seconds = time.monotonic() - started
-    for name, stats in results.items():
-        console.print(f"{name}: {stats.events} events in {stats.batches} batches, {stats.dead_letters} dead letters, "
-                      f"{stats.retries} retries ({seconds:.1f}s)")
+        run.finish()
+    run.report()
+
+
+class _Projecting:
+    """What ``project`` runs: the projectors of this process (one projection alone, or embedded analytics,
+    whose store is this process's) as threads, and the others as supervised processes."""
+
+    def __init__(self, current: Settings, names: list[str], processes: int, until_caught_up: bool,
+                 status_file: Path | None) -> None:
+        here = names if len(names) == 1 and processes == 1 else \
+            [n for n in names if n == "analytics" and current.embedded_clickhouse]
+        others = [n for n in names if n not in here]
+        self.processes = processes
+        self.until_caught_up = until_caught_up
+        self.threads = ProjectorThreads(current, here, until_caught_up=until_caught_up) if here else None
+        self.supervisor = Supervisor(others, processes=processes, until_caught_up=until_caught_up) if others else None
+        self.server = QueryServer(current) if "analytics" in here and current.embedded_clickhouse else None
+        self.writer = _StatusWriter(status_file, self.threads) if status_file and self.threads else None
+        self.stop = threading.Event()
+        self.results: dict[str, RunStats] = {}
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        if self.server is not None:
+            self.server.start()
+        if self.supervisor is not None:
+            self.supervisor.start()
+        if self.threads is not None:
+            self.threads.start()
+        if self.writer is not None:
+            self.writer.start()
+
+    def applied(self, name: str) -> int:
+        if self.threads is not None and name in self.threads.projectors:
+            return self.threads.projectors[name].stats.events
+        return int(self.supervisor.status()[name]["events"]) if self.supervisor is not None else 0
+
+    def running(self) -> bool:
+        if self.stop.is_set():
+            return False
+        return bool((self.threads and self.threads.running()) or (self.supervisor and self.supervisor.running()))
+
+    def finish(self) -> None:
+        if self.threads is not None:
+            self.threads.stop.set()
+        if self.supervisor is not None:
+            self.supervisor.terminate()
+        try:
+            self.results = self.threads.join() if self.threads is not None else {}
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.server is not None:
+                self.server.stop()
+
+    def report(self) -> None:
+        seconds = time.monotonic() - self.started
+        for name, stats in self.results.items():
+            console.print(f"{name}: {stats.events} events in {stats.batches} batches, {stats.dead_letters} dead "
+                          f"letters, {stats.retries} retries ({seconds:.1f}s)")
+        if self.supervisor is None:
+            return
+        plural = "es" if self.processes > 1 else ""
+        for name, state in self.supervisor.status().items():
+            each = f" ({' + '.join(str(n) for n in state['members'])})" if self.processes > 1 else ""
+            console.print(f"{name}: {self.processes} process{plural}, {state['events']} events{each}, "
+                          f"{state['restarts']} restarts ({seconds:.1f}s)")
+        failed = self.supervisor.failed()
+        if self.until_caught_up and failed:
+            raise AgentlogError(f"{failed[0].name}: a projector process exited with {failed[0].last_exit}; "
+                                "see its output above")
+
+
+def _serve_metrics(port: int) -> None:
+    token = settings().metrics_token
+    if not token:
+        raise AgentlogError(f"--metrics-port {port}: set AGENTLOG_METRICS_TOKEN to the bearer token "
+                            "Prometheus will send; the metrics are served to no one without it")
+    try:
+        serve_metrics(port, token)
+    except OSError as exc:
+        raise AgentlogError(f"--metrics-port {port}: {exc.strerror}; pick another port") from None
+
+
+class _StatusWriter:
+    """Writes what this process's projector applied to a file, twice a second, for the supervisor."""
+
+    def __init__(self, path: Path, threads: ProjectorThreads) -> None:
+        self.path = path
+        self.threads = threads
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="projector-status", daemon=True)
+
+    def start(self) -> "_StatusWriter":
+        self.thread.start()
+        return self
+
+    def _write(self) -> None:
+        events = sum(p.stats.events for p in self.threads.projectors.values())
+        batches = sum(p.stats.batches for p in self.threads.projectors.values())
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"events": events, "batches": batches, "pid": os.getpid()}))
+        temporary.replace(self.path)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                self._write()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        try:
+            self._write()
+        except OSError:
+            pass
 
 
 @app.command()

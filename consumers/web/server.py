@@ -1,4 +1,4 @@
-"""``agentlog serve``: the three projectors and the web application in one process.
+"""``agentlog serve``: the web application, and the projectors, each in a process of its own.
 
 With embedded ClickHouse this process holds the store (one process may open it), so its analytics
 queries go through the projection's client, and ``agentlog sql`` in another process is sent here.
@@ -10,7 +10,7 @@ import errno
 import os
 import secrets
 import socket
-from typing import Callable
+from typing import Any, Callable
 
 import uvicorn
 
@@ -18,6 +18,7 @@ from agentlog.consumers.auth import AuthStore, Principal, Role
 from agentlog.consumers.ingest import Ingest
 from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.supervisor import Supervisor
 from agentlog.consumers.web.app import create_app, create_ingest_app
 from agentlog.deploy import clients
 from agentlog.deploy.errors import ServiceUnreachable, StackError
@@ -64,17 +65,25 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     check_stack(settings)
     sock = listen(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
-    group = ProjectorThreads(settings, list(NAMES)) if projectors else None
-    owner = group.projection("analytics") if group is not None and settings.embedded_clickhouse else None
+    here = ["analytics"] if settings.embedded_clickhouse else []  # chDB: the store is this process's alone
+    group = ProjectorThreads(settings, here) if projectors and here else None
+    supervisor = Supervisor([n for n in NAMES if n not in here]) if projectors else None
+    owner = group.projection("analytics") if group is not None else None
     models = ReadModels(settings, analytics=owner)
     auth = AuthStore(settings)
     auth.setup()
     local = secrets.token_urlsafe(32)
     """What ``agentlog sql`` of another process sends (it reads it from the owner file, mode 0600)."""
     ingest = Ingest(settings).start() if ingesting else None
-    app = create_app(models, auth, projectors=group.status if group is not None else dict, host=host,
+    def status() -> dict[str, Any]:
+        return {**(supervisor.status() if supervisor is not None else {}),
+                **(group.status() if group is not None else {})}
+
+    app = create_app(models, auth, projectors=status, host=host,
                      local_tokens={local: Principal("agentlog sql", Role.ANALYST, "process")}, ingest=ingest)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    if supervisor is not None:
+        supervisor.start()
     if group is not None:
         group.start()
     if owner is not None:
@@ -85,6 +94,8 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     finally:
         if owner is not None:
             withdraw(settings)
+        if supervisor is not None:
+            supervisor.terminate()
         if group is not None:
             group.stop.set()
             group.join(timeout=30)
