@@ -64,16 +64,22 @@ class Child:
     """Exited 0 (``--until-caught-up``): not restarted."""
     events_before: int = 0
     """Events applied by the earlier lives of this member."""
+    counted: dict[str, int] = field(default_factory=dict)
+    """What this life's status file said when the supervisor last added it to its own metrics."""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def applied(self) -> int:
+    def said(self) -> dict[str, Any]:
+        """This life's status file (a child writes it twice a second), or nothing while there is none."""
         try:
             data = json.loads(self.status_file.read_text())
         except (OSError, ValueError):
-            return 0
-        events = data.get("events") if isinstance(data, dict) else None
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def applied(self) -> int:
+        events = self.said().get("events")
         return events if isinstance(events, int) and events >= 0 else 0
 
 
@@ -105,7 +111,9 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, child: Child) -> None:
+        self._mirror(child)
         child.events_before += child.applied()
+        child.counted = {}
         child.status_file.unlink(missing_ok=True)
         child.process = subprocess.Popen(self.command(child), env={**os.environ, **(self.env or {})},
                                          stdin=subprocess.DEVNULL, start_new_session=True,
@@ -116,6 +124,25 @@ class Supervisor:
         while not self.stop.wait(0.2):
             with self._lock:
                 self._check()
+                for child in self.children:
+                    self._mirror(child)
+
+    @staticmethod
+    def _mirror(child: Child) -> None:
+        """What a child applied since last asked, added to this process's own counters (its ``/metrics``
+        then speaks for every projector); its lag, set."""
+        said = child.said()
+        for key, counter in (("events", prometheus.EVENTS_APPLIED), ("batches", prometheus.BATCHES),
+                             ("retries", prometheus.RETRIES)):
+            value = said.get(key)
+            if isinstance(value, int) and value > child.counted.get(key, 0):
+                counter.labels(child.name).inc(value - child.counted.get(key, 0))
+                child.counted[key] = value
+        lag = said.get("lag")
+        if isinstance(lag, dict):
+            for partition, behind in lag.items():
+                if isinstance(behind, (int, float)) and str(partition).isdigit():
+                    prometheus.LAG.labels(child.name, str(partition)).set(behind)
 
     def _check(self) -> None:
         now = time.monotonic()

@@ -21,6 +21,7 @@ from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
 from agentlog.consumers.runtime import Projector, RunStats
+from agentlog.consumers.runtime import prometheus as runtime_prometheus
 from agentlog.consumers.runtime.exporter import serve_metrics
 from agentlog.consumers.supervisor import Supervisor
 from agentlog.deploy.settings import Settings, settings
@@ -172,10 +173,14 @@ class _StatusWriter:
         return self
 
     def _write(self) -> None:
-        events = sum(p.stats.events for p in self.threads.projectors.values())
-        batches = sum(p.stats.batches for p in self.threads.projectors.values())
+        stats = [p.stats for p in self.threads.projectors.values()]
+        lag = {sample.labels["partition"]: sample.value for metric in runtime_prometheus.LAG.collect()
+               for sample in metric.samples}
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"events": events, "batches": batches, "pid": os.getpid()}))
+        temporary.write_text(json.dumps({
+            "events": sum(s.events for s in stats), "batches": sum(s.batches for s in stats),
+            "retries": sum(s.retries for s in stats), "dead_letters": sum(s.dead_letters for s in stats),
+            "lag": lag, "pid": os.getpid()}))
         temporary.replace(self.path)
 
     def _run(self) -> None:
