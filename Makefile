@@ -46,6 +46,7 @@ bench: stack
 	$(BIN)/python bench/projections.py
 	$(BIN)/python bench/sql_box.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/processes.py
 
 down: bootstrap
 	$(BIN)/agentlog stack down
