@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,8 @@ RESTARTS = Counter("agentlog_projector_restarts_total", "Projector processes res
                    ["projection"])
 MIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 UP_AFTER = 1.0
+CAUGHT_UP_RESTARTS = 3
+"""With ``until_caught_up`` (a run that ends), a process is started again at most this many times."""
 STABLE = 60.0
 """A child that ran this long before it died is restarted at once (its backoff starts again)."""
 _RATE_WINDOW = 10.0
@@ -153,8 +156,11 @@ class Supervisor:
                 code = child.process.returncode
                 child.process = None
                 child.last_exit = code
-                if code == 0 and self.until_caught_up:
-                    child.done = True
+                if self.until_caught_up and (code == 0 or child.restarts >= CAUGHT_UP_RESTARTS):
+                    child.done = True  # a run to the end of the log gives up on a process that keeps failing
+                    if code != 0:
+                        log.error("projector %s (member %d) exited with %s %d times; giving up", child.name,
+                                  child.member, code, child.restarts + 1)
                     continue
                 child.backoff = MIN_BACKOFF if now - child.started >= STABLE else min(child.backoff * 2, MAX_BACKOFF)
                 child.due = now + child.backoff
@@ -234,6 +240,12 @@ class Supervisor:
             for name in self.names:
                 PROCESSES.labels(name).set(0)
                 prometheus.PROJECTOR_UP.labels(name).set(0)
+            for child in self.children:  # what they said is kept in memory for the report
+                child.events_before += child.applied()
+                child.counted = {}
+                child.status_file.unlink(missing_ok=True)
+                child.status_file.with_suffix(".tmp").unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def wait(self) -> None:
         """Until every child ended for good (``until_caught_up``) or ``stop`` was set."""

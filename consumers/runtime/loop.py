@@ -287,11 +287,30 @@ class Projector:
         if not self.assignment:
             return False
         try:
-            return self._behind(consumer) == 0
+            return self._behind(consumer) == 0 and (self._targets is None or self._group_caught_up(consumer))
         except KafkaException as exc:  # a broker restarting, a leader moving: asked again at the next check
             log.warning("%s: cannot read the log's end now (%s); asking again shortly", self.projection.name,
                         exc.args[0].str() if exc.args else exc)
             return False
+
+    def _group_caught_up(self, consumer: Consumer) -> bool:
+        """With ``until_caught_up``: whether the group has committed every partition this member is not
+        assigned to its target too. A member of a process that died keeps its partitions until its session
+        expires; without this, the new member would stop at the end of its own share and leave theirs behind."""
+        metadata = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        mine = {tp.partition for tp in self.assignment}
+        others = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions) if p not in mine] \
+            if metadata is not None else []
+        if not others:
+            return True
+        for tp in consumer.committed(others, timeout=10):
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=5,
+                                                       cached=False)
+            assert self._targets is not None
+            end = self._targets.setdefault(tp.partition, high)
+            if (tp.offset if tp.offset >= 0 else low) < end:
+                return False
+        return True
 
     def _behind(self, consumer: Consumer) -> int:
         positions = {tp.partition: tp.offset for tp in consumer.position(self.assignment)}

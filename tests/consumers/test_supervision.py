@@ -168,3 +168,21 @@ def test_a_projector_process_that_keeps_dying_shows_as_down_and_is_restarted_wit
         assert child.backoff >= 4  # 1, 2, 4 …: a process that cannot start does not spin
     finally:
         supervisor.terminate()
+
+
+def test_a_run_to_the_end_of_the_log_gives_up_on_a_process_that_keeps_failing(tmp_path) -> None:
+    from agentlog.consumers.supervisor import CAUGHT_UP_RESTARTS, Supervisor
+
+    class Failing(Supervisor):
+        def command(self, child):
+            return [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    supervisor = Failing(["search"], until_caught_up=True, directory=tmp_path / "status")
+    supervisor.start()
+    try:
+        _wait(lambda: not supervisor.running(), 30, "the supervisor to give up")
+        assert [c.restarts for c in supervisor.children] == [CAUGHT_UP_RESTARTS]
+        assert [c.last_exit for c in supervisor.failed()] == [3]
+    finally:
+        supervisor.terminate()
+    assert not (tmp_path / "status").exists()
