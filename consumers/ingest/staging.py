@@ -207,9 +207,16 @@ class Staging:
                 timeline = timelines[conversation] = Timeline(conversation, State.from_json(states.get(conversation)
                                                                                             or {}),
                                                               default_agent=service or "agent")
-            for item in timeline.feed(p for span in spans for p in points(span)):
-                event, value = _encode(codec, item.event)
-                context = TraceContext(item.trace_id, item.span_id)
+            before = timeline.state.to_json()
+            try:
+                made = [(*_encode(codec, item.event), TraceContext(item.trace_id, item.span_id))
+                        for item in timeline.feed(p for span in spans for p in points(span))]
+            except Exception:  # a trace this mapping cannot read stops nothing else: said, and set aside
+                log.exception("ingest: trace %s could not be turned into events; its spans stay in %s.spans",
+                              trace_id, self.schema)
+                timeline.state = State.from_json(before)
+                continue
+            for event, value, context in made:
                 outbox.append((conversation, event.sequence_number, value, context.traceparent))
                 fresh.append((event, context))
         with conn.cursor() as cur:
@@ -285,6 +292,7 @@ class Flusher:
         self.problem: str | None = None
         self._recovered = False
         """Whether the outbox held nothing but what this process made, the last time it was read."""
+        self._event_log: EventLog | None = None
         self._thread = threading.Thread(target=self._run, name="agentlog-ingest-flusher", daemon=True)
 
     def start(self) -> "Flusher":
@@ -299,44 +307,52 @@ class Flusher:
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        event_log: EventLog | None = None
         backoff = 0.5
-        last_count = 0.0
         try:
             while not self.stop.is_set():
+                self.problem = None
                 try:
-                    with self._locked() as conn:
-                        if conn is None:
-                            await asyncio.sleep(1.0)
-                            continue
-                        while not self.stop.is_set():
-                            if event_log is None:
-                                event_log = self.log_factory()
-                            fresh = self.staging.flush(conn)
-                            sent = await self._send(conn, event_log, fresh)
-                            if time.monotonic() - last_count > 1.0:
-                                self.staging.backlog = self.staging.count(conn)
-                                last_count = time.monotonic()
-                            self.problem = None
-                            backoff = 0.5
-                            if not sent:
-                                await asyncio.sleep(self.interval)
+                    await self._flush_while_locked()
                 except (clients.PostgresUnavailable, psycopg.OperationalError) as exc:
-                    self._recovered = False
                     self.problem = f"postgres: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
                 except ProducerError as exc:
                     self.problem = f"kafka: {exc}"
-                    self._recovered = False
-                    if event_log is not None:  # a fresh log: what it held is spooled, and sequence checks restart
-                        await event_log.close()
-                        event_log = None
+                    await self._close_log()  # a fresh log: what it held is spooled, and sequence checks restart
+                except Exception as exc:  # anything else: said with its trace, and tried again after a pause
+                    log.exception("ingest: the flusher failed")
+                    self.problem = f"{type(exc).__name__}: {exc}"
                 if self.problem:
+                    self._recovered = False
                     log.warning("ingest: %s; trying again in %.1fs", self.problem, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 15.0)
+                else:
+                    backoff = 0.5
         finally:
-            if event_log is not None:
-                await event_log.close()
+            await self._close_log()
+
+    async def _flush_while_locked(self) -> None:
+        """Flush and send until stopped, while this process holds the lock (else wait a second and return)."""
+        last_count = 0.0
+        with self._locked() as conn:
+            if conn is None:
+                await asyncio.sleep(1.0)
+                return
+            while not self.stop.is_set():
+                if self._event_log is None:
+                    self._event_log = self.log_factory()
+                fresh = self.staging.flush(conn)
+                sent = await self._send(conn, self._event_log, fresh)
+                if time.monotonic() - last_count > 1.0:
+                    self.staging.backlog = self.staging.count(conn)
+                    last_count = time.monotonic()
+                if not sent:
+                    await asyncio.sleep(self.interval)
+
+    async def _close_log(self) -> None:
+        if self._event_log is not None:
+            event_log, self._event_log = self._event_log, None
+            await event_log.close()
 
     async def _send(self, conn: psycopg.Connection, event_log: EventLog, fresh: Fresh) -> int:
         """Append the outbox: what this flush made, from memory, once what an earlier run left was read back
