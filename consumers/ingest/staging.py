@@ -21,7 +21,6 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Iterator
 
 import orjson
@@ -37,8 +36,7 @@ from agentlog.producers.otel import Span, SpanEvent, State, Timeline, conversati
 from agentlog.producers.otel.genai import conversation_of_trace
 from agentlog.producers.tracing import TraceContext
 from agentlog.schemas.codec import Codec
-from agentlog.schemas.errors import SchemaError
-from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +207,7 @@ class Staging:
                                                               default_agent=service or "agent")
             before = timeline.state.to_json()
             try:
-                made = [(*_encode(codec, item.event), TraceContext(item.trace_id, item.span_id))
+                made = [(item.event, codec.encode(item.event), TraceContext(item.trace_id, item.span_id))
                         for item in timeline.feed(p for span in spans for p in points(span))]
             except Exception:  # a trace this mapping cannot read stops nothing else: said, and set aside
                 log.exception("ingest: trace %s could not be turned into events; its spans stay in %s.spans",
@@ -260,18 +258,6 @@ class Staging:
 
     def lock_key(self) -> int:
         return zlib.crc32(f"agentlog.ingest.{self.schema}".encode())
-
-
-def _encode(codec: Codec, event: Event) -> tuple[Event, bytes]:
-    """The event and its bytes; one that breaks the rule (a span's JSON nested too deep, say) becomes an
-    error_occurred in its place, which keeps its number and says why, so the conversation stays gapless."""
-    try:
-        return event, codec.encode(event)
-    except SchemaError as exc:
-        instead = replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
-            "error_type": "unmappable_span", "message": f"agentlog could not keep this span's event: {exc}"[:2000],
-            "tool_call_id": None, "retryable": False})
-        return instead, codec.encode(instead)
 
 
 def _dumps(value: Any) -> str:

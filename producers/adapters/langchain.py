@@ -12,7 +12,6 @@ and agent actions go through the same mapping as the OTLP ingest (``producers.ot
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import threading
@@ -22,7 +21,8 @@ from typing import Any, Iterable
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from agentlog.producers.otel.genai import Kind, Point, Timeline, _as_json, _name
+from agentlog.producers.adapters.handed import Handed
+from agentlog.producers.otel.genai import Kind, Point, Timeline, as_json, name_of
 from agentlog.producers.otel.prices import Prices, default_prices
 from agentlog.producers.sync import SyncEventLog
 
@@ -55,7 +55,7 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
         """Each run's root run."""
         self._timelines: dict[uuid.UUID, Timeline] = {}
         self._started: dict[uuid.UUID, tuple[int, dict[str, Any]]] = {}
-        self._pending: list[concurrent.futures.Future[Any]] = []
+        self._handed = Handed()
 
     # -- plumbing ----------------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
         if timeline is None:
             return
         for item in timeline.feed(points):
-            self._pending.append(self.log.submit(item.event))
+            self._handed.add(self.log.submit(item.event))
 
     def _point(self, kind: Kind, run_id: uuid.UUID, at: int, agent: str | None = None, **data: Any) -> Point:
         root = self._roots.get(run_id, run_id)
@@ -82,13 +82,7 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
 
     def flush(self) -> None:
         """Wait until every event handed over is durable."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for future in pending:
-            try:
-                future.result()
-            except Exception as exc:
-                log.error("agentlog: an event was not recorded: %s", exc)
+        self._handed.wait()
 
     def close(self) -> None:
         self.flush()
@@ -104,12 +98,12 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
             root = self._root(run_id, parent_run_id)
             metadata = metadata or {}
             if parent_run_id is None:
-                conversation = _name(metadata.get("conversation_id") or metadata.get("thread_id")) \
+                conversation = name_of(metadata.get("conversation_id") or metadata.get("thread_id")) \
                     or f"run-{run_id}"
                 self._timelines[root] = Timeline(conversation, tenant_id=self.tenant_id)
             node = metadata.get("langgraph_node")
             if isinstance(node, str) and self._is_agent(node) and kwargs.get("name") == node:
-                self._feed(run_id, [self._point(Kind.AGENT_START, run_id, time.time_ns(), _name(node),
+                self._feed(run_id, [self._point(Kind.AGENT_START, run_id, time.time_ns(), name_of(node),
                                                 user_message=None)])
 
     def on_chain_end(self, outputs: Any, *, run_id: uuid.UUID, parent_run_id: uuid.UUID | None = None,
@@ -156,7 +150,7 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
                     message = getattr(generation, "message", None) or message
             usage = getattr(message, "usage_metadata", None) or {}
             meta = getattr(message, "response_metadata", None) or {}
-            model = _name(meta.get("model_name") or meta.get("model") or seen.get("model")) or "unknown"
+            model = name_of(meta.get("model_name") or meta.get("model") or seen.get("model")) or "unknown"
             tokens_in, tokens_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
             text = _text(getattr(message, "content", "")) if not getattr(message, "tool_calls", None) else ""
             self._feed(run_id, [self._point(
@@ -171,14 +165,14 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
                       **kwargs: Any) -> None:
         with self._lock:
             self._root(run_id, parent_run_id)
-            name = _name((serialized or {}).get("name") or kwargs.get("name")) or "tool"
-            arguments = json.dumps(inputs, default=str) if inputs is not None else _as_json(input_str)
+            name = name_of((serialized or {}).get("name") or kwargs.get("name")) or "tool"
+            arguments = json.dumps(inputs, default=str) if inputs is not None else as_json(input_str)
             self._started[run_id] = (time.time_ns(), {"tool": name, "arguments": arguments,
-                                                      "call_id": _name(kwargs.get("tool_call_id")) or str(run_id)})
+                                                      "call_id": name_of(kwargs.get("tool_call_id")) or str(run_id)})
 
     def on_tool_end(self, output: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
         content = getattr(output, "content", output)
-        self._tool_done(run_id, _as_json(content if isinstance(content, str) else _text(content) or str(content)),
+        self._tool_done(run_id, as_json(content if isinstance(content, str) else _text(content) or str(content)),
                         None)
 
     def on_tool_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: Any) -> None:

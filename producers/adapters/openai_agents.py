@@ -12,7 +12,6 @@ log without blocking the run; ``force_flush`` (and ``shutdown``) waits until eve
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -30,13 +29,14 @@ from agents.tracing import (
     TracingProcessor,
 )
 
+from agentlog.producers.adapters.handed import Handed
 from agentlog.producers.otel.genai import (
     Kind,
     Point,
     Timeline,
-    _as_json,
-    _name,
+    as_json,
     conversation_of_trace,
+    name_of,
 )
 from agentlog.producers.otel.prices import Prices, default_prices
 from agentlog.producers.sync import SyncEventLog
@@ -70,13 +70,13 @@ class AgentlogProcessor(TracingProcessor):
         self.tenant_id = tenant_id
         self.prices = prices or default_prices()
         self._timelines: dict[str, Timeline] = {}
-        self._pending: list[concurrent.futures.Future[Any]] = []
+        self._handed = Handed()
         self._lock = threading.Lock()
 
     # -- the SDK's callbacks (never raise into the run) -------------------------------------------------------
 
     def on_trace_start(self, trace: Trace) -> None:
-        group = _name(getattr(trace, "group_id", None))
+        group = name_of(getattr(trace, "group_id", None))
         conversation = group or conversation_of_trace(trace.trace_id.removeprefix("trace_"))
         with self._lock:
             self._timelines[trace.trace_id] = Timeline(conversation, tenant_id=self.tenant_id)
@@ -90,7 +90,7 @@ class AgentlogProcessor(TracingProcessor):
     def on_span_start(self, span: Span[Any]) -> None:
         if isinstance(span.span_data, AgentSpanData):
             self._feed(span, [Point(Kind.AGENT_START, _ns(span.started_at), span.trace_id, span.span_id,
-                                    _name(span.span_data.name), {"user_message": None})])
+                                    name_of(span.span_data.name), {"user_message": None})])
 
     def on_span_end(self, span: Span[Any]) -> None:
         try:
@@ -102,13 +102,8 @@ class AgentlogProcessor(TracingProcessor):
             self._feed(span, found)
 
     def force_flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for future in pending:
-            try:
-                future.result()
-            except Exception as exc:  # said, not raised: the SDK calls this on its own exit path
-                log.error("agentlog: an event was not recorded: %s", exc)
+        """Wait until every event handed over is durable."""
+        self._handed.wait()
 
     def shutdown(self) -> None:
         self.force_flush()
@@ -125,7 +120,7 @@ class AgentlogProcessor(TracingProcessor):
         error = span.error
         if isinstance(data, GenerationSpanData):
             usage = data.usage or {}
-            model = _name(data.model) or "unknown"
+            model = name_of(data.model) or "unknown"
             tokens_in, tokens_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
             users = [_content(m) for m in data.input or () if isinstance(m, dict) and m.get("role") == "user"]
             texts = [_content(m) for m in data.output or () if isinstance(m, dict) and m.get("role") == "assistant"]
@@ -135,17 +130,17 @@ class AgentlogProcessor(TracingProcessor):
                                text=next((t for t in reversed(texts) if t), None)))
         elif isinstance(data, FunctionSpanData):
             call_id = span.span_id
-            found.append(point(Kind.TOOL, start, None, tool=_name(data.name) or "tool", call_id=call_id,
-                               arguments=_as_json(data.input), result=_as_json(data.output),
+            found.append(point(Kind.TOOL, start, None, tool=name_of(data.name) or "tool", call_id=call_id,
+                               arguments=as_json(data.input), result=as_json(data.output),
                                status="error" if error else "ok", duration_ms=(end - start) / 1e6, end_ns=end))
             if error:
                 found.append(point(Kind.ERROR, end, None, **_error(error), tool_call_id=call_id))
             return found
         elif isinstance(data, HandoffSpanData):
-            found.append(point(Kind.HANDOFF, start, None, from_agent=_name(data.from_agent),
-                               to_agent=_name(data.to_agent)))
+            found.append(point(Kind.HANDOFF, start, None, from_agent=name_of(data.from_agent),
+                               to_agent=name_of(data.to_agent)))
         elif isinstance(data, GuardrailSpanData) and data.triggered:
-            found.append(point(Kind.GUARDRAIL, end, None, guardrail=_name(data.name) or "guardrail", detail=""))
+            found.append(point(Kind.GUARDRAIL, end, None, guardrail=name_of(data.name) or "guardrail", detail=""))
         if error:
             found.append(point(Kind.ERROR, end, None, **_error(error), tool_call_id=None))
         return found
@@ -159,7 +154,7 @@ class AgentlogProcessor(TracingProcessor):
     def _send(self, made: list[Any]) -> None:
         """Under the lock: hand the events over in order."""
         for item in made:
-            self._pending.append(self.log.submit(item.event))
+            self._handed.add(self.log.submit(item.event))
 
 
 class _PointMaker:
@@ -175,4 +170,4 @@ def _error(error: Any) -> dict[str, str]:
     message = str(error.get("message") or "error") if isinstance(error, dict) else str(error)
     detail = error.get("data") if isinstance(error, dict) else None
     text = str(detail.get("error")) if isinstance(detail, dict) and detail.get("error") else message
-    return {"error_type": _name(message) or "error", "message": text}
+    return {"error_type": name_of(message) or "error", "message": text}

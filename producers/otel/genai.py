@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Iterable, Iterator, Mapping
 
 from agentlog.producers.otel.prices import Prices, default_prices
 from agentlog.schemas.events import Event, EventType
-from agentlog.schemas.rules import MAX_ATTRIBUTE, MAX_ATTRIBUTES, MAX_NAME
+from agentlog.schemas.rules import MAX_ATTRIBUTE, MAX_ATTRIBUTES, MAX_NAME, InvalidEvent, check_event
 
 NAMESPACE = uuid.UUID("6f1c2a4e-8d3b-5e7f-9a10-2b3c4d5e6f70")
 """Event ids of ingested spans are uuid5 under this namespace: the same span gives the same ids."""
@@ -132,7 +132,7 @@ def _first(attributes: Mapping[str, Any], names: Iterable[str]) -> Any:
     return None
 
 
-def _name(value: Any) -> str | None:
+def name_of(value: Any) -> str | None:
     """A value fit for an id or a name (agentlog's rule: 1 to 256 characters, no NUL), or None."""
     if value is None:
         return None
@@ -155,22 +155,23 @@ def _text(value: Any) -> str:
     return text.replace("\x00", "")
 
 
-def _as_json(value: Any) -> str:
+_NOT_JSON = object()
+
+
+def as_json(value: Any) -> str:
     """A JSON text for a tool's arguments or result: the value itself when it already is valid JSON."""
     if value is None:
         return "null"
     if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
+        if _loads(value, _NOT_JSON) is _NOT_JSON:
             return json.dumps(value.replace("\x00", ""), ensure_ascii=False)
-        return value.replace("\x00", "") if "\x00" not in value else json.dumps(value.replace("\x00", ""))
+        return value if "\x00" not in value else json.dumps(value.replace("\x00", ""), ensure_ascii=False)
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def conversation_of(span: Span) -> str | None:
     """The conversation a span names itself (``gen_ai.conversation.id`` or its equivalents), if any."""
-    return _name(_first(span.attributes, CONVERSATION))
+    return name_of(_first(span.attributes, CONVERSATION))
 
 
 def conversation_of_trace(trace_id: str) -> str:
@@ -203,10 +204,7 @@ def _messages(attributes: Mapping[str, Any], side: str) -> list[tuple[str, str]]
     found: list[tuple[str, str]] = []
     structured = attributes.get(f"gen_ai.{side}.messages")
     if isinstance(structured, str):
-        try:
-            structured = json.loads(structured)
-        except ValueError:
-            structured = None
+        structured = _loads(structured, None)
     if isinstance(structured, list):
         for message in structured:
             if isinstance(message, dict):
@@ -228,6 +226,14 @@ def _messages(attributes: Mapping[str, Any], side: str) -> list[tuple[str, str]]
     return found
 
 
+def _loads(text: str, otherwise: Any) -> Any:
+    """What a JSON text holds, or ``otherwise`` when it is not JSON (or nests deeper than Python reads)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return otherwise
+
+
 def _parts_text(message: Mapping[str, Any]) -> str:
     parts = message.get("parts")
     if isinstance(parts, list):
@@ -242,10 +248,7 @@ def _event_messages(span: Span, names: tuple[str, ...]) -> list[str]:
         if event.name in names:
             value = event.attributes.get("content") or event.attributes.get("message")
             if isinstance(value, str):
-                try:
-                    loaded = json.loads(value)
-                except ValueError:
-                    loaded = value
+                loaded = _loads(value, value)
                 if isinstance(loaded, dict):
                     loaded = loaded.get("content", "")
                 texts.append(_text(loaded))
@@ -286,7 +289,7 @@ def _error(span: Span) -> tuple[str, str] | None:
             message = message or event.attributes.get("exception.message")
     if kind is None and message is None:
         return None
-    return _name(kind) or "error", _text(message or "")
+    return name_of(kind) or "error", _text(message or "")
 
 
 def _kept(span: Span) -> dict[str, str]:
@@ -298,7 +301,7 @@ def _kept(span: Span) -> dict[str, str]:
         if len(kept) >= MAX_ATTRIBUTES - 1:
             kept["agentlog.attributes_dropped"] = "true"
             break
-        key = _name(name)
+        key = name_of(name)
         if key is None:
             continue
         text = _text(value)
@@ -321,13 +324,13 @@ def _agent_points(span: Span, prices: Prices) -> Found:
 
 def _tool_points(span: Span, prices: Prices) -> Found:
     attributes = span.attributes
-    tool = _name(_first(attributes, TOOL_NAME)) or _name(span.name.removeprefix("execute_tool ")) or "tool"
+    tool = name_of(_first(attributes, TOOL_NAME)) or name_of(span.name.removeprefix("execute_tool ")) or "tool"
     error = _error(span)
     result = _first(attributes, TOOL_RESULT)
-    call_id = _name(_first(attributes, TOOL_CALL_ID)) or span.span_id
+    call_id = name_of(_first(attributes, TOOL_CALL_ID)) or span.span_id
     found: Found = [(Kind.TOOL, span.start_ns, {
-        "tool": tool, "call_id": call_id, "arguments": _as_json(_first(attributes, TOOL_ARGUMENTS)),
-        "result": _as_json(result if result is not None or error is None else {"error": error[1]}),
+        "tool": tool, "call_id": call_id, "arguments": as_json(_first(attributes, TOOL_ARGUMENTS)),
+        "result": as_json(result if result is not None or error is None else {"error": error[1]}),
         "status": "error" if error else "ok", "duration_ms": _duration_ms(span), "end_ns": span.end_ns})]
     if error is not None:
         found.append((Kind.ERROR, span.end_ns, {"error_type": error[0], "message": error[1], "tool_call_id": call_id}))
@@ -336,13 +339,13 @@ def _tool_points(span: Span, prices: Prices) -> Found:
 
 def _handoff_points(span: Span, prices: Prices) -> Found:
     attributes = span.attributes
-    to_agent = _name(attributes.get("output.value")) or _name(span.name.removeprefix("handoff to "))
-    return [(Kind.HANDOFF, span.start_ns, {"from_agent": _name(attributes.get("input.value")), "to_agent": to_agent})]
+    to_agent = name_of(attributes.get("output.value")) or name_of(span.name.removeprefix("handoff to "))
+    return [(Kind.HANDOFF, span.start_ns, {"from_agent": name_of(attributes.get("input.value")), "to_agent": to_agent})]
 
 
 def _llm_points(span: Span, prices: Prices) -> Found:
     attributes = span.attributes
-    model = _name(_first(attributes, MODEL)) or "unknown"
+    model = name_of(_first(attributes, MODEL)) or "unknown"
     tokens_in, tokens_out = _count(_first(attributes, INPUT_TOKENS)), _count(_first(attributes, OUTPUT_TOKENS))
     return [(Kind.LLM, span.start_ns, {
         "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out, "latency_ms": _duration_ms(span),
@@ -356,7 +359,7 @@ def _guardrail_points(span: Span, prices: Prices) -> Found:
     if not (triggered is True or str(triggered).lower() == "true"):
         return []
     return [(Kind.GUARDRAIL, span.end_ns, {
-        "guardrail": _name(attributes.get("gen_ai.guardrail.name")) or _name(span.name) or "guardrail",
+        "guardrail": name_of(attributes.get("gen_ai.guardrail.name")) or name_of(span.name) or "guardrail",
         "detail": _text(attributes.get("output.value") or "")})]
 
 
@@ -372,9 +375,9 @@ def points(span: Span, prices: Prices | None = None) -> list[Point]:
     """What one span says happened (none for a span that is no GenAI operation and no error)."""
     attributes = span.attributes
     kind = _classify(span)
-    agent = _name(_first(attributes, AGENT))
+    agent = name_of(_first(attributes, AGENT))
     if kind is Kind.AGENT_START and agent is None:
-        agent = _name(attributes.get("traceloop.entity.name")) if attributes.get("traceloop.span.kind") == "agent" \
+        agent = name_of(attributes.get("traceloop.entity.name")) if attributes.get("traceloop.span.kind") == "agent" \
             else None
         if agent is None:  # an agent span that names no agent (a framework's root): only its end and errors count
             kind = None
@@ -534,6 +537,12 @@ class _Maker:
                       occurred_at=_at(point.at_ns if at_ns is None else at_ns), tenant_id=timeline.tenant_id,
                       correlation_id=point.trace_id, causation_id=point.span_id,
                       attributes=self._attributes(tag))
+        try:
+            check_event(event)
+        except InvalidEvent as exc:  # what no store would take (JSON nested too deep, say) keeps its number
+            event = replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
+                "error_type": "unmappable_span", "message": f"agentlog could not keep this span's event: {exc}"[:2000],
+                "tool_call_id": None, "retryable": False})
         state.next_sequence += 1
         return Made(event, point.trace_id, point.span_id)
 
