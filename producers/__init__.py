@@ -2,12 +2,12 @@
 
 from agentlog.producers.conversation import Conversation, ToolCall
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, NotSerializable, ProducerError, SequenceError
-from agentlog.producers.event_log import Durability, EventLog, Position, Receipt
+from agentlog.producers.event_log import AppendsFailed, Durability, EventLog, Position, Receipt, Receipts
 from agentlog.producers.spool import SpoolFull
 from agentlog.producers.sync import SyncConversation, SyncEventLog
 from agentlog.producers.tools import tool
 
 __all__ = [
-    "BrokerUnavailable", "Conversation", "Durability", "EventLog", "EventTooLarge", "NotSerializable", "Position",
-    "ProducerError", "Receipt", "SequenceError", "SpoolFull", "SyncConversation", "SyncEventLog", "ToolCall", "tool",
+    "AppendsFailed", "BrokerUnavailable", "Conversation", "Durability", "EventLog", "EventTooLarge", "NotSerializable", "Position",
+    "ProducerError", "Receipt", "Receipts", "SequenceError", "SpoolFull", "SyncConversation", "SyncEventLog", "ToolCall", "tool",
 ]

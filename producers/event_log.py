@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -86,14 +86,70 @@ class Receipt:
         return self.durability is Durability.SPOOL
 
 
+@dataclass(slots=True)
+class Receipts:
+    """What an ``append_many`` achieved, every event durable: how many the broker acknowledged and how many
+    went to the spool (which sends them on)."""
+
+    acknowledged: int = 0
+    spooled: int = 0
+
+    @property
+    def durability(self) -> Durability:
+        """SPOOL when any event was spooled, else BROKER."""
+        return Durability.SPOOL if self.spooled else Durability.BROKER
+
+
+class AppendsFailed(ProducerError):
+    """Some events of an ``append_many`` could not be appended: ``failed`` pairs each with its error (in the
+    order they were given); ``receipts`` counts the others, which are durable."""
+
+    def __init__(self, failed: list[tuple[Event, ProducerError]], receipts: Receipts) -> None:
+        first = failed[0][1]
+        super().__init__(f"{len(failed)} of {len(failed) + receipts.acknowledged + receipts.spooled} events were "
+                         f"not appended; the first: {first}", taken=all(error.taken for _, error in failed))
+        self.failed = failed
+        self.receipts = receipts
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """The events of one ``append_many``: one future for all, resolved when the last is."""
+
+    future: asyncio.Future[Receipts]
+    remaining: int
+    receipts: Receipts
+    failed: list[tuple[int, Event, ProducerError]]
+
+    def settle(self, index: int, event: Event, outcome: "Receipt | ProducerError") -> None:
+        if isinstance(outcome, ProducerError):
+            self.failed.append((index, event, outcome))
+        elif outcome.durability is Durability.SPOOL:
+            self.receipts.spooled += 1
+        else:
+            self.receipts.acknowledged += 1
+        self.remaining -= 1
+        if self.remaining or self.future.done():
+            return
+        if self.failed:
+            self.failed.sort(key=lambda failure: failure[0])
+            self.future.set_exception(AppendsFailed([(e, error) for _, e, error in self.failed], self.receipts))
+        else:
+            self.future.set_result(self.receipts)
+
+
 @dataclass(slots=True, eq=False)
 class _Entry:
     event: Event
     value: bytes
     headers: Headers
-    future: asyncio.Future[Receipt]
+    future: asyncio.Future[Receipt] | None
+    """None for an event of an ``append_many``: its group has the future."""
     durability: Durability
     deadline: float
+    group: _Group | None = None
+    index: int = 0
+    """Its place in its group."""
     held: bool = False
     """Spooled without being handed to the producer: the spool sends it."""
     produced: bool = False
@@ -198,30 +254,76 @@ class EventLog:
         value = self.codec.encode(event)
         headers = tracing.headers(event.event_type, trace or tracing.current())
         loop = self._loop = self._loop or asyncio.get_running_loop()
-        entry = _Entry(event, value, headers, loop.create_future(), mode,
-                       time.monotonic() + (self.timeout if mode is Durability.BROKER else self.spool_after))
+        future: asyncio.Future[Receipt] = loop.create_future()
         self._unresolved += 1
+        self._hand(_Entry(event, value, headers, future, mode, time.monotonic() + self._wait(mode)), single=True)
+        return future
+
+    def append_many(self, events: Iterable[Event], *, durability: Durability | str | None = None,
+                    trace: TraceContext | None = None) -> asyncio.Future[Receipts]:
+        """Encode and hand many events over now, in their order; the one future resolves with Receipts
+        once every event is durable, or raises AppendsFailed naming those that are not (the others are).
+
+        For those who have many events at once: it does per batch what ``append`` does per event (one
+        future, one clock reading, the trace headers once per event type). Every event is checked and
+        encoded before any is sent: a bad one raises here, and none of the batch is sent.
+        """
+        if self._closing:
+            raise LogClosed("the event log is closed")
+        batch = list(events)
+        mode = self.durability if durability is None else Durability(durability)
+        last = self._check_sequences(batch)
+        values = self.codec.encode_many(batch)
+        context = trace or tracing.current()
+        by_type: dict[str, Headers] = {}
+        loop = self._loop = self._loop or asyncio.get_running_loop()
+        group = _Group(loop.create_future(), len(batch), Receipts(), [])
+        if not batch:
+            group.future.set_result(group.receipts)
+            return group.future
+        deadline = time.monotonic() + self._wait(mode)
+        self._unresolved += len(batch)
+        for index, (event, value) in enumerate(zip(batch, values, strict=True)):
+            headers = by_type.get(event.event_type)
+            if headers is None:
+                headers = by_type[event.event_type] = tracing.headers(event.event_type, context)
+            self._hand(_Entry(event, value, headers, None, mode, deadline, group, index), single=False)
+        self._remember(last)
+        return group.future
+
+    def _wait(self, mode: Durability) -> float:
+        return self.timeout if mode is Durability.BROKER else self.spool_after
+
+    def _hand(self, entry: _Entry, *, single: bool) -> None:
+        """Give the producer an encoded event, or hold it for the spool to send (see the module)."""
+        event = entry.event
         if not (self._held or self._adopting):  # nothing is held: no lock (only the spool thread lowers these)
             try:
-                self._producer.produce(self.topic, value=value, key=event.conversation_id.encode(), headers=headers,
-                                       on_delivery=partial(self._delivered, entry))
+                self._producer.produce(self.topic, value=entry.value, key=event.conversation_id.encode(),
+                                       headers=entry.headers, on_delivery=partial(self._delivered, entry))
             except BufferError:
                 pass  # the client's queue is full: held below
             except KafkaException as exc:
-                self._unresolved -= 1
-                raise self._error(event, exc.args[0]) from exc
+                if single:
+                    self._unresolved -= 1
+                    raise self._error(event, exc.args[0]) from exc
+                with self._lock:  # one event of a batch: it fails alone, the others go on
+                    self._resolve(entry, self._error(event, exc.args[0]))
+                self._hand_over()
+                return
             else:
                 entry.produced = True
-                self._inflight[mode].append(entry)
-                if mode is Durability.SPOOL and (self.spool.events or self._to_write):
+                self._inflight[entry.durability].append(entry)
+                if entry.durability is Durability.SPOOL and (self.spool.events or self._to_write):
                     with self._lock:  # the broker is away already: spool it now, not after the deadline
                         self._queue(entry)
-                self._last_sequence[event.conversation_id] = event.sequence_number
-                return entry.future
+                if single:
+                    self._last_sequence[event.conversation_id] = event.sequence_number
+                return
         with self._lock:
             self._hold(entry)
-        self._last_sequence[event.conversation_id] = event.sequence_number
-        return entry.future
+        if single:
+            self._last_sequence[event.conversation_id] = event.sequence_number
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the broker has acknowledged every event handed over so far, those in the spool
@@ -321,9 +423,11 @@ class EventLog:
             if isinstance(outcome, ProducerError) and not outcome.taken \
                     and self._last_sequence.get(event.conversation_id) == event.sequence_number:
                 self._last_sequence[event.conversation_id] = event.sequence_number - 1  # it may be sent again
-            if entry.future.done():
+            if entry.group is not None:
+                entry.group.settle(entry.index, event, outcome)
+            elif entry.future is None or entry.future.done():
                 continue
-            if isinstance(outcome, Receipt):
+            elif isinstance(outcome, Receipt):
                 entry.future.set_result(outcome)
             else:
                 entry.future.set_exception(outcome)
@@ -347,7 +451,8 @@ class EventLog:
             for target, record, err, msg in reports:
                 if record is None and err is None and target.record is None and not target.resolved:
                     target.acked = target.resolved = True  # the common case, inline: acknowledged in time
-                    resolutions.append((target, Receipt(broker, _position(msg))))
+                    resolutions.append((target, _ACKNOWLEDGED if target.group is not None
+                                        else Receipt(broker, _position(msg))))
                 elif record is None:
                     self._on_delivered(target, err, msg)
                 else:
@@ -566,6 +671,28 @@ class EventLog:
 
     # -- errors ------------------------------------------------------------------------------------------
 
+    def _check_sequences(self, events: list[Event]) -> dict[str, int]:
+        """The sequence rule over a batch, before any of it is sent: per conversation, the last number."""
+        last: dict[str, int] = {}
+        for event in events:
+            cid, number = event.conversation_id, event.sequence_number
+            before = last.get(cid)
+            if before is None:
+                self._check_sequence(event)
+            elif type(number) is not int or number <= before:
+                raise SequenceError(f"conversation {cid}: sequence number {number} goes backwards (the batch "
+                                    f"has {before} before it)")
+            last[cid] = number
+        return last
+
+    def _remember(self, last: dict[str, int]) -> None:
+        """The last sequence number of each conversation of a batch handed over."""
+        for cid, number in last.items():
+            self._last_sequence[cid] = number
+            self._last_sequence.move_to_end(cid)
+        while len(self._last_sequence) > _TRACKED_CONVERSATIONS:
+            self._last_sequence.popitem(last=False)
+
     def _check_sequence(self, event: Event) -> None:
         last = self._last_sequence.get(event.conversation_id)
         if last is not None and event.sequence_number <= last:
@@ -613,6 +740,10 @@ class EventLog:
         if now - self._last_warning > 10:
             self._last_warning = now
             log.warning("kafka at %s: %s", self.settings.kafka_bootstrap, err.str())
+
+
+_ACKNOWLEDGED = Receipt(Durability.BROKER)
+"""An event of a batch the broker acknowledged (the batch's Receipts count them; no position is kept)."""
 
 
 def _position(msg: Message) -> Position:

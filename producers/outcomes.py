@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from agentlog.producers.event_log import Receipt
+from agentlog.producers.event_log import AppendsFailed, Receipts
 
 OUTCOMES = ("acknowledged", "spooled", "failed")
 
@@ -17,14 +17,19 @@ class Outcomes:
     conversations: dict[str, set[str]] = field(default_factory=lambda: {o: set() for o in OUTCOMES})
     errors: Counter[str] = field(default_factory=Counter)
 
-    def add(self, conversation_id: str, outcome: Receipt | BaseException) -> None:
-        if isinstance(outcome, Receipt):
-            kind = "spooled" if outcome.spooled else "acknowledged"
+    def add_batch(self, conversation_id: str, outcome: Receipts | BaseException, size: int) -> None:
+        """What an ``append_many`` of ``size`` events of one conversation came to."""
+        if isinstance(outcome, AppendsFailed):
+            for _, error in outcome.failed:
+                self.errors[str(error)] += 1
+            counts = {"acknowledged": outcome.receipts.acknowledged, "spooled": outcome.receipts.spooled,
+                      "failed": len(outcome.failed)}
+        elif isinstance(outcome, Receipts):
+            counts = {"acknowledged": outcome.acknowledged, "spooled": outcome.spooled}
         else:
-            kind = "failed"
             self.errors[str(outcome)] += 1
-        self.events[kind] += 1
-        self.conversations[kind].add(conversation_id)
+            counts = {"failed": size}
+        self.merge(counts, conversation_id)
 
     def merge(self, counts: Mapping[str, int], conversation_id: str) -> None:
         """An EventLog's ``counts`` for the appends of one conversation."""

@@ -1,4 +1,5 @@
-"""Sending simulated traffic through the EventLog, pipelined, optionally at a fixed rate."""
+"""Sending simulated traffic through the EventLog, a conversation per ``append_many``, pipelined, optionally at
+a fixed rate."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from agentlog.deploy.settings import Settings
-from agentlog.producers.event_log import EventLog, Receipt
+from agentlog.producers.event_log import EventLog, Receipts
 from agentlog.producers.outcomes import Outcomes
 from agentlog.producers.simulate import conversations
 
@@ -23,24 +24,26 @@ async def send(settings: Settings, count: int, *, seed: int = 0, rate: float | N
     by_type: Counter[str] = Counter()
     ids: list[str] = []
     outcomes = Outcomes()
-    pending: list[tuple[str, asyncio.Future[Receipt]]] = []
+    pending: list[tuple[str, int, asyncio.Future[Receipts]]] = []
     started = time.monotonic()
     sent = 0
 
     async def settle() -> None:
-        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-        for (conversation_id, _), result in zip(pending, results, strict=True):
-            outcomes.add(conversation_id, result)
+        results = await asyncio.gather(*(future for *_, future in pending), return_exceptions=True)
+        for (conversation_id, size, _), result in zip(pending, results, strict=True):
+            outcomes.add_batch(conversation_id, result, size)
         pending.clear()
 
     async with EventLog(settings, topic=topic) as log:
+        in_flight = 0
         for events in conversations(count, seed=seed):
-            for event in events:
-                pending.append((event.conversation_id, log.append_nowait(event)))
-                by_type[event.event_type.value] += 1
+            pending.append((events[0].conversation_id, len(events), log.append_many(events)))
+            by_type.update(event.event_type.value for event in events)
             sent += len(events)
+            in_flight += len(events)
             ids.append(events[0].conversation_id)
-            if len(pending) >= WINDOW:
+            if in_flight >= WINDOW:
+                in_flight = 0
                 await settle()
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)

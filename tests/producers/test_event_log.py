@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -15,6 +16,7 @@ from confluent_kafka import Consumer
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.producers import (
+    AppendsFailed,
     BrokerUnavailable,
     Conversation,
     Durability,
@@ -65,6 +67,58 @@ def test_appended_events_read_back_equal_keyed_and_gapless(stack: Settings, topi
     for conv in conversations:
         in_log = sorted(e.sequence_number for _, _, e in decoded if e.conversation_id == conv[0].conversation_id)
         assert in_log == list(range(1, len(conv) + 1))
+
+
+def test_append_many_appends_a_batch_in_order_and_resolves_once_all_are_acknowledged(stack: Settings,
+                                                                                    topic: str) -> None:
+    conversations = [make_conversation(tools=t) for t in (1, 2, 3)]
+    batch = [e for row in itertools.zip_longest(*conversations) for e in row if e is not None]  # interleaved
+
+    async def append() -> object:
+        async with EventLog(stack, topic=topic) as log:
+            receipts = await log.append_many(batch)
+            empty = await log.append_many([])
+            return receipts, empty
+
+    receipts, empty = asyncio.run(append())
+    assert (receipts.acknowledged, receipts.spooled, receipts.durability) == (len(batch), 0, Durability.BROKER)
+    assert empty.acknowledged == 0
+    messages = read_all(stack, topic, len(batch))
+    codec = Codec()
+    decoded = [codec.decode(m.value(), key=m.key()) for m in messages]
+    assert sorted(e.event_id for e in decoded) == sorted(e.event_id for e in batch)
+    for conv in conversations:
+        assert [e.sequence_number for e in decoded if e.conversation_id == conv[0].conversation_id] == \
+            [e.sequence_number for e in conv]
+
+
+def test_append_many_refuses_a_bad_batch_before_sending_any_of_it_and_fails_alone_what_the_broker_refuses(
+        stack: Settings, topic: str) -> None:
+    """A bad event (NaN, numbers going backwards within the batch) raises before anything is sent, and the
+    conversations' numbers stay as they were; an event the broker refuses fails alone, named, the others
+    are acknowledged."""
+    conv = make_conversation(tools=1)
+    nan = Event("conv-nan", 1, EventType.LLM_CALLED, "a", {"model": "m", "input_tokens": 1, "output_tokens": 1,
+                                                          "latency_ms": float("nan"), "cost_usd": 0.0})
+    big = Event("conv-big", 1, EventType.RESPONSE_GENERATED, "a", {"response": "x" * 2_000_000})
+    fine = Event("conv-fine", 1, EventType.RESPONSE_GENERATED, "a", {"response": "ok"})
+
+    async def append() -> AppendsFailed:
+        async with EventLog(stack, topic=topic) as log:
+            with pytest.raises(SchemaError, match="latency_ms"):
+                log.append_many([*conv, nan])
+            with pytest.raises(SequenceError, match="backwards"):
+                log.append_many([conv[0], conv[1], conv[0]])
+            assert (await log.append_many(conv)).acknowledged == len(conv)  # the refusals used no numbers
+            with pytest.raises(AppendsFailed) as failed:
+                await log.append_many([big, fine])
+            return failed.value
+
+    failed = asyncio.run(append())
+    assert [(e.event_id, type(error)) for e, error in failed.failed] == [(big.event_id, EventTooLarge)]
+    assert failed.receipts.acknowledged == 1 and "1 of 2 events were not appended" in str(failed)
+    assert sorted(Codec().decode(m.value()).event_id for m in read_all(stack, topic, len(conv) + 1)) == \
+        sorted([e.event_id for e in conv] + [fine.event_id])
 
 
 def test_the_recorder_and_tool_wrapper_record_the_seed_conversation(stack: Settings, topic: str) -> None:
