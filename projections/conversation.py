@@ -5,7 +5,7 @@ The same fold serves ``agentlog replay`` and the dashboard projection, so the tw
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
@@ -152,7 +152,10 @@ class ConversationState:
 
     def as_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready but for the datetimes; ``from_dict`` reads it back."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}  # dataclasses.asdict deep-copies: a third of search's time
+        for name in _RECORDS:
+            data[name] = [dict(item) for item in data[name]]
+        data["agents"] = list(self.agents)
         data["sagas"] = [s.summary() for s in self.sagas.values()]
         data["saga_status"] = self.saga_status
         data["duration_ms"] = self.duration_ms
@@ -175,6 +178,10 @@ class ConversationState:
         values["sagas"] = {s["saga_id"]: SagaState.from_summary(s) for s in data.get("sagas") or []}
         return cls(**values)
 
+
+_FIELDS = tuple(f.name for f in fields(ConversationState))
+_RECORDS = ("messages", "tools_called", "handoffs", "errors", "guardrails")
+"""The fields that are lists of records: ``as_dict`` copies each record, so a caller may change its copy."""
 
 _STEPS: dict[EventType, Callable[[ConversationState, Mapping[str, Any], Event], None]] = {
     EventType.CONVERSATION_STARTED: ConversationState._started,

@@ -16,7 +16,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from agentlog.schemas.binary import NotCompilable, Writer, compile_writer
+from agentlog.schemas.binary import NotCompilable, Reader, Writer, compile_reader, compile_writer
 from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import NO_ATTRIBUTES, RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
@@ -45,6 +45,10 @@ class Codec:
             self._write: Writer | None = compile_writer(self._schema)
         except NotCompilable:  # a type the compiled writer does not cover: fastavro writes it
             self._write = None
+        try:
+            self._read: Reader | None = compile_reader(self._decoding)
+        except NotCompilable:  # fastavro reads it
+            self._read = None
 
     def encode(self, event: Event, *, now: datetime | None = None) -> bytes:
         """The event's bytes, written with the current schema. Raises SchemaError naming the bad field.
@@ -103,17 +107,21 @@ class Codec:
         if not isinstance(data, (bytes, bytearray)) or data[:2] != MAGIC or len(data) < HEADER_SIZE:
             raise NotSingleObjectEncoded("not an Avro single-object encoded event (no C3 01 marker)")
         writer = self.catalog.by_fingerprint(bytes(data[2:HEADER_SIZE]))
-        reader = None if writer.version == self._version else self._decoding
-        body = io.BytesIO(data)
-        body.seek(HEADER_SIZE)
         try:
-            record = cast(dict[str, Any], schemaless_reader(body, writer.decoding, reader, return_record_name=True))
+            if writer.version == self._version and self._read is not None:  # the compiled reader
+                record, end = self._read(bytes(data), HEADER_SIZE)
+            else:  # an older writer: fastavro resolves its schema against the current one
+                body = io.BytesIO(data)
+                body.seek(HEADER_SIZE)
+                record = cast(dict[str, Any], schemaless_reader(body, writer.decoding, self._decoding,
+                                                                return_record_name=True))
+                end = body.tell()
         except (EOFError, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
                 MemoryError, struct.error) as exc:
             raise SchemaError(f"corrupt event body (schema v{writer.version}): {type(exc).__name__}: "
                               f"{str(exc)[:200]}") from exc
-        if body.tell() != len(data):
-            raise SchemaError(f"corrupt event: {len(data) - body.tell()} byte(s) after the body (schema "
+        if end != len(data):
+            raise SchemaError(f"corrupt event: {len(data) - end} byte(s) after the body (schema "
                               f"v{writer.version})")
         for version in range(writer.version, self._version):
             record = UPCASTERS[version](record)

@@ -20,7 +20,7 @@ from agentlog.consumers.lag import log_size
 from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.rebuild import rebuild as rebuild_model
-from agentlog.consumers.runtime import Projector, RunStats
+from agentlog.consumers.runtime import Projector, RunStats, collector
 from agentlog.consumers.runtime import prometheus as runtime_prometheus
 from agentlog.consumers.runtime.exporter import serve_metrics
 from agentlog.consumers.supervisor import Supervisor
@@ -98,6 +98,7 @@ class _Projecting:
         self.started = time.monotonic()
 
     def start(self) -> None:
+        collector.settle()  # a process that projects: see consumers.runtime.collector
         if self.server is not None:
             self.server.start()
         if self.supervisor is not None:

@@ -44,10 +44,21 @@ def _where(message: Message) -> tuple[int, int]:
     return message.partition() or 0, message.offset() or 0
 
 
-def _written_at(message: Message) -> datetime | None:
-    """The message's timestamp (the producer's or the broker's), if it has one."""
-    kind, millis = message.timestamp()
-    return datetime.fromtimestamp(millis / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0 else None
+class _Clock:
+    """Messages' timestamps (the producer's or the broker's) as datetimes; consecutive messages often share
+    their millisecond, whose datetime is then made once."""
+
+    def __init__(self) -> None:
+        self._millis = -1
+        self._at: datetime | None = None
+
+    def written_at(self, message: Message) -> datetime | None:
+        kind, millis = message.timestamp()
+        if kind == TIMESTAMP_NOT_AVAILABLE or millis <= 0:
+            return None
+        if millis != self._millis:
+            self._millis, self._at = millis, datetime.fromtimestamp(millis / 1000, UTC)
+        return self._at
 
 
 def group_for(projection: str, topic: str) -> str:
@@ -148,6 +159,7 @@ class Projector:
     def _decode(self, messages: list[Message]) -> tuple[Batch, list[tuple[Message, Exception]]]:
         batch = Batch(self.topic)
         poison: list[tuple[Message, Exception]] = []
+        clock = _Clock()
         for message in messages:
             if message.error():
                 log.warning("%s: consumer error %s", self.projection.name, message.error())
@@ -157,7 +169,8 @@ class Projector:
             value, key = message.value(), message.key()
             try:
                 event = self.codec.decode(value if isinstance(value, bytes) else b"",
-                                          key=key if isinstance(key, bytes) else None, written_at=_written_at(message))
+                                          key=key if isinstance(key, bytes) else None,
+                                          written_at=clock.written_at(message))
             except SchemaError as exc:
                 poison.append((message, exc))
                 continue
@@ -321,11 +334,15 @@ class Projector:
                 positions[p] = self._assigned.get(p, committed[p])
         behind = 0
         for partition, offset in positions.items():
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5,
-                                                       cached=False)
-            position = offset if offset >= 0 else low
-            prometheus.LAG.labels(self.projection.name, str(partition)).set(high - position)
-            end = high if self._targets is None else self._targets.setdefault(partition, high)
+            end = None if self._targets is None else self._targets.get(partition)
+            if end is None or offset < 0:  # a round trip to the broker: only for what the run does not know yet
+                low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5,
+                                                           cached=False)
+                position = offset if offset >= 0 else low
+                end = high if self._targets is None else self._targets.setdefault(partition, high)
+            else:
+                position = offset
+            prometheus.LAG.labels(self.projection.name, str(partition)).set(max(0, end - position))
             behind += max(0, end - position)
         return behind
 
