@@ -124,7 +124,22 @@ def _where(event: Any) -> str:
     return f"{getattr(event.event_type, 'value', event.event_type)} event"
 
 
+_KNOWN: set[str] = set()
+"""Names that kept the rule lately: agents, tenants, conversations and tools come again and again, and a
+set lookup is cheaper than the checks. Cleared when it holds _KNOWN_MAX."""
+_KNOWN_MAX = 20_000
+
+
 def _name(event: Any, field: str, value: Any) -> None:
+    if type(value) is str and value in _KNOWN:
+        return
+    _check_name(event, field, value)
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN.add(value)
+
+
+def _check_name(event: Any, field: str, value: Any) -> None:
     if type(value) is not str or not value:
         raise InvalidEvent(f"{_where(event)}: {field} must be non-empty text, got {value!r:.60}")
     if len(value) > MAX_NAME // 2 and (len(value) > MAX_NAME or len(value.encode("utf-8", "surrogatepass"))

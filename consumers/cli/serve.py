@@ -7,6 +7,7 @@ import logging
 import typer
 
 from agentlog.consumers.cli.app import app, console
+from agentlog.consumers.runtime import collector
 from agentlog.consumers.web.server import serve as run_server
 from agentlog.consumers.web.server import serve_ingest
 from agentlog.deploy.settings import settings
@@ -22,6 +23,7 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="The address to l
     logging.getLogger("agentlog.auth").setLevel(logging.INFO)  # logins, failed logins, users and tokens made
 
     def ready(url: str) -> None:
+        collector.settle()  # this process projects analytics too: see consumers.runtime.collector
         console.print(f"serving the dashboard at {url}  ·  JSON API {url}/api/docs  ·  Prometheus {url}/metrics",
                       soft_wrap=True, highlight=False)
         console.print("projecting into dashboard, search and analytics" if projectors else

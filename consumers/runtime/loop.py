@@ -80,7 +80,7 @@ class Stopping(Exception):
 
 class Projector:
     def __init__(self, projection: Projection, settings: Settings, *, topic: str | None = None,
-                 group_id: str | None = None, batch_size: int | None = None, batch_wait: float = 0.1,
+                 group_id: str | None = None, batch_size: int | None = None, batch_wait: float = 0.05,
                  max_backoff: float = 15.0, dead_letters: DeadLetters | None = None) -> None:
         self.projection = projection
         self.settings = settings
