@@ -47,6 +47,9 @@ bench: stack
 	$(BIN)/python bench/sql_box.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/processes.py
+	$(BIN)/python bench/rebuild.py
+	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/table.py
 
 down: bootstrap
 	$(BIN)/agentlog stack down

@@ -1,0 +1,94 @@
+"""The README's benchmark table, written from bench/results/*.json (the last run of each benchmark) between
+its two markers. ``make bench`` runs it last; on its own: ``.venv/bin/python bench/table.py``.
+
+Each row gives the figure, the ceiling measured beside it in the same run, and the target it answers to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = HERE / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
+    out = ["| what | figure | ceiling beside it (same run) | target |", "|---|---|---|---|"]
+    producer = _load("producer")
+    if producer:
+        t = producer["throughput_events_per_s"]
+        many, raw, encode = t["event_log_append_many"], t["raw_producer"], t["encode_only"]
+        both = 1 / (1 / encode + 1 / raw)
+        out.append(f"| producer, `EventLog.append_many` (one process, Avro, acks=all, idempotent, SASL_SSL) | "
+                   f"{_n(many)} events/s, {many / raw:.0%} of the raw producer | raw producer {_n(raw)}; fastavro "
+                   f"encode alone {_n(encode)}; the two in series {_n(both)} | ≥ 50,000: {_met(many >= 50_000)}; "
+                   f"≥ 50% of raw: {_met(many >= raw / 2)} |")
+        out.append(f"| producer, one `append_nowait` per event | {_n(t['event_log'])} events/s | | |")
+        latency = producer["latency_at_1000_per_s_ms"]
+        out.append(f"| append latency at a steady 1,000 events/s, p50 / p99 | {latency['p50']} / {latency['p99']} ms "
+                   f"| | p99 ≤ 5 ms: {_met(latency['p99'] <= 5)} |")
+    projections = _load("projections")
+    if projections:
+        ours, ceiling = projections["throughput_events_per_s"], projections["ceilings_events_per_s"]
+        fraction = projections["fraction_of_ceiling"]
+        stores = {"dashboard": ("postgres_copy_unlogged", "COPY into unlogged twins", 25_000),
+                  "search": ("elasticsearch_bulk", "`_bulk` of prepared documents", 20_000),
+                  "analytics": ("clickhouse_native_insert", "one native insert", 50_000)}
+        for name, (key, how, target) in stores.items():
+            out.append(f"| {name} projection, one process ({_n(projections['events'])} events) | {_n(ours[name])} "
+                       f"events/s, {fraction[name]:.0%} of the lower ceiling | decode alone {_n(ceiling['decode'])}; "
+                       f"{how} {_n(ceiling[key])} | ≥ {_n(target)} or ≥ 70% of the ceiling: "
+                       f"{_met(ours[name] >= target or fraction[name] >= 0.7)} |")
+        seed = projections["seed_design_events_per_s"]
+        out.append(f"| one statement / request / INSERT per event (the seed's design, an ordinary table) | "
+                   f"{_n(seed['dashboard'])} / {_n(seed['search'])} / {_n(seed['analytics'])} events/s | | |")
+    rebuild = _load("rebuild")
+    if rebuild:
+        peak = rebuild["resident_mib"]["peak"]
+        out.append(f"| full rebuild of {_n(rebuild['events'])} events into all three stores at once | "
+                   f"{rebuild['rebuild_all_three_seconds']} s ({_n(rebuild['rebuild_events_per_s'])} events/s of the "
+                   f"log) | | ≤ 120 s: {_met(rebuild['rebuild_all_three_seconds'] <= 120)} |")
+        sizes = ", ".join(f"{name} {_n(size)} MiB" for name, size in peak.items())
+        at = rebuild["resident_mib"]["at_share_of_the_run"]
+        growth = ", ".join(f"{name} {at['25%'][name]} → {at['90%'][name]}" for name in peak)
+        out.append(f"| resident size of each projector process, peak | {sizes} | | reported; a quarter → nine "
+                   f"tenths into the run: {growth} MiB |")
+    freshness = _load("freshness")
+    if freshness:
+        f = freshness["freshness_ms"]
+        targets = freshness["targets_p99_ms"]
+        for name in ("dashboard", "search", "analytics"):
+            out.append(f"| freshness under `agentlog serve` at {_n(freshness['rate_events_per_s'])} events/s, "
+                       f"{name}, p50 / p99 | {f[name]['p50']} / {f[name]['p99']} ms | | p99 ≤ {_n(targets[name])} ms: "
+                       f"{_met(f[name]['p99'] <= targets[name])} |")
+    return out
+
+
+def main() -> None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} … {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(head + START + "\n" + "\n".join(rows()) + "\n" + END + tail)
+    print(f"wrote the benchmark table into {README}")
+
+
+if __name__ == "__main__":
+    main()
