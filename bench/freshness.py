@@ -97,7 +97,7 @@ def analytics_batches(url: str, token: str) -> dict[str, float]:
 
 
 def watch(world: Settings, url: str, token: str, probes: list[tuple[str, float]], seen: dict[str, list[float]],
-          until: threading.Event) -> None:
+          until: threading.Event, took: dict[str, list[float]]) -> None:
     es = clients.elasticsearch(world, user=SearchUser.ADMIN)
     pending: dict[str, dict[str, float]] = {name: {} for name in NAMES}
     queued = 0
@@ -109,7 +109,8 @@ def watch(world: Settings, url: str, token: str, probes: list[tuple[str, float]]
             "search": lambda ids: {h["_id"] for h in es.search(
                 index=world.search_alias, query={"ids": {"values": ids}}, size=len(ids), source=False)["hits"]["hits"]},
             "analytics": lambda ids: {r["conversation_id"] for r in post(url + "/api/sql", token, {
-                "sql": "SELECT DISTINCT conversation_id FROM agent_events WHERE conversation_id IN ("
+                "sql": "SELECT DISTINCT conversation_id FROM agent_events WHERE agent_name = 'probe-agent' "
+                       "AND event_type = 'conversation_started' AND conversation_id IN ("  # the table's key leads
                        + ", ".join(f"'{cid}'" for cid in ids) + ")"})["rows"]},
         }
         while not (until.is_set() and all(not pending[n] for n in NAMES)):
@@ -120,8 +121,10 @@ def watch(world: Settings, url: str, token: str, probes: list[tuple[str, float]]
             for name in NAMES:
                 ids = list(pending[name])
                 if ids:
+                    asked = time.perf_counter()
                     found = checks[name](ids)
                     now = time.perf_counter()
+                    took[name].append(now - asked)
                     for cid in found:
                         seen[name].append(now - pending[name].pop(cid))
             time.sleep(POLL)
@@ -168,10 +171,11 @@ def main() -> None:
                                env={**os.environ, **env_of(world)}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     probes: list[tuple[str, float]] = []
     seen: dict[str, list[float]] = {name: [] for name in NAMES}
+    took: dict[str, list[float]] = {name: [] for name in NAMES}
     try:
         wait_ready(url, token, process)
         done = threading.Event()
-        watcher = threading.Thread(target=watch, args=(world, url, token, probes, seen, done), daemon=True)
+        watcher = threading.Thread(target=watch, args=(world, url, token, probes, seen, done, took), daemon=True)
         watcher.start()
         sent = asyncio.run(produce(world, args.seconds, args.rate, probes))
         done.set()
@@ -192,6 +196,8 @@ def main() -> None:
                                 "p99": round(statistics.quantiles(v, n=100)[98] * 1000, 1), "seen": len(v),
                                 "slowest": [round(x * 1000) for x in sorted(v)[-5:]]}
                          for name, v in seen.items()},
+        "looking_takes_ms": {name: {"p50": round(statistics.median(v) * 1000, 1), "max": round(max(v) * 1000, 1)}
+                             for name, v in took.items() if v},
         "elasticsearch_refresh_interval": SETTINGS["refresh_interval"],
         "analytics_batches": batches,
         "targets_p99_ms": {"dashboard": 500, "analytics": 500, "search": 1000},

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import platform
+import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -29,7 +30,7 @@ from agentlog.consumers.rebuild import _forget_group
 from agentlog.consumers.runtime import Projector, collector, group_for
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
-from agentlog.deploy.sandbox import drop, private
+from agentlog.deploy.sandbox import drop, drop_stores, private
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as env_settings
 from agentlog.producers.simulate import conversations
@@ -52,9 +53,13 @@ def throughput(settings: Settings, name: str) -> tuple[float, int]:
 
 
 def fresh_stores(settings: Settings, tag: str) -> Settings:
-    """The same topic, into stores of their own (read from the beginning: they hold no positions)."""
-    return replace(settings, postgres_schema=f"{settings.postgres_schema}_{tag}",
-                   search_alias=f"{settings.search_alias}-{tag}", clickhouse_database=f"{settings.clickhouse_database}_{tag}")
+    """The same topic, into stores of their own (read from the beginning: they hold no positions); an
+    embedded ClickHouse of its own too (one process may open a store: the benchmark's holds the other)."""
+    own = replace(settings, postgres_schema=f"{settings.postgres_schema}_{tag}",
+                  search_alias=f"{settings.search_alias}-{tag}", clickhouse_database=f"{settings.clickhouse_database}_{tag}")
+    if own.embedded_clickhouse:
+        own = replace(own, clickhouse_url=f"chdb://{tempfile.mkdtemp(prefix='bench-ch-')}/clickhouse")
+    return own
 
 
 def profiled(topic_tag: str, name: str) -> None:
@@ -66,7 +71,7 @@ def profiled(topic_tag: str, name: str) -> None:
         rate, applied = throughput(own, name)
         print(f"{name}: {rate:,.0f} events/s ({applied} events)")
     finally:
-        drop(own)
+        drop_stores(own)  # not drop(): the topic is the benchmark's
 
 
 def seed_design_postgres(settings: Settings, events: list) -> float:

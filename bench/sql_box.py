@@ -21,7 +21,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime import Projector, group_for
 from agentlog.deploy import clients
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
@@ -37,7 +37,8 @@ HEAVY = "SELECT count() FROM numbers(1e12)"
 def project_once(settings: Settings, database: str) -> tuple[float, int]:
     """A fresh analytics database projected from the beginning; (events/s, events)."""
     own = replace(settings, clickhouse_database=database)
-    projector = Projector(AnalyticsProjection(own), own, group_id=f"bench.sql.{uuid.uuid4().hex[:8]}")
+    projector = Projector(AnalyticsProjection(own), own,  # a group of its own, in the prefix its principal may use
+                          group_id=f"{group_for('analytics', own.events_topic)}.sql{uuid.uuid4().hex[:8]}")
     started = time.perf_counter()
     stats = projector.run(until_caught_up=True)
     return stats.events / (time.perf_counter() - started), stats.events

@@ -58,6 +58,19 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
         seed = projections["seed_design_events_per_s"]
         out.append(f"| one statement / request / INSERT per event (the seed's design, an ordinary table) | "
                    f"{_n(seed['dashboard'])} / {_n(seed['search'])} / {_n(seed['analytics'])} events/s | | |")
+    box = _load("sql_box")
+    if box:
+        out.append(f"| analytics projection while an analyst's `{box['query']}` runs to its {box['query_time_limit_s']:.0f} s "
+                   f"limit ({_n(box['events'])} events, medians of 3 alternating rounds) | "
+                   f"{_n(box['analytics_events_per_s_beside_query_median'])} events/s | the same with nothing beside "
+                   f"it: {_n(box['analytics_events_per_s_idle_median'])} | the query holds nothing back: "
+                   f"{_met(box['ratio_beside_to_idle'] >= 0.9)} |")
+    ingest = _load("ingest")
+    if ingest:
+        m = ingest["median"]
+        out.append(f"| OTLP ingest: spans taken / turned into events acknowledged by Kafka | {_n(m['accepted'])} / "
+                   f"{_n(m['acknowledged'])} spans/s | decoding and mapping alone {_n(m['decode'])}; the producer "
+                   f"appending the same events {_n(m['append'])} | |")
     rebuild = _load("rebuild")
     if rebuild:
         peak = rebuild["resident_mib"]["peak"]

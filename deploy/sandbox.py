@@ -28,6 +28,11 @@ def drop(settings: Settings) -> None:
     """Remove everything the sandbox holds (its rebuild leftovers too)."""
     acls.revoke(settings)
     delete_topics(settings, [settings.events_topic, settings.dlq_topic])
+    drop_stores(settings)
+
+
+def drop_stores(settings: Settings) -> None:
+    """Remove the sandbox's Postgres schemas, search indexes and ClickHouse database; its topics stay."""
     with psycopg.connect(settings.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
         for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                                       (f"%{settings.postgres_schema}%",)).fetchall():
