@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
+from agentlog.projections.base import digest as digests
 from agentlog.schemas.events import SAGA_PREFIX, ConversationStatus, Event, EventType, SagaStatus
 from agentlog.schemas.saga import SagaState
 
@@ -53,6 +54,8 @@ class ConversationState:
     output_tokens: int = 0
     cost_usd: float = 0.0
     agents: list[str] = field(default_factory=list)
+    digest: str = digests.EMPTY
+    """Of the events applied, in order (``projections.base.digest``): what ``agentlog verify`` compares."""
 
     @property
     def saga_status(self) -> SagaStatus | None:
@@ -72,6 +75,7 @@ class ConversationState:
     def apply(self, event: Event) -> None:
         """Fold one event in: the envelope's bookkeeping, then the step of its type (``_STEPS``)."""
         self.last_sequence = event.sequence_number
+        self.digest = digests.chain(self.digest, event.sequence_number, event.event_id)
         self.last_event_at = event.occurred_at
         self.event_count += 1
         self.tenant_id = event.tenant_id

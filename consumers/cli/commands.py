@@ -10,4 +10,5 @@ from agentlog.consumers.cli import (  # noqa: F401
     simulate,
     spool,
     stack,
+    verify,
 )

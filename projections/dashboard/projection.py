@@ -31,7 +31,7 @@ EVENT_COLUMNS = ["conversation_id", "sequence_number", "event_id", "event_type",
 VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool_count", "handoff_count",
                 "completed_at", "duration_ms", "error_count", "guardrail_count", "last_tool", "llm_calls",
                 "input_tokens", "output_tokens", "cost_usd", "saga_status", "sagas", "agents", "user_message",
-                "final_response", "event_count", "last_sequence", "last_event_at", "updated_at"]
+                "final_response", "event_count", "last_sequence", "last_event_at", "updated_at", "digest"]
 
 
 def connect(settings: Settings, schema: str | None = None, *, role: PostgresRole) -> psycopg.Connection:
@@ -175,4 +175,4 @@ def view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
             state.tool_count, state.handoff_count, state.completed_at, state.duration_ms, state.error_count,
             state.guardrail_count, state.last_tool, state.llm_calls, state.input_tokens, state.output_tokens,
             state.cost_usd, state.saga_status, Jsonb(sagas), state.agents, state.user_message,
-            state.final_response, state.event_count, state.last_sequence, state.last_event_at, now)
+            state.final_response, state.event_count, state.last_sequence, state.last_event_at, now, state.digest)
