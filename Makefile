@@ -49,6 +49,7 @@ bench: stack
 	$(BIN)/python bench/processes.py
 	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/table.py
 
 down: bootstrap

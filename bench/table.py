@@ -90,6 +90,12 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
             out.append(f"| freshness under `agentlog serve` at {_n(freshness['rate_events_per_s'])} events/s, "
                        f"{name}, p50 / p99 | {f[name]['p50']} / {f[name]['p99']} ms | | p99 ≤ {_n(targets[name])} ms: "
                        f"{_met(f[name]['p99'] <= targets[name])} |")
+    checked = _load("verify")
+    if checked:
+        out.append(f"| `agentlog verify` of the dashboard ({_n(checked['events'])} events, "
+                   f"{_n(checked['conversations'])} conversations) | {checked['verify_seconds']} s, "
+                   f"{_n(checked['verify_events_per_s'])} events/s read and compared | reading the log alone "
+                   f"{_n(checked['reading_the_log_alone_events_per_s'])} events/s | reported |")
     return out
 
 
