@@ -214,11 +214,16 @@ def lag(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
 
 
 @app.command()
-def rebuild(name: str = typer.Argument(..., help="dashboard, search or analytics.")) -> None:
-    """Replay the whole log into a new version of a read model, then swap it in atomically."""
+def rebuild(name: str = typer.Argument(..., help="dashboard, search or analytics."),
+            force: bool = typer.Option(False, "--force", help="Swap the new version in even if it differs from "
+                                                               "the log (logged).")) -> None:
+    """Replay the whole log into a new version of a read model, verify it against the log, then swap it in
+    atomically; on any difference the old version goes on serving."""
     _names(name)
     projectors: list[Projector] = []
-    result = follow(lambda: rebuild_model(settings(), name, watch=projectors.append),
+    result = follow(lambda: rebuild_model(settings(), name, watch=projectors.append, force=force),
                     {name: (log_size(settings()), lambda: sum(p.stats.events for p in projectors))})
-    console.print(f"{name} rebuilt from {result.events} events in {result.seconds:.1f}s and swapped in "
+    checked = ("not verified (--force)" if result.verified is None
+               else f"{result.verified:,} conversations verified against the log")
+    console.print(f"{name} rebuilt from {result.events} events in {result.seconds:.1f}s, {checked}, and swapped in "
                   f"(replaced {result.replaced})")

@@ -18,14 +18,13 @@ from agentlog.schemas.errors import AgentlogError
 
 
 @app.command()
-def verify(only: Optional[str] = typer.Option(None, "--only", help="The store to verify (dashboard)."),
+def verify(only: Optional[str] = typer.Option(None, "--only", help="The store to verify: dashboard, search or analytics."),
            conversation: Optional[str] = typer.Option(None, "--conversation", help="One conversation only."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Read the log to each store's positions and compare every conversation's digest with the store's; exit 1
     on any difference. It runs while the projectors run."""
     if only is not None and only not in VERIFIABLE:
-        raise AgentlogError(f"--only {only}: verify compares {', '.join(VERIFIABLE)} so far (search and analytics "
-                            "are not compared yet)")
+        raise AgentlogError(f"--only {only}: choose one of {', '.join(VERIFIABLE)}")
     names = [only] if only else list(VERIFIABLE)
     current = settings()
     started = time.monotonic()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.projection import AnalyticsProjection
 from agentlog.projections.analytics.schema import TABLES, create
+from agentlog.projections.analytics.verify import snapshot
+from agentlog.projections.base.digest import Snapshot
 from agentlog.projections.base.rebuild import RebuildTarget
 
 
@@ -33,3 +35,14 @@ class AnalyticsRebuild(RebuildTarget):
             if self.owned:
                 live.close()
         return f"database {self.database}"
+
+    def snapshot(self, topic: str) -> Snapshot:
+        return snapshot(lambda statement: self.live.query(statement).result_rows, self.database, None)
+
+    def discard(self) -> None:
+        try:
+            with self.live.lock:
+                self.live.client.command(f"DROP DATABASE IF EXISTS {self.database}")
+        finally:
+            if self.owned:
+                self.live.close()

@@ -10,6 +10,8 @@ way and compares.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
 
 EMPTY = ""
 """The digest of a conversation nothing was applied of (stored as text: hex)."""
@@ -29,3 +31,40 @@ def of(events: list[tuple[int, str]]) -> str:
     for sequence_number, event_id in events:
         digest = chain(digest, sequence_number, event_id)
     return digest
+
+
+@dataclass
+class Held:
+    """What a store holds of a conversation (or what the log says it should): its digest, the events it
+    counts and the last sequence number."""
+
+    digest: str = EMPTY
+    events: int = 0
+    last_sequence: int = 0
+
+    def apply(self, sequence_number: int, event_id: str) -> None:
+        """One more event, as the stores apply it: a second event of a number is not applied."""
+        if sequence_number <= self.last_sequence:
+            return
+        self.digest = chain(self.digest, sequence_number, event_id)
+        self.events += 1
+        self.last_sequence = sequence_number
+
+    def key(self) -> tuple[str, int, int]:
+        return self.digest, self.events, self.last_sequence
+
+
+@dataclass
+class Snapshot:
+    """A store's positions (next offset per partition of the topic) and its conversations, read together.
+
+    ``ahead``: the store writes its positions after its rows, so a conversation may hold events past them
+    (the events are in the log: verify accepts any later state the log reaches). ``recheck`` reads
+    conversations again, as of now, where the first read may lag (a search index between refreshes)."""
+
+    positions: dict[int, int]
+    conversations: dict[str, Held]
+    problems: list[str] = field(default_factory=list)
+    """What the cross-checks found (a counter that disagrees with the archive), one line each."""
+    ahead: bool = False
+    recheck: Callable[[list[str]], dict[str, Held]] | None = None

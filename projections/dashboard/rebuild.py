@@ -6,9 +6,11 @@ from psycopg import sql
 
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base.digest import Snapshot
 from agentlog.projections.base.rebuild import RebuildTarget
 from agentlog.projections.dashboard.migrate import DATA_TABLES
 from agentlog.projections.dashboard.projection import DashboardProjection, connect
+from agentlog.projections.dashboard.verify import snapshot
 
 TABLES = ["schema_migrations", *DATA_TABLES]
 """Every table of the dashboard's schema: what a swap moves."""
@@ -34,3 +36,12 @@ class DashboardRebuild(RebuildTarget):
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.retired)))
             conn.commit()
         return f"schema {self.retired}"
+
+    def snapshot(self, topic: str) -> Snapshot:
+        return snapshot(self.settings, topic, None, schema=self.schema)
+
+    def discard(self) -> None:
+        self.projection.close()
+        with connect(self.settings, role=PostgresRole.OWNER) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            conn.commit()

@@ -7,9 +7,11 @@ import time
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base.digest import Snapshot
 from agentlog.projections.base.rebuild import RebuildTarget
 from agentlog.projections.search.index import create_index, delete, index_name, next_version, retire, swap
 from agentlog.projections.search.projection import SearchProjection
+from agentlog.projections.search.verify import snapshot
 
 RETIRE_GRACE = 2.0
 """Seconds a retired index refuses writes before it is deleted: a batch read from it before the swap
@@ -18,6 +20,7 @@ gets a refusal it answers by starting again, rather than an index quietly create
 
 class SearchRebuild(RebuildTarget):
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.es = clients.elasticsearch(settings, user=SearchUser.WRITER)
         self.alias = settings.search_alias
         self.index = index_name(next_version(self.es, self.alias), self.alias)
@@ -32,5 +35,15 @@ class SearchRebuild(RebuildTarget):
                 time.sleep(RETIRE_GRACE)
                 delete(self.es, old)
             return f"index {old}"
+        finally:
+            self.es.close()
+
+    def snapshot(self, topic: str) -> Snapshot:
+        self.es.indices.refresh(index=self.index)  # the new index is ours alone: its scan sees every document
+        return snapshot(self.settings, topic, None, index=self.index)
+
+    def discard(self) -> None:
+        try:
+            delete(self.es, self.index)
         finally:
             self.es.close()

@@ -1,0 +1,92 @@
+"""What the analytics store holds, for ``agentlog verify``: each conversation's rows below its positions, and
+its hourly aggregates against its fact table.
+
+Every row carries its Kafka partition and offset, so the rows verify reads are exactly those below the
+positions it read first: nothing is ahead. A conversation's digest is computed here from its rows, in
+sequence order, and its count is the rows' (a row inserted twice counts twice). ``query`` runs a statement
+and returns rows: the SQL box (``agentlog verify``, through the process holding the embedded store when
+another does) or a projection's own client (a rebuild's new database).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from agentlog.projections.analytics.schema import AGGREGATES
+from agentlog.projections.base.digest import Held, Snapshot
+
+Query = Callable[[str], Sequence[Sequence[Any]]]
+PAGE = 1_000
+"""Conversations per query: well under the SQL box's result limits."""
+RECHECK_AFTER = 0.3
+"""Seconds before an hour whose aggregate is below its facts is read again (an insert feeds its views after it)."""
+READINGS = 4
+
+
+def literal(text: str) -> str:
+    """A ClickHouse string literal of ``text``."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
+    positions: dict[int, int] = {}
+    for statement in (f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {database}.agent_events "
+                      "GROUP BY kafka_partition",
+                      f"SELECT kafka_partition, max(next_offset) FROM {database}.positions GROUP BY kafka_partition"):
+        for partition, offset in query(statement):
+            positions[int(partition)] = max(int(offset), positions.get(int(partition), 0))
+    held: dict[str, Held] = {}
+    if positions:
+        below = "multiIf(" + ", ".join(f"kafka_partition = {p}, {o}" for p, o in sorted(positions.items())) + ", 0)"
+        only = f" AND conversation_id = {literal(conversation)}" if conversation is not None else ""
+        after = ""
+        while True:
+            rows = query(f"SELECT conversation_id, count(), arraySort(groupArray((sequence_number, "
+                         f"toString(event_id)))) FROM {database}.agent_events "
+                         f"WHERE kafka_offset < {below}{only}{after} GROUP BY conversation_id "
+                         f"ORDER BY conversation_id LIMIT {PAGE}")
+            for cid, count, pairs in rows:
+                state = Held()
+                for sequence_number, event_id in pairs:
+                    state.apply(int(sequence_number), str(event_id))
+                state.events = int(count)
+                held[str(cid)] = state
+            if len(rows) < PAGE:
+                break
+            after = f" AND conversation_id > {literal(str(rows[-1][0]))}"
+    return Snapshot(positions, held, aggregates(query, database))
+
+
+def aggregates(query: Query, database: str) -> list[str]:
+    """The hours in which an hourly table disagrees with the fact table, one line each.
+
+    An insert feeds the fact table, then its views. Each reading reads an aggregate before the facts, so in
+    a store that is right no hour's aggregate is ever above its facts: one above is reported at once. An
+    hour being written to may be below them (its last insert has not reached the views), so an hour below
+    is read again ``READINGS`` times, ``RECHECK_AFTER`` apart, and reported when it stayed below while its
+    facts did not change. An hour written to all along is not reported below until the writes pause."""
+    def reading() -> dict[tuple[str, str], tuple[int, int]]:
+        found = {}
+        for a in AGGREGATES:
+            totals = {str(h): int(n) for h, n in query(
+                f"SELECT hour, {a.target_count} FROM {database}.{a.target} GROUP BY hour")}
+            facts = {str(h): int(n) for h, n in query(
+                f"SELECT toStartOfHour(occurred_at) AS hour, {a.fact_count} FROM {database}.agent_events "
+                f"WHERE {a.fact_where} GROUP BY hour")}
+            for hour in set(totals) | set(facts):
+                if totals.get(hour, 0) != facts.get(hour, 0):
+                    found[(a.target, hour)] = (facts.get(hour, 0), totals.get(hour, 0))
+        return found
+
+    first = reading()
+    wrong = {k: v for k, v in first.items() if v[1] > v[0]}
+    below = {k: v for k, v in first.items() if v[1] < v[0]}
+    for _ in range(READINGS - 1):
+        if not below:
+            break
+        time.sleep(RECHECK_AFTER)
+        now = reading()
+        below = {k: now[k] for k, v in below.items() if k in now and now[k][1] < now[k][0] and now[k][0] == v[0]}
+    return [f"{table}, hour {hour}: the fact table counts {facts}, the aggregate {totals}"
+            for (table, hour), (facts, totals) in sorted((wrong | below).items())]
