@@ -156,6 +156,7 @@ def main() -> None:
         _, token = auth.create_token("agent", name="bench")
         env = {**os.environ, "AGENTLOG_EVENTS_TOPIC": world.events_topic, "AGENTLOG_DLQ_TOPIC": world.dlq_topic,
                "AGENTLOG_POSTGRES_SCHEMA": world.postgres_schema, "AGENTLOG_AUTH_SCHEMA": world.auth_schema,
+            "AGENTLOG_KEYS_SCHEMA": world.keys_schema,
                "AGENTLOG_INGEST_SCHEMA": world.ingest_schema, "AGENTLOG_SPOOL_DIR": str(world.spool_dir)}
         port = 4318 + 100 + run
         process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "ingest", "--port", str(port)],

@@ -36,6 +36,7 @@ RESULTS = HERE / "results" / "processes.json"
 def env_of(world) -> dict[str, str]:
     return {**os.environ, "AGENTLOG_EVENTS_TOPIC": world.events_topic, "AGENTLOG_DLQ_TOPIC": world.dlq_topic,
             "AGENTLOG_POSTGRES_SCHEMA": world.postgres_schema, "AGENTLOG_AUTH_SCHEMA": world.auth_schema,
+            "AGENTLOG_KEYS_SCHEMA": world.keys_schema,
             "AGENTLOG_SEARCH_ALIAS": world.search_alias, "AGENTLOG_CLICKHOUSE_DATABASE": world.clickhouse_database,
             "AGENTLOG_CLICKHOUSE_URL": world.clickhouse_url}
 

@@ -6,6 +6,7 @@ import psycopg
 
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.keys import Opener
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import StoreUnavailable
@@ -42,4 +43,8 @@ def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | 
                 found.append(codec.decode(message.value() or b"", key=key))
             except SchemaError:
                 continue  # a poison message is the dead-letter topic's business, not replay's
-    return sorted(found, key=lambda e: e.sequence_number)
+    opener = Opener(settings)
+    try:
+        return sorted(opener.open_all(found), key=lambda e: e.sequence_number)
+    finally:
+        opener.close()

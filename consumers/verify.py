@@ -27,6 +27,7 @@ from agentlog.projections.dashboard import verify as dashboard
 from agentlog.projections.search import verify as search
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
+from agentlog.schemas.events import CONTROL
 
 SHOWN = 5
 """Ids shown of each kind of difference."""
@@ -122,6 +123,8 @@ def fold_log(settings: Settings, topic: str, snapshots: dict[str, Snapshot], con
         try:
             event = codec.decode(message.value() or b"", key=message.key())
         except SchemaError:
+            continue
+        if event.event_type in CONTROL:  # stores act on it; they do not count or chain it
             continue
         partition, offset = message.partition() or 0, message.offset() or 0
         for each in expected.values():

@@ -32,6 +32,8 @@ class PostgresRole(StrEnum):
     """The dashboard's users, sessions and API tokens."""
     INGEST = "agentlog_ingest"
     """The OTLP ingest: its staged spans, conversation sequences and outbox, nothing else."""
+    KEYS = "agentlog_keys"
+    """The key store's users (producers, projectors): read data keys and add them; never delete one."""
 
 
 class SearchUser(StrEnum):

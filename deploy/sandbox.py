@@ -8,7 +8,7 @@ from dataclasses import replace
 import psycopg
 from psycopg import sql
 
-from agentlog.deploy import acls, clients
+from agentlog.deploy import acls, clients, keys
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.topics import delete_topics, ensure_topics
@@ -17,10 +17,11 @@ from agentlog.deploy.topics import delete_topics, ensure_topics
 def private(settings: Settings, tag: str) -> Settings:
     """Settings pointing at the sandbox named ``tag``, whose topics exist."""
     own = replace(settings, events_topic=f"test.{tag}", dlq_topic=f"test.{tag}.dlq", postgres_schema=f"test_{tag}",
-                  auth_schema=f"test_{tag}_auth", ingest_schema=f"test_{tag}_ingest",
+                  auth_schema=f"test_{tag}_auth", ingest_schema=f"test_{tag}_ingest", keys_schema=f"test_{tag}_keys",
                   search_alias=f"conversations-test-{tag}", clickhouse_database=f"test_{tag}")
     ensure_topics(own, [own.events_topic, own.dlq_topic])
     acls.grant(own)
+    keys.create(own)
     return own
 
 

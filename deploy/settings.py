@@ -62,6 +62,13 @@ class Settings:
     """Where the dashboard's users, tokens and sessions live (``AGENTLOG_AUTH_SCHEMA``)."""
     ingest_schema: str = "agentlog_ingest"
     """Where the OTLP ingest stages spans and orders them into events (``AGENTLOG_INGEST_SCHEMA``)."""
+    keys_schema: str = "agentlog_keys"
+    """Where the data keys of the events' sealed text live (``AGENTLOG_KEYS_SCHEMA``)."""
+    master_key_file: Path | None = None
+    """``AGENTLOG_MASTER_KEY_FILE``: the 32 bytes that wrap every data key (``agentlog stack up`` makes the
+    local stack's, mode 0600). The events' text is sealed when this file exists; ``AGENTLOG_ENCRYPTION=off``
+    writes it in the clear."""
+    encryption: bool = True
     search_alias: str = "conversations"
     clickhouse_database: str = "default"
     batch_size: int = 5000
@@ -165,6 +172,9 @@ class Settings:
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
             auth_schema=env.get("AGENTLOG_AUTH_SCHEMA", cls.auth_schema),
             ingest_schema=env.get("AGENTLOG_INGEST_SCHEMA", cls.ingest_schema),
+            keys_schema=env.get("AGENTLOG_KEYS_SCHEMA", cls.keys_schema),
+            master_key_file=Path(env.get("AGENTLOG_MASTER_KEY_FILE") or stack_dir / "secrets" / "master.key"),
+            encryption=_switch(env, "AGENTLOG_ENCRYPTION"),
             metrics_token=env.get("AGENTLOG_METRICS_TOKEN", ""),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
@@ -176,6 +186,13 @@ class Settings:
             spool_dir=Path(env.get("AGENTLOG_SPOOL_DIR") or _data_home(env) / "agentlog" / "spool").absolute(),
             spool_max_bytes=_number(env, "AGENTLOG_SPOOL_MAX_BYTES", cls.spool_max_bytes, int),
         )
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    text = env.get(name, "on").strip().lower()
+    if text not in ("on", "off"):
+        raise ConfigError(f"{name}={text!r}: must be on or off")
+    return text == "on"
 
 
 def _data_home(env: Mapping[str, str]) -> Path:

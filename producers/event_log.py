@@ -30,8 +30,9 @@ from typing import Any, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from agentlog.deploy import kafka
+from agentlog.deploy import kafka, keys
 from agentlog.deploy.credentials import KafkaPrincipal
+from agentlog.deploy.keys import PRODUCER_CACHE_SECONDS, KeyStore
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers import prometheus, tracing
@@ -177,7 +178,10 @@ class EventLog:
                  producer_config: dict[str, Any] | None = None) -> None:
         self.settings = settings or default_settings()
         self.topic = topic or self.settings.events_topic
-        self.codec = codec or Codec()
+        self._keys = KeyStore(self.settings, ttl=PRODUCER_CACHE_SECONDS) if codec is None and keys.enabled(
+            self.settings) else None
+        self.codec = codec or Codec(keys=self._keys)
+        """Seals the events' text under their conversation's data key when the master key is configured."""
         self.timeout = timeout
         self.spool_after = spool_after
         self.durability = Durability(durability)
@@ -368,6 +372,8 @@ class EventLog:
             self._producer.poll(0)
             self._take_reports()
             prometheus.OPEN.discard(self.spool)
+            if self._keys is not None:
+                self._keys.close()
         if self.left is not None and self.left.events:
             log.warning("%s stay in the spool at %s: the next EventLog that opens it sends them "
                         "(or: agentlog spool flush)", describe(self.left), self.spool.root)

@@ -14,6 +14,7 @@ import orjson
 from agentlog.projections.base import digest as digests
 from agentlog.schemas.events import SAGA_PREFIX, ConversationStatus, Event, EventType, SagaStatus
 from agentlog.schemas.saga import SagaState
+from agentlog.schemas.sealing import ERASED
 
 
 def _json(text: str) -> Any:
@@ -73,7 +74,11 @@ class ConversationState:
         return int((self.completed_at - self.started_at).total_seconds() * 1000)
 
     def apply(self, event: Event) -> None:
-        """Fold one event in: the envelope's bookkeeping, then the step of its type (``_STEPS``)."""
+        """Fold one event in: the envelope's bookkeeping, then the step of its type (``_STEPS``). A forgetting
+        erases what is there and is not counted."""
+        if event.event_type == EventType.SUBJECT_FORGOTTEN:
+            self.erase()
+            return
         self.last_sequence = event.sequence_number
         self.digest = digests.chain(self.digest, event.sequence_number, event.event_id)
         self.last_event_at = event.occurred_at
@@ -85,6 +90,23 @@ class ConversationState:
             self._apply_saga(event)
         else:
             _STEPS[event.event_type](self, event.payload, event)
+
+    def erase(self) -> None:
+        """What ``agentlog forget`` leaves: every text erased; counts, tokens, costs, names and statuses kept."""
+        if self.user_message is not None:
+            self.user_message = ERASED
+        if self.final_response is not None:
+            self.final_response = ERASED
+        for records, names in ((self.messages, ("text",)), (self.tools_called, ("input", "output")),
+                               (self.handoffs, ("reason",)), (self.errors, ("message",)),
+                               (self.guardrails, ("detail",))):
+            for record in records:
+                for name in names:
+                    if name in record:
+                        record[name] = ERASED
+        for saga in self.sagas.values():
+            if saga.error is not None:
+                saga.error = ERASED
 
     def _started(self, p: Mapping[str, Any], event: Event) -> None:
         self.active_agent = event.agent_name

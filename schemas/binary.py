@@ -62,6 +62,14 @@ def _write_string(value: Any, parts: list[bytes]) -> None:
     parts.append(raw)
 
 
+def _write_bytes(value: Any, parts: list[bytes]) -> None:
+    if not isinstance(value, (bytes, bytearray)):
+        raise TypeError(f"{type(value).__name__} is not bytes")
+    n = len(value)
+    parts.append(_SMALL[n << 1] if n < 64 else varint(n))
+    parts.append(bytes(value))
+
+
 def _write_long(value: Any, parts: list[bytes]) -> None:
     if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"{value!r:.40} is not an integer")
@@ -97,7 +105,7 @@ def _write_uuid(value: Any, parts: list[bytes]) -> None:
 
 
 _PRIMITIVES: dict[str, Writer] = {
-    "string": _write_string, "long": _write_long, "int": _write_long, "double": _write_double,
+    "string": _write_string, "bytes": _write_bytes, "long": _write_long, "int": _write_long, "double": _write_double,
     "boolean": _write_boolean, "null": _write_null,
 }
 _LOGICAL: dict[tuple[str, str], Writer] = {
@@ -269,12 +277,12 @@ class _Source:
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{target}, pos = read_long(data, pos)")
 
-    def string(self, depth: int, target: str) -> None:
+    def string(self, depth: int, target: str, *, text: bool = True) -> None:
         self.long(depth, "n")
         self.emit(depth, "end = pos + n")
         self.emit(depth, "if n < 0 or end > size:")
         self.emit(depth + 1, "raise CorruptBody(f'a string of {n} bytes where {size - pos} remain')")
-        self.emit(depth, f"{target} = data[pos:end].decode()")
+        self.emit(depth, f"{target} = data[pos:end]{'.decode()' if text else ''}")
         self.emit(depth, "pos = end")
 
     def value(self, depth: int, schema: Any, target: str) -> None:  # noqa: C901 -- one branch per type
@@ -293,6 +301,8 @@ class _Source:
             raise NotCompilable(f"logical type {logical!r} of {kind!r}")
         elif kind == "string":
             self.string(depth, target)
+        elif kind == "bytes":
+            self.string(depth, target, text=False)
         elif kind in ("long", "int"):
             self.long(depth, target)
         elif kind == "double":

@@ -21,6 +21,7 @@ from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import NO_ATTRIBUTES, RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
 from agentlog.schemas.rules import DEFAULT_SKEW, check_event
+from agentlog.schemas.sealing import Keys, seal, sealed_fields
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
 
@@ -33,9 +34,12 @@ HEADER_SIZE = len(MAGIC) + 8
 class Codec:
     """``skew``: how far past now (encoding) or the message's timestamp (decoding) ``occurred_at`` may be."""
 
-    def __init__(self, schemas: Catalog | None = None, *, skew: timedelta = DEFAULT_SKEW) -> None:
+    def __init__(self, schemas: Catalog | None = None, *, skew: timedelta = DEFAULT_SKEW,
+                 keys: Keys | None = None) -> None:
         self.catalog = schemas or catalog()
         self.skew = skew
+        self.keys = keys
+        """Where data keys come from: with them, what ``encode`` writes has its text sealed (``schemas.sealing``)."""
         self._schema = self.catalog.current.schema
         self._decoding = self.catalog.current.decoding
         self._header = MAGIC + self.catalog.current.fingerprint
@@ -81,6 +85,8 @@ class Codec:
         record_name = TYPE_TO_RECORD[event_type]
         check_payload(event_type, event.payload, self._checks[record_name])
         check_event(event, now=now, skew=self.skew)
+        if self.keys is not None and event.sealed is None and sealed_fields(event.payload):
+            event = seal(event, *self.keys.key_for(event.conversation_id, event.subject_id))
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,
@@ -94,6 +100,9 @@ class Codec:
             "schema_version": self._version,
             "payload": (record_name, event.payload),
             "attributes": event.attributes,
+            "subject_id": event.subject_id,
+            "key_id": event.key_id,
+            "sealed": event.sealed,
         }
 
     def decode(self, data: bytes, *, key: bytes | None = None, written_at: datetime | None = None) -> Event:
@@ -155,6 +164,9 @@ class Codec:
             causation_id=record["causation_id"],
             schema_version=version,
             attributes=record["attributes"] or NO_ATTRIBUTES,
+            subject_id=record.get("subject_id"),
+            key_id=record.get("key_id"),
+            sealed=record.get("sealed"),
         )
 
     def _explain(self, event: Event, record: dict[str, Any], exc: Exception) -> str:

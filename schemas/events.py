@@ -30,6 +30,7 @@ class EventType(StrEnum):
     SAGA_COMPENSATION_FAILED = "saga_compensation_failed"
     SAGA_COMPLETED = "saga_completed"
     SAGA_ROLLED_BACK = "saga_rolled_back"
+    SUBJECT_FORGOTTEN = "subject_forgotten"
 
     @property
     def record(self) -> str:
@@ -68,6 +69,8 @@ TYPE_TO_RECORD = {t: _record_name(t.value) for t in EventType}
 RECORD_TO_TYPE = {record: t for t, record in TYPE_TO_RECORD.items()}
 TYPES = {t.value: t for t in EventType}
 SAGA_PREFIX = "saga_"
+CONTROL = frozenset({EventType.SUBJECT_FORGOTTEN})
+"""Events about a conversation's data, not of it: stores act on them and do not count or chain them."""
 
 
 def _now() -> datetime:
@@ -104,3 +107,9 @@ class Event:
     attributes: Mapping[str, str] = field(default_factory=lambda: NO_ATTRIBUTES)
     """What the event's source said of it that no field holds (v3): an OpenTelemetry span's unmapped
     attributes, say. Values are text (JSON for structured ones)."""
+    subject_id: str | None = None
+    """Whose personal data the event carries (v4): what ``agentlog forget --subject`` names."""
+    key_id: str | None = None
+    sealed: bytes | None = None
+    """Set on an event as the log holds it (v4, ``schemas.sealing``): its text fields encrypted under the data
+    key ``key_id``, and empty in ``payload``. Opened events have neither."""

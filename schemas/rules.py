@@ -35,6 +35,8 @@ MAX_NUMBER = 1e12
 """A number of one event (cost, latency, duration): sums stay finite (JSON has no Infinity)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_SKEW = timedelta(minutes=5)
+SEAL_OVERHEAD = 12 + 16
+"""A sealed field's bytes hold at least an AES-GCM nonce (12 bytes) and its tag (16)."""
 MAX_ATTRIBUTES = 128
 MAX_ATTRIBUTE = 16 * 1024
 
@@ -62,9 +64,15 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
     for field, value in (("conversation_id", event.conversation_id), ("agent_name", event.agent_name),
                          ("tenant_id", event.tenant_id)):
         _name(event, field, value)
-    for field, value in (("correlation_id", event.correlation_id), ("causation_id", event.causation_id)):
+    for field, value in (("correlation_id", event.correlation_id), ("causation_id", event.causation_id),
+                         ("subject_id", event.subject_id), ("key_id", event.key_id)):
         if value is not None:
             _name(event, field, value)
+    if (event.key_id is None) != (event.sealed is None):
+        raise InvalidEvent(f"{_where(event)}: key_id and sealed go together (a sealed event names its key)")
+    if event.sealed is not None and (not isinstance(event.sealed, bytes) or len(event.sealed) < SEAL_OVERHEAD):
+        raise InvalidEvent(f"{_where(event)}: sealed must be bytes of a nonce and a tag at least "
+                           f"({SEAL_OVERHEAD} bytes)")
     sequence = event.sequence_number
     if type(sequence) is not int or not 1 <= sequence <= MAX_SEQUENCE:
         _integer(event, "sequence_number", sequence, low=1, high=MAX_SEQUENCE)

@@ -31,5 +31,10 @@ def v2_to_v3(record: Record) -> Record:
     return record
 
 
-UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2, 2: v2_to_v3}
+def v3_to_v4(record: Record) -> Record:
+    """v4 added ``subject_id``, ``key_id`` and ``sealed`` (resolution fills them: null) and a payload type."""
+    return record
+
+
+UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
 """``UPCASTERS[n]`` turns a record written with version n (already resolved) into version n + 1."""

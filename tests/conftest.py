@@ -76,7 +76,8 @@ def env_of(settings: Settings) -> dict[str, str]:
     """The environment that points a subprocess at ``settings``' private world."""
     return {"AGENTLOG_EVENTS_TOPIC": settings.events_topic, "AGENTLOG_DLQ_TOPIC": settings.dlq_topic,
             "AGENTLOG_POSTGRES_SCHEMA": settings.postgres_schema,
-            "AGENTLOG_AUTH_SCHEMA": settings.auth_schema, "AGENTLOG_INGEST_SCHEMA": settings.ingest_schema, "AGENTLOG_SEARCH_ALIAS": settings.search_alias,
+            "AGENTLOG_AUTH_SCHEMA": settings.auth_schema, "AGENTLOG_INGEST_SCHEMA": settings.ingest_schema,
+            "AGENTLOG_KEYS_SCHEMA": settings.keys_schema, "AGENTLOG_SEARCH_ALIAS": settings.search_alias,
             "AGENTLOG_CLICKHOUSE_DATABASE": settings.clickhouse_database,
             "AGENTLOG_CLICKHOUSE_URL": settings.clickhouse_url, "AGENTLOG_BATCH_SIZE": str(settings.batch_size)}
 

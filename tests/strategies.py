@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import strategies as st
@@ -49,13 +50,19 @@ PAYLOADS = {
                                                                "attempts": st.integers(1, 9)}),
     EventType.SAGA_COMPLETED: st.fixed_dictionaries({"saga_id": name}),
     EventType.SAGA_ROLLED_BACK: st.fixed_dictionaries({"saga_id": name, "failed_step": name, "reason": text}),
+    EventType.SUBJECT_FORGOTTEN: st.fixed_dictionaries({"subject_id": st.none() | name, "requested_by": name,
+                                                        "key_ids": st.lists(st.uuids().map(str), max_size=3)}),
 }
+seals = st.none() | st.tuples(st.uuids().map(str), st.binary(min_size=28, max_size=80))
+"""No seal, or a key id and sealed bytes (a nonce, a ciphertext and its tag)."""
 
 
 events = st.sampled_from(list(EventType)).flatmap(lambda kind: st.builds(
     Event, conversation_id=name, sequence_number=st.integers(1, 2**53), event_type=st.just(kind),
     agent_name=name, payload=PAYLOADS[kind], event_id=st.uuids().map(str), occurred_at=micros,
-    tenant_id=name, correlation_id=st.none() | name, causation_id=st.none() | name))
+    tenant_id=name, correlation_id=st.none() | name, causation_id=st.none() | name,
+    subject_id=st.none() | name, key_id=st.none(), sealed=st.none())).flatmap(lambda event: seals.map(
+        lambda seal: event if seal is None else replace(event, key_id=seal[0], sealed=seal[1])))
 """Events the rule accepts, as hostile as it allows."""
 
 

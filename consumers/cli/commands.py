@@ -3,6 +3,7 @@
 from agentlog.consumers.cli import (  # noqa: F401
     access,
     demo,
+    forget,
     projectors,
     queries,
     replay,

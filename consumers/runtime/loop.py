@@ -31,10 +31,12 @@ from agentlog.consumers.runtime import prometheus
 from agentlog.consumers.runtime.tracing import batch_span
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal
+from agentlog.deploy.keys import KeyStoreUnavailable, Opener
 from agentlog.deploy.settings import EVENTS_TOPIC, Settings
-from agentlog.projections.base import Batch, Projection, Record, Rewind, StoreUnavailable
+from agentlog.projections.base import Batch, Projection, ProjectionError, Record, Rewind, StoreUnavailable
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
+from agentlog.schemas.sealing import BrokenSeal
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class Projector:
         self.batch_wait = batch_wait
         self.max_backoff = max_backoff
         self.codec = Codec()
+        self.opener = Opener(settings)
+        """Opens the sealed text of a batch's events before the projection applies them."""
         self.dead_letters = dead_letters or DeadLetters(settings, projection=projection.name)
         self.started = threading.Event()
         """Set once the first partitions are assigned."""
@@ -140,6 +144,7 @@ class Projector:
         finally:
             consumer.close()
             self.projection.close()
+            self.opener.close()
         return self.stats
 
     def _setup(self, stop: threading.Event) -> bool:
@@ -212,8 +217,14 @@ class Projector:
         backoff = 0.5
         while True:
             try:
-                self.projection.apply(batch)
+                self.projection.apply(self._opened(batch))
                 return
+            except KeyStoreUnavailable as exc:
+                self.stats.retries += 1
+                wait = min(backoff, self.max_backoff)
+                log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, wait)
+                self._wait_paused(consumer, wait, stop)
+                backoff = min(backoff * 2, self.max_backoff)
             except StoreUnavailable as exc:
                 self.stats.retries += 1
                 prometheus.RETRIES.labels(self.projection.name).inc()
@@ -221,6 +232,19 @@ class Projector:
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.projection.name, exc, wait)
                 self._wait_paused(consumer, wait, stop)
                 backoff = min(backoff * 2, self.max_backoff)
+
+    def _opened(self, batch: Batch) -> Batch:
+        """The batch with its events' sealed text opened (erased where the key was deleted); a seal that does
+        not open fails the batch, and then its event alone (to the dead letters)."""
+        events = [r.event for r in batch.records]
+        try:
+            opened = self.opener.open_all(events)
+        except BrokenSeal as exc:
+            raise ProjectionError(str(exc)) from exc
+        if opened is events:
+            return batch
+        return Batch(batch.topic, [r._replace(event=e) for r, e in zip(batch.records, opened, strict=True)],
+                     batch.ends, batch.starts)
 
     def _flush_dead_letters(self, consumer: Consumer, stop: threading.Event) -> None:
         """Wait, with the partitions paused, until the broker has every dead letter sent so far."""

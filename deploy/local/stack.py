@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-from agentlog.deploy import acls
+from agentlog.deploy import acls, keys
 from agentlog.deploy.kafka import wait_ready
 from agentlog.deploy.local import secrets
 from agentlog.deploy.local.clickhouse import ClickHouse
@@ -30,10 +30,13 @@ class Stack:
         """Bring every service up (in parallel: Elasticsearch's JVM is the slow one), then create the topics."""
         self.settings.stack_dir.mkdir(parents=True, exist_ok=True)
         secrets.ensure(self.settings.stack_dir)
+        if self.settings.master_key_file is not None:
+            keys.make_master_key(self.settings.master_key_file)
         with ThreadPoolExecutor(len(self.services)) as pool:
             statuses = list(pool.map(lambda service: service.up(), self.services))
         ensure_topics(self.settings)
         acls.grant(self.settings)
+        keys.create(self.settings)
         wait_ready(self.settings, [self.settings.events_topic, self.settings.dlq_topic], list(GROUPS))
         return statuses
 

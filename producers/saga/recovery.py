@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentlog.deploy import kafka
+from agentlog.deploy.keys import Opener
 from agentlog.deploy.settings import Settings
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
@@ -28,6 +29,7 @@ class Unfinished:
 def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]:
     topic = topic or settings.events_topic
     codec = Codec()
+    opener = Opener(settings)  # a saga's arguments and results are sealed in the log
     sagas: dict[str, SagaState] = {}
     conversation_of: dict[str, str] = {}
     last_sequence: dict[str, int] = {}
@@ -39,8 +41,10 @@ def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]
         cid = event.conversation_id
         last_sequence[cid] = max(last_sequence.get(cid, 0), event.sequence_number)
         if event.event_type.value.startswith(SAGA_PREFIX):
+            [event] = opener.open_all([event])
             saga_id = event.payload["saga_id"]
             sagas.setdefault(saga_id, SagaState(saga_id)).apply(event)
             conversation_of[saga_id] = cid
+    opener.close()
     return [Unfinished(progress, conversation_of[saga_id], last_sequence[conversation_of[saga_id]] + 1)
             for saga_id, progress in sagas.items() if not progress.finished]

@@ -25,7 +25,8 @@ from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.schema import FACT_COLUMNS, create, generation, repair
 from agentlog.projections.base import Batch, Positions, Projection, Rewind, StoreUnavailable, prometheus
-from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.events import CONTROL, Event, EventType
+from agentlog.schemas.sealing import erase
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 100_000
@@ -120,9 +121,12 @@ class AnalyticsProjection(Projection):
             raise Rewind(rewind)
         fresh = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
         lasts = self._last_sequences({r.event.conversation_id for r in fresh})
-        rows, anomalies = [], []
+        rows, anomalies, forgotten = [], [], []
         for r in fresh:
             event, last = r.event, lasts.get(r.event.conversation_id, 0)
+            if event.event_type in CONTROL:  # not one of the conversation's events: it acts on them
+                forgotten.append((event.conversation_id, r.offset))
+                continue
             if event.sequence_number != last + 1:
                 kind = "duplicate" if event.sequence_number <= last else "gap"
                 anomalies.append([event.conversation_id, kind, last + 1, event.sequence_number, event.event_id,
@@ -135,6 +139,8 @@ class AnalyticsProjection(Projection):
             self._report(anomalies)
         if rows:
             self._insert(batch, rows)
+        for conversation, offset in forgotten:
+            self._erase(conversation, offset)
         self._advance(batch, stored, rows)
         self._remember(lasts)
 
@@ -147,6 +153,26 @@ class AnalyticsProjection(Projection):
             self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
                                          settings={"insert_deduplication_token": token,
                                                    "max_partitions_per_insert_block": 0}))  # events of any month
+
+    def _erase(self, conversation: str, before: int) -> None:
+        """The conversation's payloads erased up to its forgetting, in one mutation (none when they are already)."""
+        parameters = {"id": conversation, "before": before}
+        with self.lock:
+            found = self._run(lambda c: c.query(
+                f"SELECT toString(event_id), payload FROM {self.database}.agent_events "
+                "WHERE conversation_id = %(id)s AND kafka_offset < %(before)s", parameters=parameters).result_rows)
+        changed = {}
+        for event_id, payload in found:
+            erased = orjson.dumps(erase(orjson.loads(payload))).decode()
+            if erased != payload:
+                changed[event_id] = erased
+        if not changed:
+            return
+        with self.lock:
+            self._run(lambda c: c.command(
+                f"ALTER TABLE {self.database}.agent_events UPDATE payload = transform(toString(event_id), "
+                "%(ids)s, %(payloads)s, payload) WHERE conversation_id = %(id)s SETTINGS mutations_sync = 2",
+                parameters={"ids": list(changed), "payloads": list(changed.values()), "id": conversation}))
 
     def _advance(self, batch: Batch, stored: dict[int, int], rows: list[list[Any]]) -> None:
         """Past what left no row too (dead letters, duplicates): recorded when a partition's last messages left

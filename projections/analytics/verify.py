@@ -29,16 +29,22 @@ def literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
-    positions: dict[int, int] = {}
+def positions(query: Query, database: str) -> dict[int, int]:
+    """Per partition, past the last row, or the position recorded past messages that left none."""
+    found: dict[int, int] = {}
     for statement in (f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {database}.agent_events "
                       "GROUP BY kafka_partition",
                       f"SELECT kafka_partition, max(next_offset) FROM {database}.positions GROUP BY kafka_partition"):
         for partition, offset in query(statement):
-            positions[int(partition)] = max(int(offset), positions.get(int(partition), 0))
+            found[int(partition)] = max(int(offset), found.get(int(partition), 0))
+    return found
+
+
+def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
+    stored = positions(query, database)
     held: dict[str, Held] = {}
-    if positions:
-        below = "multiIf(" + ", ".join(f"kafka_partition = {p}, {o}" for p, o in sorted(positions.items())) + ", 0)"
+    if stored:
+        below = "multiIf(" + ", ".join(f"kafka_partition = {p}, {o}" for p, o in sorted(stored.items())) + ", 0)"
         only = f" AND conversation_id = {literal(conversation)}" if conversation is not None else ""
         after = ""
         while True:
@@ -55,7 +61,7 @@ def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
             if len(rows) < PAGE:
                 break
             after = f" AND conversation_id > {literal(str(rows[-1][0]))}"
-    return Snapshot(positions, held, aggregates(query, database))
+    return Snapshot(stored, held, aggregates(query, database))
 
 
 def aggregates(query: Query, database: str) -> list[str]:

@@ -22,6 +22,9 @@ from agentlog.deploy.settings import Settings
 from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, prometheus
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.dashboard.migrate import migrate
+from agentlog.schemas.events import CONTROL, EventType
+from agentlog.schemas.rules import JSON, TEXT
+from agentlog.schemas.sealing import ERASED, ERASED_JSON
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,8 @@ class DashboardProjection(Projection):
         stored = self._lock_positions(conn, batch)
         fresh = [r for r in batch.records if r.offset >= stored.get(r.partition, 0)]
         if fresh:
-            self._archive(conn, fresh)
+            self._archive(conn, [r for r in fresh if r.event.event_type not in CONTROL])
+            self._erase(conn, [r for r in fresh if r.event.event_type == EventType.SUBJECT_FORGOTTEN])
             self._update_views(conn, fresh)
         advanced = [(self.name, batch.topic, p, end) for p, end in batch.ends.items() if end > stored.get(p, -1)]
         if advanced:
@@ -132,6 +136,12 @@ class DashboardProjection(Projection):
                                     e.schema_version, orjson.dumps(dict(e.payload)).decode(), r.partition, r.offset))
             cur.execute("INSERT INTO agent_events SELECT * FROM staging_events ON CONFLICT DO NOTHING")
 
+    def _erase(self, conn: psycopg.Connection, forgotten: list[Record]) -> None:
+        """The archived text of each forgotten conversation, erased up to its forgetting (its views: ``apply``)."""
+        for r in forgotten:
+            conn.execute(_ERASE, {"text": sorted(TEXT), "json": sorted(JSON), "erased": ERASED,
+                                  "erased_json": ERASED_JSON, "id": r.event.conversation_id, "before": r.offset})
+
     def _update_views(self, conn: psycopg.Connection, records: list[Record]) -> None:
         ids = list(dict.fromkeys(r.event.conversation_id for r in records))
         with conn.cursor(row_factory=dict_row) as cur:
@@ -140,6 +150,10 @@ class DashboardProjection(Projection):
         anomalies = []
         for r in records:
             e = r.event
+            if e.event_type in CONTROL:  # not one of the conversation's events: it acts on them
+                if e.conversation_id in states:
+                    states[e.conversation_id].apply(e)
+                continue
             state = states.setdefault(e.conversation_id, ConversationState(e.conversation_id))
             expected = state.last_sequence + 1
             if e.sequence_number < expected:
@@ -153,7 +167,8 @@ class DashboardProjection(Projection):
             with cur.copy(sql.SQL("COPY staging_views ({}) FROM STDIN").format(
                     sql.SQL(", ").join(map(sql.Identifier, VIEW_COLUMNS)))) as copy:
                 for cid in ids:
-                    copy.write_row(view_row(states[cid], now))
+                    if cid in states:
+                        copy.write_row(view_row(states[cid], now))
             updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
                                          for c in VIEW_COLUMNS[1:])
             cur.execute(sql.SQL("INSERT INTO conversation_views SELECT * FROM staging_views "
@@ -167,6 +182,15 @@ class DashboardProjection(Projection):
             log.warning("conversation %s: sequence %s (expected %d, got %d)", cid, kind, expected, got)
         cur.executemany("INSERT INTO sequence_anomalies (conversation_id, kind, expected, got, event_id) "
                         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", anomalies)
+
+
+_ERASE = """
+    UPDATE agent_events SET payload = payload || coalesce((
+           SELECT jsonb_object_agg(k, CASE WHEN k = ANY(%(json)s) THEN to_jsonb(%(erased_json)s::text)
+                                           ELSE to_jsonb(%(erased)s::text) END)
+             FROM jsonb_object_keys(payload) AS k WHERE k = ANY(%(text)s)), '{}'::jsonb)
+     WHERE conversation_id = %(id)s AND kafka_offset < %(before)s"""
+"""A conversation's archived payloads with their text fields erased (``schemas.sealing.erase``)."""
 
 
 def view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:

@@ -43,3 +43,10 @@ def snapshot(settings: Settings, topic: str, conversation: str | None, *, schema
     problems = [f"conversation {cid}: the view counts {ve} events, {vt} tool calls and {vh} handoffs; its "
                 f"archive holds {ae or 0}, {at or 0} and {ah or 0}" for cid, ve, ae, vt, at, vh, ah in checks]
     return Snapshot(positions, held, problems)
+
+
+def positions(settings: Settings, topic: str) -> dict[int, int]:
+    """The dashboard's positions, as the read-only role."""
+    with connect(settings, role=PostgresRole.READER) as conn:
+        return dict(conn.execute("SELECT partition, next_offset FROM projection_offsets "
+                                 "WHERE projection = 'dashboard' AND topic = %s", (topic,)).fetchall())

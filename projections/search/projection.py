@@ -2,7 +2,8 @@
 
 The version of a document is the last sequence number applied to it, so an older state
 can never overwrite a newer one: a replayed batch gets version conflicts, which mean
-"already there". No scripts: each document is rebuilt in Python from its stored source.
+"already there". A state of the same version may replace it (``external_gte``): a forgetting
+erases a document's text without a new event of the conversation. No scripts: each document is rebuilt in Python from its stored source.
 
 The index keeps its position per partition beside the documents (``…-positions``), written
 after them, so a crash in between replays (harmlessly) and never skips. Each batch goes to the
@@ -34,6 +35,7 @@ from agentlog.projections.base import (
 )
 from agentlog.projections.conversation import ConversationState
 from agentlog.projections.search.index import current_index, ensure_alias, ensure_positions, positions_index
+from agentlog.schemas.events import CONTROL
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -136,6 +138,11 @@ class SearchProjection(Projection):
         changed: dict[str, ConversationState] = {}
         for record in records:
             event = record.event
+            if event.event_type in CONTROL:  # not one of the conversation's events: it acts on them
+                if event.conversation_id in states:
+                    states[event.conversation_id].apply(event)
+                    changed[event.conversation_id] = states[event.conversation_id]
+                continue
             state = states.setdefault(event.conversation_id, ConversationState(event.conversation_id))
             if event.sequence_number <= state.last_sequence:  # already in the document: the first one wins
                 prometheus.SEQUENCE_ANOMALIES.labels(self.name, "duplicate").inc()  # (or a batch read again)
@@ -150,7 +157,7 @@ class SearchProjection(Projection):
             operations: list[dict[str, Any]] = []
             for cid, state in changed.items():
                 operations.append({"index": {"_index": index, "_id": cid, "version": state.last_sequence,
-                                             "version_type": "external"}})
+                                             "version_type": "external_gte"}})
                 operations.append(document(state))
             response = self.es.bulk(operations=operations)
             if response["errors"]:

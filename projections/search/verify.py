@@ -32,9 +32,7 @@ def snapshot(settings: Settings, topic: str, conversation: str | None, *, index:
         if name is None:
             es.close()
             return Snapshot({}, {}, ahead=True)
-        found = es.search(index=positions_index(name), query={"term": {"topic": topic}}, size=10_000)
-        positions = {int(hit["_source"]["partition"]): int(hit["_source"]["next_offset"])
-                     for hit in found["hits"]["hits"]}
+        positions = _positions(es, name, topic)
         query = {"ids": {"values": [conversation]}} if conversation else {"match_all": {}}
         held = {hit["_id"]: _held(hit["_source"])
                 for hit in helpers.scan(es, index=name, query={"query": query}, _source=_FIELDS, size=2_000)}
@@ -52,5 +50,20 @@ def _get(es: Elasticsearch, index: str, ids: list[str]) -> dict[str, Held]:
             docs = es.mget(index=index, ids=ids[start:start + 1_000], source=_FIELDS)["docs"]
             held |= {d["_id"]: _held(d["_source"]) for d in docs if d.get("found")}
         return held
+    finally:
+        es.close()
+
+
+def _positions(es: Elasticsearch, index: str, topic: str) -> dict[int, int]:
+    found = es.search(index=positions_index(index), query={"term": {"topic": topic}}, size=10_000)
+    return {int(hit["_source"]["partition"]): int(hit["_source"]["next_offset"]) for hit in found["hits"]["hits"]}
+
+
+def positions(settings: Settings, topic: str) -> dict[int, int]:
+    """The positions of the index behind the alias, as the read-only user."""
+    es = clients.elasticsearch(settings, user=SearchUser.READER)
+    try:
+        index = current_index(es, settings.search_alias)
+        return {} if index is None else _positions(es, index, topic)
     finally:
         es.close()

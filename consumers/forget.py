@@ -1,0 +1,168 @@
+"""``agentlog forget``: crypto-shredding a subject's (or one conversation's) text, in the log and in every store.
+
+1. The data keys of the subject's conversations (or of the one conversation) are deleted from the key
+   store: what they sealed in ``agent.events`` can never be read again, by anyone, in any rebuild.
+2. A ``subject_forgotten`` event is appended to each of those conversations (in its own partition, so
+   after everything it holds). It names who asked and the keys deleted, and carries no personal data.
+3. Each projection, as it applies that event, erases the conversation's text in its store: the dashboard's
+   archive and views, the search documents, ClickHouse's payload column. Counts, tokens, costs, names
+   and statuses stay.
+4. ``forget`` waits until every store has applied the events (or ``wait`` passes) and says, store by
+   store, how many of the conversations and of their records it erased.
+
+A conversation written with encryption off has no key: its text is in the log in the clear. ``forget``
+still erases it from the stores, and says that a rebuild would bring it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from elasticsearch import NotFoundError
+
+from agentlog.deploy import clients
+from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.keys import KeyStore
+from agentlog.deploy.settings import Settings
+from agentlog.producers import EventLog
+from agentlog.producers.event_log import Durability
+from agentlog.projections.analytics import queries
+from agentlog.projections.analytics.verify import literal
+from agentlog.projections.analytics.verify import positions as analytics_positions
+from agentlog.projections.dashboard.projection import connect
+from agentlog.projections.dashboard.verify import positions as dashboard_positions
+from agentlog.projections.registry import NAMES
+from agentlog.projections.search.index import current_index
+from agentlog.projections.search.verify import positions as search_positions
+from agentlog.schemas.errors import AgentlogError
+from agentlog.schemas.events import Event, EventType
+
+
+class NothingToForget(AgentlogError):
+    """No conversation of that subject (or that conversation) is known to the key store or the log."""
+
+
+@dataclass
+class Erased:
+    store: str
+    applied: bool
+    """Whether the store applied the forgetting within the wait (it will when its projector runs)."""
+    conversations: int = 0
+    records: int = 0
+    """Of the forgotten conversations, those the store holds, and their records (events, documents, rows)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"store": self.store, "applied": self.applied, "conversations": self.conversations,
+                "records": self.records}
+
+
+@dataclass
+class Forgetting:
+    subject_id: str | None
+    conversations: list[str]
+    key_ids: list[str]
+    in_clear: list[str] = field(default_factory=list)
+    """Conversations that had no key: their text is in the log in the clear, and a rebuild brings it back."""
+    stores: list[Erased] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"subject_id": self.subject_id, "conversations": self.conversations, "keys_deleted": len(self.key_ids),
+                "in_clear": self.in_clear, "stores": [s.as_json() for s in self.stores]}
+
+
+def forget(settings: Settings, *, subject: str | None = None, conversation: str | None = None,
+           requested_by: str, wait: float = 60.0, waiting: Callable[[str], None] = lambda store: None) -> Forgetting:
+    """Delete the keys, append the forgettings, wait for the stores, and say what each erased."""
+    if (subject is None) == (conversation is None):
+        raise AgentlogError("name one of --subject ID or --conversation ID")
+    keys = KeyStore(settings)
+    try:
+        gone = keys.delete(subject_id=subject, conversation_id=conversation)
+    finally:
+        keys.close()
+    conversations = gone.conversations or ([conversation] if conversation is not None else [])
+    if not conversations:
+        raise NothingToForget(f"subject {subject!r}: the key store holds no conversation of it (was it given as "
+                              "subject_id when its events were written?)")
+    done = Forgetting(subject, conversations, gone.key_ids,
+                      in_clear=[] if gone.conversations else list(conversations))
+    positions = asyncio.run(_announce(settings, subject, conversations, gone.key_ids, requested_by))
+    deadline = time.monotonic() + wait
+    for name in NAMES:
+        waiting(name)
+        applied = _wait_applied(settings, name, positions, deadline)
+        held, records = _held(settings, name, conversations) if applied else (0, 0)
+        done.stores.append(Erased(name, applied, held, records))
+    return done
+
+
+async def _announce(settings: Settings, subject: str | None, conversations: list[str], key_ids: list[str],
+                    requested_by: str) -> dict[int, int]:
+    """One subject_forgotten per conversation, acknowledged by the broker; per partition, the offset past the
+    last of them."""
+    ends: dict[int, int] = {}
+    async with EventLog(settings, durability=Durability.BROKER) as log:
+        receipts = await asyncio.gather(*(log.append(Event(
+            conversation_id=cid, sequence_number=1, event_type=EventType.SUBJECT_FORGOTTEN, agent_name="agentlog",
+            payload={"subject_id": subject, "requested_by": requested_by, "key_ids": key_ids},
+            subject_id=subject)) for cid in conversations))
+    for receipt in receipts:
+        if receipt.position is not None:
+            ends[receipt.position.partition] = max(ends.get(receipt.position.partition, 0),
+                                                   receipt.position.offset + 1)
+    return ends
+
+
+def store_positions(settings: Settings, name: str) -> dict[int, int]:
+    topic = settings.events_topic
+    if name == "dashboard":
+        return dashboard_positions(settings, topic)
+    if name == "search":
+        return search_positions(settings, topic)
+    return analytics_positions(_sql(settings), settings.clickhouse_database)
+
+
+def _wait_applied(settings: Settings, name: str, ends: dict[int, int], deadline: float) -> bool:
+    while True:
+        try:
+            stored = store_positions(settings, name)
+        except AgentlogError:  # a store that is down has not applied it yet; it will, and forget says so
+            stored = {}
+        if all(stored.get(p, 0) >= end for p, end in ends.items()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _sql(settings: Settings) -> Callable[[str], list[list[Any]]]:
+    return lambda statement: [list(row.values()) for row in queries.run(settings, statement)]
+
+
+def _held(settings: Settings, name: str, conversations: list[str]) -> tuple[int, int]:
+    """How many of ``conversations`` the store holds, and their records."""
+    if name == "dashboard":
+        with connect(settings, role=PostgresRole.READER) as conn:
+            row = conn.execute("SELECT (SELECT count(*) FROM conversation_views WHERE id = ANY(%(ids)s)), "
+                               "(SELECT count(*) FROM agent_events WHERE conversation_id = ANY(%(ids)s))",
+                               {"ids": conversations}).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+    if name == "search":
+        es = clients.elasticsearch(settings, user=SearchUser.READER)
+        try:
+            index = current_index(es, settings.search_alias)
+            if index is None:
+                return 0, 0
+            held = int(es.count(index=index, query={"ids": {"values": conversations}})["count"])
+            return held, held
+        except NotFoundError:
+            return 0, 0
+        finally:
+            es.close()
+    ids = ", ".join(literal(c) for c in conversations)
+    [[held, records]] = _sql(settings)(f"SELECT uniqExact(conversation_id), count() FROM "
+                                       f"{settings.clickhouse_database}.agent_events WHERE conversation_id IN ({ids})")
+    return int(held), int(records)

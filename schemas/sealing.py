@@ -1,0 +1,107 @@
+"""Crypto-shredding: the text an event carries is encrypted in the log under a data key per conversation.
+
+The fields that hold what people wrote or what tools returned (``rules.TEXT``: user messages,
+responses, tool inputs and outputs, error messages, guardrail details, handoff reasons, saga arguments,
+results and errors) are sealed: the payload keeps an empty text (``null`` for a JSON field) and the
+event carries ``key_id`` and ``sealed``, a 12-byte nonce then AES-256-GCM of the JSON object of those
+fields, with the event's id, conversation id and type as associated data (a seal moved to another event
+does not open). Identity, type, agent, times, token counts, costs, names and statuses stay in the clear,
+so analytics keep working.
+
+Opening needs the data key. When it was deleted (``agentlog forget``) the fields read as ``ERASED``: a
+text is ``[erased]``, a JSON field the JSON string ``"[erased]"``. Keys come from a ``Keys`` (the key
+store, ``deploy.keys``); this module only encrypts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, Mapping, Protocol
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from agentlog.schemas.errors import SchemaError
+from agentlog.schemas.events import Event
+from agentlog.schemas.rules import JSON, TEXT
+
+ERASED = "[erased]"
+ERASED_JSON = '"[erased]"'
+NONCE = 12
+KEY_BYTES = 32
+
+
+class BrokenSeal(SchemaError):
+    """A seal that does not open with its key: altered bytes, or a seal moved from another event."""
+
+
+class Keys(Protocol):
+    """Where data keys come from: one per conversation, named by a key id."""
+
+    def key_for(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes]:
+        """The conversation's data key (made on first use): its id and its 32 bytes."""
+
+    def keys(self, key_ids: set[str]) -> Mapping[str, bytes]:
+        """The keys of ``key_ids`` that exist; a deleted one is absent."""
+
+
+def sealed_fields(payload: Mapping[str, Any]) -> list[str]:
+    return [name for name in payload if name in TEXT]
+
+
+def _blank(name: str) -> str:
+    return "null" if name in JSON else ""
+
+
+def _erased(name: str) -> str:
+    return ERASED_JSON if name in JSON else ERASED
+
+
+def _associated(event: Event) -> bytes:
+    return f"{event.event_id}\x00{event.conversation_id}\x00{event.event_type}".encode()
+
+
+def seal(event: Event, key_id: str, key: bytes) -> Event:
+    """The event as the log keeps it: its text fields encrypted, blank in the payload. An event with no text
+    field (an LLM call, a saga's end) is returned as it is."""
+    fields = sealed_fields(event.payload)
+    if not fields or event.sealed is not None:
+        return event
+    plain = orjson.dumps({name: event.payload[name] for name in fields})
+    nonce = os.urandom(NONCE)
+    sealed = nonce + AESGCM(key).encrypt(nonce, plain, _associated(event))
+    payload = {**event.payload, **{name: _blank(name) for name in fields}}
+    return replace(event, payload=payload, key_id=key_id, sealed=sealed)
+
+
+def open_sealed(event: Event, key: bytes | None) -> Event:
+    """The event with its text fields back (``key`` None: the key was deleted, they read as erased).
+    BrokenSeal when the seal does not open with the key."""
+    if event.sealed is None:
+        return event
+    fields = sealed_fields(event.payload)
+    if key is None:
+        restored: dict[str, Any] = {name: _erased(name) for name in fields}
+    else:
+        try:
+            plain = AESGCM(key).decrypt(event.sealed[:NONCE], event.sealed[NONCE:], _associated(event))
+            opened = orjson.loads(plain)
+        except (InvalidTag, ValueError) as exc:
+            raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its sealed "
+                             f"fields do not open with key {event.key_id} ({type(exc).__name__})") from None
+        if not isinstance(opened, dict) or set(opened) != set(fields):
+            raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its seal "
+                             "holds other fields than its payload's text fields")
+        restored = opened
+    return replace(event, payload={**event.payload, **restored}, key_id=None, sealed=None)
+
+
+def erase(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A payload with its text fields erased (what a store keeps after ``forget``)."""
+    return {**payload, **{name: _erased(name) for name in sealed_fields(payload)}}
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=KEY_BYTES * 8)
