@@ -50,6 +50,7 @@ bench: stack
 	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/encryption.py
 	$(BIN)/python bench/table.py
 
 down: bootstrap

@@ -92,10 +92,20 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
                        f"{_met(f[name]['p99'] <= targets[name])} |")
     checked = _load("verify")
     if checked:
-        out.append(f"| `agentlog verify` of the dashboard ({_n(checked['events'])} events, "
-                   f"{_n(checked['conversations'])} conversations) | {checked['verify_seconds']} s, "
+        out.append(f"| `agentlog verify` of {checked.get('stores', 'the dashboard')} ({_n(checked['events'])} "
+                   f"events, {_n(checked['conversations'])} conversations) | {checked['verify_seconds']} s, "
                    f"{_n(checked['verify_events_per_s'])} events/s read and compared | reading the log alone "
                    f"{_n(checked['reading_the_log_alone_events_per_s'])} events/s | reported |")
+    sealed = _load("encryption")
+    if sealed:
+        a = sealed["append_many_events_per_s"]
+        out.append(f"| `append_many` with the text sealed (AES-256-GCM, a key per conversation) | {_n(a['on'])} "
+                   f"events/s ({a['on_vs_off']:.0%} of clear) | the same events in the clear {_n(a['off'])} | "
+                   "reported |")
+        for name, p in sealed["projection_events_per_s"].items():
+            out.append(f"| {name} projection of sealed events ({_n(sealed['events_projected'])}) | {_n(p['on'])} "
+                       f"events/s ({p['on_vs_off']:.0%} of clear) | the same events in the clear {_n(p['off'])} | "
+                       "reported |")
     return out
 
 

@@ -53,10 +53,12 @@ class Erased:
     conversations: int = 0
     records: int = 0
     """Of the forgotten conversations, those the store holds, and their records (events, documents, rows)."""
+    unreachable: str | None = None
+    """Why the store's positions could not be read, the last time they were asked for."""
 
     def as_json(self) -> dict[str, Any]:
         return {"store": self.store, "applied": self.applied, "conversations": self.conversations,
-                "records": self.records}
+                "records": self.records, "unreachable": self.unreachable}
 
 
 @dataclass
@@ -93,9 +95,9 @@ def forget(settings: Settings, *, subject: str | None = None, conversation: str 
     deadline = time.monotonic() + wait
     for name in NAMES:
         waiting(name)
-        applied = _wait_applied(settings, name, positions, deadline)
+        applied, unreachable = _wait_applied(settings, name, positions, deadline)
         held, records = _held(settings, name, conversations) if applied else (0, 0)
-        done.stores.append(Erased(name, applied, held, records))
+        done.stores.append(Erased(name, applied, held, records, unreachable))
     return done
 
 
@@ -125,16 +127,18 @@ def store_positions(settings: Settings, name: str) -> dict[int, int]:
     return analytics_positions(_sql(settings), settings.clickhouse_database)
 
 
-def _wait_applied(settings: Settings, name: str, ends: dict[int, int], deadline: float) -> bool:
+def _wait_applied(settings: Settings, name: str, ends: dict[int, int], deadline: float) -> tuple[bool, str | None]:
+    """Whether the store applied the forgettings by the deadline; and why it could not be asked, if so."""
     while True:
+        unreachable = None
         try:
             stored = store_positions(settings, name)
-        except AgentlogError:  # a store that is down has not applied it yet; it will, and forget says so
-            stored = {}
+        except AgentlogError as exc:  # a store that is away has not applied it yet; it will, and forget says so
+            stored, unreachable = {}, str(exc)
         if all(stored.get(p, 0) >= end for p, end in ends.items()):
-            return True
+            return True, None
         if time.monotonic() > deadline:
-            return False
+            return False, unreachable
         time.sleep(0.2)
 
 

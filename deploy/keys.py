@@ -49,7 +49,8 @@ CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (subject_id);
 """
 PRODUCER_CACHE_SECONDS = 30.0
 """How long a producer uses a conversation's key before asking the store again: an event sealed under a key
-deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost."""
+deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost. While
+the store is away, a key it gave goes on being used; a conversation it gave none cannot be begun."""
 T = TypeVar("T")
 CACHED = 100_000
 """Keys a process keeps in memory."""
@@ -156,7 +157,12 @@ class KeyStore:
             cached = self._by_conversation.get(conversation_id)
             if cached is not None and (self.ttl is None or now - cached[2] < self.ttl):
                 return cached[0], cached[1]
-        key_id, key = self._fetch_or_make(conversation_id, subject_id)
+        try:
+            key_id, key = self._fetch_or_make(conversation_id, subject_id)
+        except KeyStoreUnavailable:
+            if cached is None:  # a new conversation cannot be sealed: the append fails, as the outage it is
+                raise
+            return cached[0], cached[1]  # the store is away: the key it gave goes on being used
         with self._lock:
             self._by_conversation[conversation_id] = (key_id, key, now)
             self._by_id[key_id] = key

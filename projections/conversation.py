@@ -97,7 +97,7 @@ class ConversationState:
             self.user_message = ERASED
         if self.final_response is not None:
             self.final_response = ERASED
-        for records, names in ((self.messages, ("text",)), (self.tools_called, ("input", "output")),
+        for records, names in ((self.messages, ("text",)), (self.tools_called, ("input", "output", "input_text", "output_text")),
                                (self.handoffs, ("reason",)), (self.errors, ("message",)),
                                (self.guardrails, ("detail",))):
             for record in records:

@@ -91,3 +91,14 @@ def clickhouse_rows(settings: Settings, statement: str) -> list[tuple]:
         return client.query(statement).result_rows
     finally:
         client.close()
+
+
+def opened(settings: Settings, events: list) -> list:
+    """Events read from the log with their sealed text opened, as a projector reads them."""
+    from agentlog.deploy.keys import Opener
+
+    opener = Opener(settings)
+    try:
+        return opener.open_all(list(events))
+    finally:
+        opener.close()

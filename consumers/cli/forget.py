@@ -37,7 +37,8 @@ def forget(subject: Optional[str] = typer.Option(None, "--subject", help="Every 
     for s in done.stores:
         if not s.applied:
             console.print(f"{s.store} has not applied it within {wait:g}s: it erases when its projector runs "
-                          "(the key is gone already)", highlight=False)
+                          "(the key is gone already)" + (f"; it could not be asked: {s.unreachable}"
+                                                         if s.unreachable else ""), highlight=False)
     if done.in_clear:
         console.print(f"{', '.join(done.in_clear)}: written without encryption, so the log holds its text in the "
                       "clear and a rebuild brings it back", highlight=False)

@@ -20,6 +20,7 @@ from agentlog.consumers.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
+from agentlog.deploy.keys import KeyStore, KeyStoreUnavailable
 from agentlog.deploy.local.postgres import Postgres
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
@@ -134,19 +135,36 @@ def test_a_postgres_outage_loses_nothing_and_the_projector_resumes_by_itself(sta
     projector = Projector(build("dashboard", isolated), isolated, max_backoff=2)
     thread = threading.Thread(target=projector.run, kwargs={"stop": stop}, daemon=True)
     thread.start()
+    keys = KeyStore(isolated, ttl=0)  # asks the key store at every append
+    known = Event(f"known-{uuid.uuid4().hex[:8]}", 1, EventType.CONVERSATION_STARTED, "a",
+                  {"user_message": "hi", "channel": None})
     try:
         _wait_for(lambda: _archived(isolated) == first["events"], 60)
+        asyncio.run(_append(isolated, keys, [known]))
         postgres.down()
-        second = fill(isolated, 100, seed=3)
+        # the key store is away: a conversation it gave a key goes on; one it gave none is refused as the outage
+        asyncio.run(_append(isolated, keys, [replace(known, sequence_number=2, event_type=EventType.RESPONSE_GENERATED,
+                                                     payload={"response": "hello"})]))
+        with pytest.raises(KeyStoreUnavailable, match="the key store: postgres at .* Connection refused"):
+            asyncio.run(_append(isolated, keys, [replace(known, conversation_id="never-keyed")]))
+        second = fill(replace(isolated, encryption=False), 100, seed=3)  # written in the clear meanwhile
         time.sleep(3)
         assert projector.stats.retries > 0
     finally:
         postgres.up()
-    _wait_for(lambda: _archived(isolated) == first["events"] + second["events"], 60)
+        keys.close()
+    _wait_for(lambda: _archived(isolated) == first["events"] + second["events"] + 2, 60)
     stop.set()
     thread.join(30)
     with connect(isolated, role=PostgresRole.OWNER) as conn:
-        assert conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] == 200
+        assert conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] == 201
+        assert conn.execute("SELECT final_response FROM conversation_views WHERE id = %s",
+                            (known.conversation_id,)).fetchone()[0] == "hello"
+
+
+async def _append(settings: Settings, keys: KeyStore, events: list[Event]) -> None:
+    async with EventLog(settings, codec=Codec(keys=keys)) as log:
+        await log.append_many(events)
 
 
 def _archived(settings: Settings) -> int:

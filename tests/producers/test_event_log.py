@@ -28,7 +28,12 @@ from agentlog.producers import (
     tool,
 )
 from agentlog.schemas import Codec, Event, EventType, SchemaError
+from tests.conftest import opened
 from tests.factories import make_conversation
+
+TEXTUAL = {EventType.CONVERSATION_STARTED, EventType.TOOL_CALLED, EventType.TOOL_RESULT,
+           EventType.HANDOFF_INITIATED, EventType.RESPONSE_GENERATED}
+"""Event types whose every payload carries text (what sealing covers)."""
 
 
 def read_all(settings: Settings, topic: str, expected: int, timeout: float = 30) -> list:
@@ -57,7 +62,9 @@ def test_appended_events_read_back_equal_keyed_and_gapless(stack: Settings, topi
     sent = [e for conv in conversations for e in conv]
     messages = read_all(stack, topic, len(sent))
     codec = Codec()
-    decoded = [(m.key().decode(), m.partition(), codec.decode(m.value())) for m in messages]
+    sealed = [codec.decode(m.value()) for m in messages]
+    assert all(e.sealed is not None for e in sealed if e.event_type in TEXTUAL)  # their text is sealed in the log
+    decoded = [(m.key().decode(), m.partition(), e) for m, e in zip(messages, opened(stack, sealed), strict=True)]
     assert sorted((e.event_id for _, _, e in decoded)) == sorted(e.event_id for e in sent)
     by_id = {e.event_id: e for e in sent}
     for key, partition, event in decoded:
@@ -146,7 +153,8 @@ def test_the_recorder_and_tool_wrapper_record_the_seed_conversation(stack: Setti
 
     cid = asyncio.run(run())
     codec = Codec()
-    events = sorted((codec.decode(m.value()) for m in read_all(stack, topic, 11)), key=lambda e: e.sequence_number)
+    events = sorted(opened(stack, [codec.decode(m.value()) for m in read_all(stack, topic, 11)]),
+                    key=lambda e: e.sequence_number)
     assert [e.event_type.value for e in events] == [
         "conversation_started", "tool_called", "tool_result", "handoff_initiated", "tool_called", "tool_result",
         "tool_called", "error_occurred", "llm_called", "response_generated"]

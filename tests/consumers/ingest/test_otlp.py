@@ -34,7 +34,7 @@ from agentlog.deploy.kafka import read_to_end
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect
 from agentlog.schemas import Codec
-from tests.conftest import ROOT, agentlog, clickhouse_rows, env_of
+from tests.conftest import ROOT, agentlog, clickhouse_rows, env_of, opened
 from tests.consumers.test_end_to_end import project
 from tests.consumers.web.conftest import free_port
 
@@ -148,7 +148,7 @@ def _wait_for_log(settings: Settings, count: int, timeout: float = 60) -> list:
     codec = Codec()
     deadline = time.monotonic() + timeout
     while True:
-        events = [codec.decode(m.value()) for m in read_to_end(settings, settings.events_topic)]
+        events = opened(settings, [codec.decode(m.value()) for m in read_to_end(settings, settings.events_topic)])
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
@@ -306,7 +306,7 @@ def test_while_postgres_is_away_an_export_is_told_to_come_back_later_and_a_refus
 
 def _events_of(settings: Settings) -> list:
     codec = Codec()
-    return [codec.decode(m.value()) for m in read_to_end(settings, settings.events_topic)]
+    return opened(settings, [codec.decode(m.value()) for m in read_to_end(settings, settings.events_topic)])
 
 
 def _exported(conversation: str) -> list:
