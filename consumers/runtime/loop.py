@@ -219,16 +219,10 @@ class Projector:
             try:
                 self.projection.apply(self._opened(batch))
                 return
-            except KeyStoreUnavailable as exc:
-                self.stats.retries += 1
-                wait = min(backoff, self.max_backoff)
-                log.warning("%s: %s; retrying in %.1fs", self.projection.name, exc, wait)
-                self._wait_paused(consumer, wait, stop)
-                backoff = min(backoff * 2, self.max_backoff)
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, KeyStoreUnavailable) as exc:  # the store, or the keys to open the text
                 self.stats.retries += 1
                 prometheus.RETRIES.labels(self.projection.name).inc()
-                wait = min(max(backoff, exc.retry_after), self.max_backoff)
+                wait = min(max(backoff, getattr(exc, "retry_after", 0.0)), self.max_backoff)
                 log.warning("%s: store unavailable (%s); retrying in %.1fs", self.projection.name, exc, wait)
                 self._wait_paused(consumer, wait, stop)
                 backoff = min(backoff * 2, self.max_backoff)

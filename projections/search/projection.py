@@ -3,7 +3,8 @@
 The version of a document is the last sequence number applied to it, so an older state
 can never overwrite a newer one: a replayed batch gets version conflicts, which mean
 "already there". A state of the same version may replace it (``external_gte``): a forgetting
-erases a document's text without a new event of the conversation. No scripts: each document is rebuilt in Python from its stored source.
+erases a document's text without a new event of the conversation. No scripts: each document
+is rebuilt in Python from its stored source.
 
 The index keeps its position per partition beside the documents (``…-positions``), written
 after them, so a crash in between replays (harmlessly) and never skips. Each batch goes to the

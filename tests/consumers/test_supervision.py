@@ -159,8 +159,9 @@ def test_a_projector_process_that_keeps_dying_shows_as_down_and_is_restarted_wit
     supervisor = Failing(["dashboard"], directory=tmp_path)
     supervisor.start()
     try:
-        state = _wait(lambda: (lambda s: s if s["restarts"] >= 2 else None)(supervisor.status()["dashboard"]), 15,
-                      "two restarts")
+        # two restarts, and the process of the second has died too (just after a restart, one is starting)
+        state = _wait(lambda: (lambda s: s if s["restarts"] >= 2 and s["processes"] == 0 else None)(
+            supervisor.status()["dashboard"]), 20, "two restarts")
         assert state["running"] is False and state["processes"] == 0 and state["last_exit"] == 3
         assert "exited with 3; starting again in" in state["error"]
         assert REGISTRY.get_sample_value("agentlog_projector_up", {"projection": "dashboard"}) == 0
