@@ -76,7 +76,7 @@ def snapshot_of(settings: Settings, name: str, topic: str, conversation: str | N
         return search.snapshot(settings, topic, conversation)
     if name == "analytics":
         return analytics.snapshot(lambda statement: [list(row.values()) for row in queries.run(settings, statement)],
-                                  settings.clickhouse_database, conversation)
+                                  settings.clickhouse_database, conversation, page=settings.sql_rows)
     raise ValueError(f"unknown store {name!r}; choose one of {', '.join(VERIFIABLE)}")
 
 

@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import psycopg
 from cryptography.exceptions import InvalidTag
@@ -168,6 +168,35 @@ class KeyStore:
             self._by_id[key_id] = key
             self._trim()
         return key_id, key
+
+    def prepare(self, conversations: Iterable[tuple[str, str | None]]) -> None:
+        """The keys of the conversations not cached (or cached too long), fetched or made in one statement."""
+        now = time.monotonic()
+        wanted: dict[str, str | None] = {}
+        with self._lock:
+            for cid, subject in conversations:
+                cached = self._by_conversation.get(cid)
+                if cached is None or (self.ttl is not None and now - cached[2] >= self.ttl):
+                    wanted.setdefault(cid, subject)
+        if not wanted:
+            return
+        made = {cid: (str(uuid.uuid4()), new_key()) for cid in wanted}
+        try:
+            rows = self._run(lambda conn: conn.execute(
+                "INSERT INTO data_keys (key_id, conversation_id, subject_id, wrapped) SELECT * FROM "
+                "unnest(%s::uuid[], %s::text[], %s::text[], %s::bytea[]) ON CONFLICT (conversation_id) DO UPDATE "
+                "SET subject_id = coalesce(data_keys.subject_id, EXCLUDED.subject_id) "
+                "RETURNING key_id::text, conversation_id, wrapped",
+                ([k for k, _ in made.values()], list(made), [wanted[c] for c in made],
+                 [self.master.wrap(k, key) for k, key in made.values()])).fetchall())
+        except KeyStoreUnavailable:
+            return  # each conversation asks on its own then: one with a cached key goes on, a new one fails
+        with self._lock:
+            for key_id, cid, wrapped in rows:
+                key = made[cid][1] if made[cid][0] == key_id else self.master.unwrap(key_id, bytes(wrapped))
+                self._by_conversation[cid] = (key_id, key, now)
+                self._by_id[key_id] = key
+            self._trim()
 
     def keys(self, key_ids: set[str]) -> Mapping[str, bytes]:
         with self._lock:

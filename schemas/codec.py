@@ -74,6 +74,8 @@ class Codec:
         """Each event's bytes, as ``encode`` writes them, the clock read once for all; SchemaError naming the
         first bad event."""
         now = datetime.now(UTC)
+        if self.keys is not None:
+            self.keys.prepare((e.conversation_id, e.subject_id) for e in events if sealed_fields(e.payload))
         return [self.encode(event, now=now) for event in events]
 
     def to_record(self, event: Event, *, now: datetime | None = None) -> dict[str, Any]:

@@ -15,9 +15,9 @@ store, ``deploy.keys``); this module only encrypts.
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import replace
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -46,6 +46,9 @@ class Keys(Protocol):
     def keys(self, key_ids: set[str]) -> Mapping[str, bytes]:
         """The keys of ``key_ids`` that exist; a deleted one is absent."""
 
+    def prepare(self, conversations: Iterable[tuple[str, str | None]]) -> None:
+        """Have the keys of these (conversation, subject) pairs at hand: a batch asks for them at once."""
+
 
 def sealed_fields(payload: Mapping[str, Any]) -> list[str]:
     return [name for name in payload if name in TEXT]
@@ -57,6 +60,19 @@ def _blank(name: str) -> str:
 
 def _erased(name: str) -> str:
     return ERASED_JSON if name in JSON else ERASED
+
+
+@functools.lru_cache(maxsize=4096)
+def _aead(key: bytes) -> AESGCM:
+    """A cipher per key, made once (making one is a third of sealing a short text)."""
+    return AESGCM(key)
+
+
+def _with(event: Event, payload: Mapping[str, Any], key_id: str | None, sealed: bytes | None) -> Event:
+    """The event with another payload and seal (``dataclasses.replace`` takes half of sealing's time)."""
+    return Event(event.conversation_id, event.sequence_number, event.event_type, event.agent_name, payload,
+                 event.event_id, event.occurred_at, event.tenant_id, event.correlation_id, event.causation_id,
+                 event.schema_version, event.attributes, event.subject_id, key_id, sealed)
 
 
 def _associated(event: Event) -> bytes:
@@ -71,9 +87,9 @@ def seal(event: Event, key_id: str, key: bytes) -> Event:
         return event
     plain = orjson.dumps({name: event.payload[name] for name in fields})
     nonce = os.urandom(NONCE)
-    sealed = nonce + AESGCM(key).encrypt(nonce, plain, _associated(event))
+    sealed = nonce + _aead(key).encrypt(nonce, plain, _associated(event))
     payload = {**event.payload, **{name: _blank(name) for name in fields}}
-    return replace(event, payload=payload, key_id=key_id, sealed=sealed)
+    return _with(event, payload, key_id, sealed)
 
 
 def open_sealed(event: Event, key: bytes | None) -> Event:
@@ -86,7 +102,7 @@ def open_sealed(event: Event, key: bytes | None) -> Event:
         restored: dict[str, Any] = {name: _erased(name) for name in fields}
     else:
         try:
-            plain = AESGCM(key).decrypt(event.sealed[:NONCE], event.sealed[NONCE:], _associated(event))
+            plain = _aead(key).decrypt(event.sealed[:NONCE], event.sealed[NONCE:], _associated(event))
             opened = orjson.loads(plain)
         except (InvalidTag, ValueError) as exc:
             raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its sealed "
@@ -95,7 +111,7 @@ def open_sealed(event: Event, key: bytes | None) -> Event:
             raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its seal "
                              "holds other fields than its payload's text fields")
         restored = opened
-    return replace(event, payload={**event.payload, **restored}, key_id=None, sealed=None)
+    return _with(event, {**event.payload, **restored}, None, None)
 
 
 def erase(payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from agentlog.projections.analytics.schema import AGGREGATES
 from agentlog.projections.base.digest import Held, Snapshot
 
 Query = Callable[[str], Sequence[Sequence[Any]]]
-PAGE = 1_000
-"""Conversations per query: well under the SQL box's result limits."""
+PAGE = 2_000
+"""Conversations per query when no larger page is asked for (the SQL box returns 2,000 rows at least)."""
 RECHECK_AFTER = 0.3
 """Seconds before an hour whose aggregate is below its facts is read again (an insert feeds its views after it)."""
 READINGS = 4
@@ -32,15 +32,15 @@ def literal(text: str) -> str:
 def positions(query: Query, database: str) -> dict[int, int]:
     """Per partition, past the last row, or the position recorded past messages that left none."""
     found: dict[int, int] = {}
-    for statement in (f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {database}.agent_events "
-                      "GROUP BY kafka_partition",
-                      f"SELECT kafka_partition, max(next_offset) FROM {database}.positions GROUP BY kafka_partition"):
-        for partition, offset in query(statement):
-            found[int(partition)] = max(int(offset), found.get(int(partition), 0))
+    for partition, offset in query(f"SELECT kafka_partition, max(kafka_offset) + 1 FROM {database}.agent_events "
+                                   f"GROUP BY kafka_partition UNION ALL SELECT kafka_partition, max(next_offset) "
+                                   f"FROM {database}.positions GROUP BY kafka_partition"):
+        found[int(partition)] = max(int(offset), found.get(int(partition), 0))
     return found
 
 
-def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
+def snapshot(query: Query, database: str, conversation: str | None, *, page: int = PAGE) -> Snapshot:
+    """``page``: conversations per query (the SQL box's row limit)."""
     stored = positions(query, database)
     held: dict[str, Held] = {}
     if stored:
@@ -51,14 +51,14 @@ def snapshot(query: Query, database: str, conversation: str | None) -> Snapshot:
             rows = query(f"SELECT conversation_id, count(), arraySort(groupArray((sequence_number, "
                          f"toString(event_id)))) FROM {database}.agent_events "
                          f"WHERE kafka_offset < {below}{only}{after} GROUP BY conversation_id "
-                         f"ORDER BY conversation_id LIMIT {PAGE}")
+                         f"ORDER BY conversation_id LIMIT {page}")
             for cid, count, pairs in rows:
                 state = Held()
                 for sequence_number, event_id in pairs:
                     state.apply(int(sequence_number), str(event_id))
                 state.events = int(count)
                 held[str(cid)] = state
-            if len(rows) < PAGE:
+            if len(rows) < page:
                 break
             after = f" AND conversation_id > {literal(str(rows[-1][0]))}"
     return Snapshot(stored, held, aggregates(query, database))
@@ -73,17 +73,18 @@ def aggregates(query: Query, database: str) -> list[str]:
     is read again ``READINGS`` times, ``RECHECK_AFTER`` apart, and reported when it stayed below while its
     facts did not change. An hour written to all along is not reported below until the writes pause."""
     def reading() -> dict[tuple[str, str], tuple[int, int]]:
-        found = {}
-        for a in AGGREGATES:
-            totals = {str(h): int(n) for h, n in query(
-                f"SELECT hour, {a.target_count} FROM {database}.{a.target} GROUP BY hour")}
-            facts = {str(h): int(n) for h, n in query(
-                f"SELECT toStartOfHour(occurred_at) AS hour, {a.fact_count} FROM {database}.agent_events "
-                f"WHERE {a.fact_where} GROUP BY hour")}
-            for hour in set(totals) | set(facts):
-                if totals.get(hour, 0) != facts.get(hour, 0):
-                    found[(a.target, hour)] = (facts.get(hour, 0), totals.get(hour, 0))
-        return found
+        """Two queries: every aggregate's totals by hour, then the fact table's counts for each by hour."""
+        totals: dict[tuple[str, str], int] = {(str(t), str(h)): int(n) for t, h, n in query(" UNION ALL ".join(
+            f"SELECT '{a.target}', hour, {a.target_count} FROM {database}.{a.target} GROUP BY hour"
+            for a in AGGREGATES))}
+        facts: dict[tuple[str, str], int] = {}
+        for hour, *counts in query("SELECT toStartOfHour(occurred_at) AS hour, " + ", ".join(
+                f"countIf({a.fact_where})" for a in AGGREGATES) + f" FROM {database}.agent_events GROUP BY hour"):
+            for a, n in zip(AGGREGATES, counts, strict=True):
+                if int(n):
+                    facts[(a.target, str(hour))] = int(n)
+        return {k: (facts.get(k, 0), totals.get(k, 0)) for k in set(totals) | set(facts)
+                if facts.get(k, 0) != totals.get(k, 0)}
 
     first = reading()
     wrong = {k: v for k, v in first.items() if v[1] > v[0]}

@@ -30,6 +30,9 @@ class OneKey:
     def keys(self, key_ids: set[str]) -> dict[str, bytes]:
         return {KEY_ID: self.key} if KEY_ID in key_ids else {}
 
+    def prepare(self, conversations: object) -> None:
+        pass
+
 
 @settings(max_examples=300, deadline=None)
 @given(events)
