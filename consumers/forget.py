@@ -66,12 +66,14 @@ class Forgetting:
     subject_id: str | None
     conversations: list[str]
     key_ids: list[str]
+    deleted: int = 0
+    """Keys this run deleted (a run again after one the broker stopped finds them deleted already)."""
     in_clear: list[str] = field(default_factory=list)
     """Conversations that had no key: their text is in the log in the clear, and a rebuild brings it back."""
     stores: list[Erased] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"subject_id": self.subject_id, "conversations": self.conversations, "keys_deleted": len(self.key_ids),
+        return {"subject_id": self.subject_id, "conversations": self.conversations, "keys_deleted": self.deleted,
                 "in_clear": self.in_clear, "stores": [s.as_json() for s in self.stores]}
 
 
@@ -89,7 +91,7 @@ def forget(settings: Settings, *, subject: str | None = None, conversation: str 
     if not conversations:
         raise NothingToForget(f"subject {subject!r}: the key store holds no conversation of it (was it given as "
                               "subject_id when its events were written?)")
-    done = Forgetting(subject, conversations, gone.key_ids,
+    done = Forgetting(subject, conversations, gone.key_ids, gone.deleted,
                       in_clear=[] if gone.conversations else list(conversations))
     positions = asyncio.run(_announce(settings, subject, conversations, gone.key_ids, requested_by))
     deadline = time.monotonic() + wait

@@ -46,7 +46,18 @@ CREATE TABLE IF NOT EXISTS data_keys (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (subject_id);
+CREATE TABLE IF NOT EXISTS forgotten_keys (
+    key_id           uuid        PRIMARY KEY,
+    conversation_id  text        NOT NULL,
+    subject_id       text,
+    forgotten_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS forgotten_keys_subject ON forgotten_keys (subject_id);
+CREATE INDEX IF NOT EXISTS forgotten_keys_conversation ON forgotten_keys (conversation_id);
 """
+"""``forgotten_keys``: which keys were deleted, of whom (no key material): a ``forget`` that stopped after
+deleting the keys (the broker away) is run again and finds what it has still to announce. The owner's
+alone."""
 PRODUCER_CACHE_SECONDS = 30.0
 """How long a producer uses a conversation's key before asking the store again: an event sealed under a key
 deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost. While
@@ -131,7 +142,10 @@ def enabled(settings: Settings) -> bool:
 @dataclass
 class Forgotten:
     key_ids: list[str]
+    """Every key of the subject (or conversation) ever deleted, this time's and earlier ones'."""
     conversations: list[str]
+    deleted: int = 0
+    """The keys this call deleted."""
 
 
 class KeyStore:
@@ -223,17 +237,24 @@ class KeyStore:
     # -- forgetting (as the owner) ----------------------------------------------------------------------------
 
     def delete(self, *, subject_id: str | None = None, conversation_id: str | None = None) -> Forgotten:
-        """Delete the data keys of a subject's conversations, or of one conversation."""
+        """Delete the data keys of a subject's conversations, or of one conversation, noting each in
+        ``forgotten_keys`` in the same transaction; returns those and the ones deleted before."""
         column, value = ("subject_id", subject_id) if subject_id is not None else ("conversation_id", conversation_id)
+        where = sql.Identifier(column)
         try:
             with clients.postgres(self.settings, role=PostgresRole.OWNER, schema=self.settings.keys_schema) as conn:
-                rows = conn.execute(sql.SQL("DELETE FROM data_keys WHERE {} = %s RETURNING key_id::text, "
-                                            "conversation_id").format(sql.Identifier(column)), (value,)).fetchall()
+                deleted = conn.execute(sql.SQL(
+                    "WITH gone AS (DELETE FROM data_keys WHERE {} = %s RETURNING key_id, conversation_id, subject_id) "
+                    "INSERT INTO forgotten_keys (key_id, conversation_id, subject_id) SELECT * FROM gone "
+                    "ON CONFLICT DO NOTHING RETURNING key_id::text, conversation_id").format(where),
+                    (value,)).fetchall()
+                rows = conn.execute(sql.SQL("SELECT key_id::text, conversation_id FROM forgotten_keys WHERE {} = %s "
+                                            "ORDER BY forgotten_at, key_id").format(where), (value,)).fetchall()
                 conn.commit()
         except clients.PostgresUnavailable as exc:
             raise KeyStoreUnavailable(f"the key store: {exc}") from exc
         self.evict([r[0] for r in rows], [r[1] for r in rows])
-        return Forgotten([r[0] for r in rows], sorted(r[1] for r in rows))
+        return Forgotten([r[0] for r in rows], sorted({r[1] for r in rows}), len(deleted))
 
     def close(self) -> None:
         with self._lock:

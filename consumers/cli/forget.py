@@ -28,7 +28,7 @@ def forget(subject: Optional[str] = typer.Option(None, "--subject", help="Every 
     if as_json:
         print_json(done.as_json())
         return
-    console.print(f"forgot {len(done.conversations)} conversation(s) ({len(done.key_ids)} key(s) deleted)",
+    console.print(f"forgot {len(done.conversations)} conversation(s) ({done.deleted} key(s) deleted now, {len(done.key_ids)} in all)",
                   highlight=False)
     table = Table("store", "applied", "conversations erased", "records erased")
     for s in done.stores:
