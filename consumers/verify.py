@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agentlog.deploy import kafka
+from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import queries
 from agentlog.projections.analytics import verify as analytics
@@ -114,7 +115,9 @@ def fold_log(settings: Settings, topic: str, snapshots: dict[str, Snapshot], con
     codec = Codec()
     key = conversation.encode() if conversation else None
     read = 0
-    for message in kafka.read_to_end(settings, topic):
+    partitions = None if conversation is None else [  # one conversation: its partition alone
+        partition_for(conversation, len(kafka.watermarks(settings, topic)))]
+    for message in kafka.read_to_end(settings, topic, partitions):
         read += 1
         if read % 1000 == 0:
             progress(1000)

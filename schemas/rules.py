@@ -118,6 +118,13 @@ def _payload(event: Any) -> None:
             raise InvalidEvent(f"{_where(event)}: {name} has a value of type {kind.__name__}")
 
 
+def check_text(event: Any, name: str, value: Any) -> None:
+    """A text field of ``event`` by the rule (a seal's opened fields, which the decoder did not see)."""
+    if type(value) is not str:
+        raise InvalidEvent(f"{_where(event)}: {name} must be text, got {type(value).__name__}")
+    _string(event, name, value)
+
+
 def _string(event: Any, name: str, value: str) -> None:
     if name not in TEXT:
         _name(event, name, value)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentlog.schemas.errors import SchemaError
 from agentlog.schemas.events import Event
-from agentlog.schemas.rules import JSON, TEXT
+from agentlog.schemas.rules import JSON, TEXT, InvalidEvent, check_text
 
 ERASED = "[erased]"
 ERASED_JSON = '"[erased]"'
@@ -110,6 +110,12 @@ def open_sealed(event: Event, key: bytes | None) -> Event:
         if not isinstance(opened, dict) or set(opened) != set(fields):
             raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its seal "
                              "holds other fields than its payload's text fields")
+        for name, value in opened.items():  # what was sealed keeps the rule as what the decoder read does
+            try:
+                check_text(event, name, value)
+            except InvalidEvent as exc:
+                raise BrokenSeal(f"conversation {event.conversation_id[:80]}, seq {event.sequence_number}: its "
+                                 f"seal opens to a field that breaks the rule: {exc}") from None
         restored = opened
     return _with(event, {**event.payload, **restored}, None, None)
 

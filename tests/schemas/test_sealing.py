@@ -6,11 +6,21 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 
 from agentlog.schemas import Codec, Event, EventType
 from agentlog.schemas.rules import JSON, TEXT, check_event
-from agentlog.schemas.sealing import ERASED, BrokenSeal, erase, new_key, open_sealed, seal, sealed_fields
+from agentlog.schemas.sealing import (
+    ERASED,
+    BrokenSeal,
+    _associated,
+    erase,
+    new_key,
+    open_sealed,
+    seal,
+    sealed_fields,
+)
 from tests.strategies import events
 
 KEY_ID = "6a1f2c7e-5b0d-4f53-9a8e-0c2d4b6f8a10"
@@ -86,6 +96,19 @@ def test_a_seal_altered_moved_or_opened_with_another_key_does_not_open() -> None
                              (sealed, new_key())):
         with pytest.raises(BrokenSeal, match="do not open"):
             open_sealed(broken, key_used)
+
+
+def test_a_seal_that_opens_to_what_the_rule_refuses_does_not_open() -> None:
+    """A writer with a key may seal anything: what it opens to is held to the rule the decoder applies."""
+    key = new_key()
+    event = Event(conversation_id="c-1", sequence_number=2, event_type=EventType.TOOL_CALLED, agent_name="a",
+                  payload={"tool_call_id": "t1", "tool_name": "lookup", "input_json": "null"})
+    for plain in ({"input_json": {"not": "text"}}, {"input_json": "{not json"}, {"input_json": "a\u0000b"},
+                  {"input_json": "[" * 100 + "]" * 100}):
+        nonce = bytes(12)
+        sealed = nonce + AESGCM(key).encrypt(nonce, orjson.dumps(plain), _associated(event))
+        with pytest.raises(BrokenSeal, match="breaks the rule"):
+            open_sealed(replace(event, key_id=KEY_ID, sealed=sealed), key)
 
 
 def test_the_sealed_fields_are_the_free_text_ones() -> None:
