@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ from agentlog.deploy.settings import Settings
 from agentlog.producers.spool.status import status as spool_status
 from agentlog.projections.analytics import queries as analytics_queries
 from agentlog.projections.analytics.charts import charts as analytics_charts
-from agentlog.projections.analytics.projection import AnalyticsProjection
 from agentlog.projections.base import Positions, Projection, StoreUnavailable
 from agentlog.projections.conversation import fold
 from agentlog.projections.dashboard import connect
@@ -85,15 +83,10 @@ class NotProjected(StoreUnavailable):
 
 
 class ReadModels:
-    """Postgres for operators, Elasticsearch for support staff, ClickHouse for analysts.
+    """Postgres for operators, Elasticsearch for support staff, ClickHouse for analysts."""
 
-    ``analytics``: the analytics projection of this process, when it holds the embedded ClickHouse
-    store; its queries then go through it (one process may open the store).
-    """
-
-    def __init__(self, settings: Settings, *, analytics: AnalyticsProjection | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.analytics = analytics
         self._es = None
         self._box = analytics_queries.SQLBox(settings)
         self._stores: dict[str, Projection] = {}
@@ -184,8 +177,7 @@ class ReadModels:
     # -- ClickHouse: analysts' SQL -----------------------------------------------------------------------------
 
     def sql(self, statement: str) -> list[dict[str, Any]]:
-        """A statement in the SQL box: in this process when it holds the store (on handles of the box's own,
-        never the projector's), else as ``agentlog sql`` runs it."""
+        """A statement in the SQL box (the embedded store's engine admits and runs it, behind its walls)."""
         return analytics_queries.run(self.settings, statement, box=self._box)
 
     def charts(self) -> dict[str, Any]:
@@ -213,23 +205,12 @@ class ReadModels:
             return self._lag[1]
 
     def positions(self) -> dict[str, Positions | None]:
-        """Per projection, the next offset per partition as its store says (None: the store cannot say now, or
-        another process holds it; the consumer group's committed offsets stand in)."""
+        """Per projection, the next offset per partition as its store says (None: the store cannot say now; the
+        consumer group's committed offsets stand in)."""
         partitions = list(range(self.settings.partitions))
         topic = self.settings.events_topic
         found: dict[str, Positions | None] = {}
         for name in NAMES:
-            if name == "analytics" and self.analytics is not None:  # this process's projector: read, touch nothing
-                try:
-                    stored = self.analytics.stored_positions(partitions)
-                    found[name] = Positions.of(stored, partitions)
-                except Exception as exc:  # noqa: BLE001 -- the committed offsets stand in
-                    log.debug("lag: analytics cannot say its positions (%s)", exc)
-                    found[name] = None
-                continue
-            if name == "analytics" and self.settings.embedded_clickhouse:
-                found[name] = self._positions_once(name, topic, partitions)  # the store stays free for its owner
-                continue
             try:
                 store = self._stores.get(name) or self._stores.setdefault(name, build(name, self.settings))
                 found[name] = store.positions(topic, partitions)
@@ -237,22 +218,6 @@ class ReadModels:
                 log.debug("lag: %s cannot say its positions (%s)", name, exc)
                 found[name] = None
         return found
-
-    def _positions_once(self, name: str, topic: str, partitions: list[int]) -> Positions | None:
-        """Positions from a projection opened for the asking and closed at once; None when another process
-        holds the embedded store or the store cannot say."""
-        if clients.chdb_owner(clients.chdb_path(self.settings.clickhouse_url)) not in (None, os.getpid()):
-            return None
-        projection = None
-        try:
-            projection = build(name, self.settings)
-            return projection.positions(topic, partitions)
-        except Exception as exc:  # noqa: BLE001 -- the committed offsets stand in
-            log.debug("lag: %s cannot say its positions (%s)", name, exc)
-            return None
-        finally:
-            if projection is not None:
-                projection.close()
 
     def close(self) -> None:
         if self._es is not None:

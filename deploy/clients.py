@@ -13,6 +13,7 @@ from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from agentlog.deploy import engine
 from agentlog.deploy.credentials import PostgresRole, SearchUser, redact
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
@@ -70,27 +71,24 @@ def chdb_path(url: str) -> Path:
 
 
 def clickhouse(settings: Settings, *, database: str = "default",
-               engine_settings: dict[str, object] | None = None, url: str | None = None) -> ClickHouseClient:
-    """A client on the configured ClickHouse: the embedded engine (``chdb://PATH``) or a server (``http(s)://``).
-
-    The embedded engine is owned by one process; a second one gets a StackError naming the owner.
-    ``engine_settings`` hold for every query of an embedded client (``readonly=1`` and limits: the query cannot
-    loosen them); a server's client sends them with each query.
+               engine_settings: dict[str, object] | None = None, url: str | None = None,
+               analyst: bool = False) -> ClickHouseClient:
+    """A client on the configured ClickHouse: the embedded store's engine (``chdb://PATH``, started on first
+    use, see ``deploy.engine``) or a server (``http(s)://``). ``analyst``: the embedded engine's SQL box
+    principal, whose every statement the box admits and runs read-only; ``engine_settings`` go with each query.
     """
     url = url or settings.clickhouse_url
     scheme = urlsplit(url).scheme
     if scheme == "chdb":
-        path = chdb_path(url)
-        path.mkdir(parents=True, exist_ok=True)
+        endpoint = engine.ensure(chdb_path(url))
         try:
-            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database,
-                                                 chdb_options=dict(engine_settings or {}) or None)
-        except Exception as exc:  # chdb reports a held lock as a generic ProgrammingError
-            owner = chdb_owner(path)
-            if owner is not None:
-                raise StackError(f"clickhouse: the embedded store {path} is held by process {owner}; "
-                                 "query it through `agentlog serve` (agentlog sql does this by itself)") from exc
-            raise StackError(f"clickhouse: cannot open the embedded store {path}: {exc}") from exc
+            return clickhouse_connect.get_client(
+                host="127.0.0.1", port=endpoint.port, username="analyst" if analyst else "agentlog",
+                password=endpoint.analyst if analyst else endpoint.writer, database=database, compress=False,
+                autogenerate_session_id=False, settings=dict(engine_settings or {}))
+        except OperationalError as exc:
+            raise ServiceUnreachable("clickhouse", f"the engine of {chdb_path(url)}", "`agentlog stack up` starts "
+                                     "it again") from exc
     if scheme in {"http", "https"}:
         parts = urlsplit(url)
         try:
@@ -103,14 +101,3 @@ def clickhouse(settings: Settings, *, database: str = "default",
     raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={url!r} must be chdb:///path or http(s)://host:port")
 
 
-def chdb_owner(path: Path) -> int | None:
-    """The pid of the live process that holds the embedded store at ``path``, if any."""
-    try:
-        text = (path / "status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("PID:"):
-            pid = int(line.split(":", 1)[1])
-            return pid if Path(f"/proc/{pid}").exists() else None
-    return None

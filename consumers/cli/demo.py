@@ -119,7 +119,7 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         show({name: (sum(behind[name].values()), lambda name=name: group.projectors[name].stats.events)
               for name in own}, until=lambda: not group.running())
         group.join()
-    models = ReadModels(config, analytics=group.projection("analytics") if "analytics" in own else None)
+    models = ReadModels(config)
     _wait_for(models, refund_id)
     if elsewhere:
         console.print(f"the projectors already running for {', '.join(sorted(elsewhere))} (`agentlog serve`?) "

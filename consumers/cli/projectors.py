@@ -25,7 +25,6 @@ from agentlog.consumers.runtime import prometheus as runtime_prometheus
 from agentlog.consumers.runtime.exporter import serve_metrics
 from agentlog.consumers.supervisor import Supervisor
 from agentlog.deploy.settings import Settings, settings
-from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
 
@@ -54,9 +53,6 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
     current = settings()
     if processes > 1 and only is None:
         raise AgentlogError(f"--processes {processes}: say which projection with --only NAME")
-    if processes > 1 and only == "analytics" and current.embedded_clickhouse:
-        raise AgentlogError(f"--processes {processes}: embedded ClickHouse is one process's store; point "
-                            "AGENTLOG_CLICKHOUSE_URL at a ClickHouse server to run more than one")
     if metrics_port is not None:
         _serve_metrics(metrics_port)
     run = _Projecting(current, names, processes, until_caught_up, Path(status_file) if status_file else None)
@@ -79,19 +75,17 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
 
 
 class _Projecting:
-    """What ``project`` runs: the projectors of this process (one projection alone, or embedded analytics,
-    whose store is this process's) as threads, and the others as supervised processes."""
+    """What ``project`` runs: one projection alone as threads of this process, or each in a supervised
+    process of its own."""
 
     def __init__(self, current: Settings, names: list[str], processes: int, until_caught_up: bool,
                  status_file: Path | None) -> None:
-        here = names if len(names) == 1 and processes == 1 else \
-            [n for n in names if n == "analytics" and current.embedded_clickhouse]
+        here = names if len(names) == 1 and processes == 1 else []
         others = [n for n in names if n not in here]
         self.processes = processes
         self.until_caught_up = until_caught_up
         self.threads = ProjectorThreads(current, here, until_caught_up=until_caught_up) if here else None
         self.supervisor = Supervisor(others, processes=processes, until_caught_up=until_caught_up) if others else None
-        self.server = QueryServer(current) if "analytics" in here and current.embedded_clickhouse else None
         self.writer = _StatusWriter(status_file, self.threads) if status_file and self.threads else None
         self.stop = threading.Event()
         self.results: dict[str, RunStats] = {}
@@ -99,8 +93,6 @@ class _Projecting:
 
     def start(self) -> None:
         collector.settle()  # a process that projects: see consumers.runtime.collector
-        if self.server is not None:
-            self.server.start()
         if self.supervisor is not None:
             self.supervisor.start()
         if self.threads is not None:
@@ -128,8 +120,6 @@ class _Projecting:
         finally:
             if self.writer is not None:
                 self.writer.close()
-            if self.server is not None:
-                self.server.stop()
 
     def report(self) -> None:
         seconds = time.monotonic() - self.started

@@ -8,10 +8,9 @@ one from someone whose role may not is a 403, each with one line; Postgres not a
 
 from __future__ import annotations
 
-import hmac
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
@@ -80,10 +79,9 @@ def _is_api(path: str) -> bool:
 class Access:
     """The ASGI layer that authenticates and authorizes every request before the application sees it."""
 
-    def __init__(self, app: ASGIApp, store: AuthStore, local_tokens: Mapping[str, Principal]) -> None:
+    def __init__(self, app: ASGIApp, store: AuthStore) -> None:
         self.app = app
         self.store = store
-        self.local_tokens = local_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _public(scope["path"]):
@@ -116,9 +114,6 @@ class Access:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer":
                 return None
-            for local, principal in self.local_tokens.items():
-                if hmac.compare_digest(local, token.strip()):
-                    return principal
             return self.store.token(token.strip())
         for part in headers.get("cookie", "").split(";"):
             name, _, value = part.strip().partition("=")

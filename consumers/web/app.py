@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from agentlog.consumers.auth import AuthStore, Principal
+from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.ingest import Ingest, attach
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web import access, api, pages, users
@@ -21,11 +21,10 @@ from agentlog.schemas.errors import AgentlogError
 
 
 def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], dict[str, Any]] = dict,
-               host: str = "127.0.0.1", local_tokens: Mapping[str, Principal] | None = None,
-               ingest: Ingest | None = None):
+               host: str = "127.0.0.1", ingest: Ingest | None = None):
     """``auth`` knows the users and tokens every request is checked against; ``projectors`` says, when asked,
     how each projector of the serving process is doing; ``host``, the address served (a request must name
-    it, or localhost, in its Host header); ``local_tokens``, tokens this process made for its own commands."""
+    it, or localhost, in its Host header)."""
     app = FastAPI(title="agentlog", summary="What AI agents did, why, and how it went.", docs_url="/api/docs",
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.models = models
@@ -42,7 +41,7 @@ def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], 
     app.add_api_route("/healthz", alive, include_in_schema=False)
     if ingest is not None:
         attach(app, ingest)
-    return secure(Access(app, auth, local_tokens or {}), host=host)
+    return secure(Access(app, auth), host=host)
 
 
 def create_ingest_app(auth: AuthStore, ingest: Ingest, *, host: str = "127.0.0.1"):

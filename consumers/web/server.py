@@ -7,24 +7,19 @@ queries go through the projection's client, and ``agentlog sql`` in another proc
 from __future__ import annotations
 
 import errno
-import os
-import secrets
 import socket
-from typing import Any, Callable
+from typing import Callable
 
 import uvicorn
 
-from agentlog.consumers.auth import AuthStore, Principal, Role
+from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.ingest import Ingest
-from agentlog.consumers.projectors import ProjectorThreads
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.supervisor import Supervisor
 from agentlog.consumers.web.app import create_app, create_ingest_app
-from agentlog.deploy import clients
-from agentlog.deploy.errors import ServiceUnreachable, StackError
+from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics.server import advertise, withdraw
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
 
@@ -35,12 +30,6 @@ def check_stack(settings: Settings) -> None:
         if not service.healthy:
             raise ServiceUnreachable(service.name, service.address,
                                      "run `agentlog stack up` (or point AGENTLOG_* at a running one)")
-    if settings.embedded_clickhouse:
-        path = clients.chdb_path(settings.clickhouse_url)
-        owner = clients.chdb_owner(path)
-        if owner is not None and owner != os.getpid():
-            raise StackError(f"clickhouse: the embedded store {path} is held by process {owner} (`agentlog project`?); "
-                             "stop it: `agentlog serve` runs the projectors itself")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -65,40 +54,22 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, proj
     check_stack(settings)
     sock = listen(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
-    here = ["analytics"] if settings.embedded_clickhouse else []  # chDB: the store is this process's alone
-    group = ProjectorThreads(settings, here) if projectors and here else None
-    supervisor = Supervisor([n for n in NAMES if n not in here]) if projectors else None
-    owner = group.projection("analytics") if group is not None else None
-    models = ReadModels(settings, analytics=owner)
+    supervisor = Supervisor(list(NAMES)) if projectors else None
+    models = ReadModels(settings)
     auth = AuthStore(settings)
     auth.setup()
-    local = secrets.token_urlsafe(32)
-    """What ``agentlog sql`` of another process sends (it reads it from the owner file, mode 0600)."""
     ingest = Ingest(settings).start() if ingesting else None
-    def status() -> dict[str, Any]:
-        return {**(supervisor.status() if supervisor is not None else {}),
-                **(group.status() if group is not None else {})}
-
-    app = create_app(models, auth, projectors=status, host=host,
-                     local_tokens={local: Principal("agentlog sql", Role.ANALYST, "process")}, ingest=ingest)
+    app = create_app(models, auth, projectors=supervisor.status if supervisor is not None else dict, host=host,
+                     ingest=ingest)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     if supervisor is not None:
         supervisor.start()
-    if group is not None:
-        group.start()
-    if owner is not None:
-        advertise(settings, url, local)
     try:
         ready(url)
         server.run(sockets=[sock])
     finally:
-        if owner is not None:
-            withdraw(settings)
         if supervisor is not None:
             supervisor.terminate()
-        if group is not None:
-            group.stop.set()
-            group.join(timeout=30)
         if ingest is not None:
             ingest.close()
         models.close()

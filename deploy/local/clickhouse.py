@@ -1,10 +1,8 @@
-"""ClickHouse: the embedded engine (chDB) under the stack directory, or a server over HTTP."""
+"""ClickHouse: the embedded store (chDB) held by its walled engine process, or a server over HTTP."""
 
 from __future__ import annotations
 
-from importlib import metadata
-
-from agentlog.deploy import clients
+from agentlog.deploy import clients, engine
 from agentlog.deploy.credentials import redact
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local.service import Service, ServiceStatus
@@ -22,11 +20,10 @@ class ClickHouse(Service):
         if not embedded and not self.address.startswith(("http://", "https://")):
             raise StackError(f"clickhouse: AGENTLOG_CLICKHOUSE_URL={self.address!r} must be chdb:///path "
                              "or http(s)://host:port")
-        if embedded:
-            owner = clients.chdb_owner(clients.chdb_path(self.address))
-            if owner is not None:
-                return ServiceStatus(self.name, self.address, True, _chdb_engine_version(), False,
-                                     f"embedded, open in process {owner}")
+        running = engine.running(clients.chdb_path(self.settings.clickhouse_url)) if embedded else None
+        if embedded and running is None:
+            return ServiceStatus(self.name, self.address, False, None, True,
+                                 "embedded: its engine is not running (`agentlog stack up` starts it)")
         try:
             client = clients.clickhouse(self.settings)
             try:
@@ -35,10 +32,15 @@ class ClickHouse(Service):
                 client.close()
         except Exception as exc:  # both drivers raise their own hierarchies
             return ServiceStatus(self.name, self.address, False, None, False, str(exc).splitlines()[0])
-        return ServiceStatus(self.name, self.address, True, version, embedded,
-                             "embedded (chDB)" if embedded else "server")
+        if running is None:
+            return ServiceStatus(self.name, self.address, True, version, False, "server")
+        wall = "walled" if running.walled else "OPEN: analysts' SQL has no wall around it"
+        return ServiceStatus(self.name, self.address, True, version, True,
+                             f"embedded (chDB), engine pid {running.pid} on :{running.port}, {wall}: {running.walls}")
 
     def up(self) -> ServiceStatus:
+        if self.settings.embedded_clickhouse:
+            engine.ensure(clients.chdb_path(self.settings.clickhouse_url), idle=0)
         current = self.status()
         if current.healthy:
             return current
@@ -47,11 +49,4 @@ class ClickHouse(Service):
         raise ServiceUnreachable(self.name, self.address, "fix AGENTLOG_CLICKHOUSE_URL or start that server")
 
     def down(self) -> bool:
-        return False
-
-
-def _chdb_engine_version() -> str:
-    try:
-        return metadata.version("chdb-core")
-    except metadata.PackageNotFoundError:
-        return metadata.version("chdb")
+        return self.settings.embedded_clickhouse and engine.stop(clients.chdb_path(self.settings.clickhouse_url))

@@ -17,9 +17,10 @@ from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local import secrets as local_secrets
 from agentlog.deploy.local.address import host_port
-from agentlog.deploy.local.process import Daemon, give_to, is_local, port_open, service_user, traversable, wait_until
+from agentlog.deploy.local.process import Daemon, give_to, is_local, port_open, service_user, wait_until
 from agentlog.deploy.local.provision import done_marker, fetched, maven
 from agentlog.deploy.local.service import Service, ServiceStatus
+from agentlog.deploy.walls import traversable
 
 ES_VERSION = "9.2.4"
 ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"

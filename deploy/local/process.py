@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from agentlog.deploy import walls
 from agentlog.deploy.errors import StackError
 
 SERVICE_USER = "agentlog"
@@ -34,38 +35,13 @@ def is_local(host: str) -> bool:
 
 def service_user() -> str | None:
     """The user services run as: ``agentlog`` when we are root (created if missing), else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-            check=True,
-            capture_output=True,
-        )
-    return SERVICE_USER
+    return walls.system_user(SERVICE_USER)
 
 
 def give_to(user: str | None, *paths: Path) -> None:
     """Make ``paths`` (recursively) owned by ``user`` and their ancestors traversable."""
-    if user is None:
-        return
-    entry = pwd.getpwnam(user)
     for path in paths:
-        for root, dirs, files in os.walk(path):
-            os.chown(root, entry.pw_uid, entry.pw_gid)
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-        traversable(path)
-
-
-def traversable(path: Path) -> None:
-    """Let other users pass through ``path``'s ancestors (search bit only, no listing)."""
-    for parent in path.absolute().parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+        walls.hand_over(path, user)
 
 
 def as_user(user: str | None, argv: Sequence[str]) -> list[str]:

@@ -13,17 +13,11 @@ rows and bytes), which the statement cannot change; the projector's handle is ne
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
 import threading
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from clickhouse_connect.driver.client import Client
 
@@ -36,14 +30,53 @@ MAX_STATEMENT = 100_000
 """Characters of SQL the box takes."""
 TABLE_FUNCTIONS = frozenset({"numbers", "zeros", "generate_series", "generateSeries"})
 """Table functions that read nothing but what they make."""
-FORBIDDEN_FUNCTIONS = frozenset({"file", "joinGet", "joinGetOrNull", "filesystemAvailable", "filesystemCapacity",
-                                 "filesystemUnreserved", "filesystemFree"})
-"""Functions that reach outside the query's tables: a file on the host, a table named in a string."""
-_DICTIONARY = re.compile(r"^dict[A-Z]")
+NODES = frozenset({
+    "SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery", "ExpressionList", "Subquery", "WithElement",
+    "TablesInSelectQuery", "TablesInSelectQueryElement", "TableExpression", "TableIdentifier", "TableJoin",
+    "ArrayJoin", "SampleRatio", "Identifier", "Literal", "Function", "Asterisk", "QualifiedAsterisk",
+    "ColumnsRegexpMatcher", "ColumnsListMatcher", "QualifiedColumnsRegexpMatcher", "QualifiedColumnsListMatcher",
+    "ColumnsTransformerList", "ColumnsExceptTransformer", "ColumnsReplaceTransformer",
+    "ColumnsReplaceTransformer::Replacement", "OrderByElement", "InterpolateElement", "WindowDefinition",
+    "WindowListElement"})
+"""The kinds of ``EXPLAIN AST`` node the box knows; any other (``ColumnsApplyTransformer``, whose function has no
+name in the tree, ``Set``, a query parameter ...) is refused."""
+_COMBINATORS = ("If", "Array", "Map", "State", "Merge", "MergeState", "ForEach", "Distinct", "OrDefault", "OrNull",
+                "Resample", "ArgMin", "ArgMax", "SimpleState")
 _IN = frozenset({"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn",
                  "globalNotNullIn"})
 _DESCRIBE = re.compile(r"^DESCRIBE TABLE (?:(?P<db>\w+|`[^`]+`)\.)?(?P<table>\w+|`[^`]+`)$")
 _PARSE_TIMEOUT = 5
+
+Parse = Callable[[str, "dict[str, Any] | None"], "list[Sequence[Any]]"]
+"""Runs a statement of the box's own (``formatQuerySingleLine``, ``EXPLAIN AST``) and returns its rows."""
+
+
+@dataclass(frozen=True)
+class Functions:
+    """The functions analysts' SQL may call (``functions.tsv``): exact names, case-insensitive names, aggregates."""
+
+    exact: frozenset[str]
+    folded: frozenset[str]
+    aggregates: frozenset[str]
+
+    @classmethod
+    def load(cls) -> "Functions":
+        rows = [line.split("\t") for line in (Path(__file__).parent / "functions.tsv").read_text().splitlines()
+                if line and not line.startswith("#")]
+        return cls(frozenset(r[0] for r in rows), frozenset(r[0].lower() for r in rows if r[3] == "1"),
+                   frozenset(r[0] for r in rows if r[2] == "1"))
+
+    def allows(self, name: str) -> bool:
+        return name in self.exact or name.lower() in self.folded or name == "lambda" or self.aggregate(name)
+
+    def aggregate(self, name: str) -> bool:
+        """An aggregate function, with any of its combinators (``sumIf``, ``uniqArrayIf``, ``avgOrNull`` ...)."""
+        return name in self.aggregates or any(
+            name.endswith(suffix) and len(name) > len(suffix) and self.aggregate(name[: -len(suffix)])
+            for suffix in _COMBINATORS)
+
+
+FUNCTIONS = Functions.load()
 
 
 class NotReadOnly(AgentlogError):
@@ -70,7 +103,8 @@ class Limits:
         return cls(settings.sql_timeout, settings.sql_memory, settings.sql_rows, settings.sql_bytes)
 
     def engine_settings(self) -> dict[str, object]:
-        return {"readonly": 1, "max_execution_time": self.seconds, "max_memory_usage": self.memory,
+        """Sent with each query; the engine (or the server user's profile) holds ``readonly=1`` itself."""
+        return {"max_execution_time": self.seconds, "max_memory_usage": self.memory,
                 "max_result_rows": self.rows, "max_result_bytes": self.bytes, "result_overflow_mode": "throw",
                 "timeout_overflow_mode": "throw"}
 
@@ -95,18 +129,13 @@ def _size(n: int) -> str:
 # -- the parse -------------------------------------------------------------------------------------------------
 
 
-def admit(parser: Client, statement: str, database: str) -> str:
+def admit(parse: Parse, statement: str, database: str) -> str:
     """The statement's canonical text when the box may run it; NotReadOnly saying why when it may not.
 
-    ``parser``: a ClickHouse client that only parses here (nothing of the statement is run on it).
+    ``parse`` runs the box's own statements on a handle that runs nothing of the analyst's (``client_parse``).
     """
-    if not isinstance(statement, str) or not statement.strip():
-        raise NotReadOnly("no statement: write one SELECT over the analytics tables")
-    if len(statement) > MAX_STATEMENT:
-        raise NotReadOnly(f"the statement has {len(statement):,} characters; the box takes at most {MAX_STATEMENT:,}")
-    if "\x00" in statement:
-        raise NotReadOnly("the statement holds a NUL character")
-    canonical = str(_parse(parser, "SELECT formatQuerySingleLine({statement:String})", {"statement": statement})[0][0])
+    sized(statement)
+    canonical = str(_parse(parse, "SELECT formatQuerySingleLine({statement:String})", {"statement": statement})[0][0])
     if canonical.startswith("SHOW TABLES"):
         if canonical != "SHOW TABLES":
             raise NotReadOnly("SHOW TABLES lists the analytics database's tables; it takes no FROM, LIKE or options")
@@ -116,7 +145,7 @@ def admit(parser: Client, statement: str, database: str) -> str:
         _check_table(describe.group("db"), database)
         return canonical
     try:
-        tree = [str(row[0]) for row in _parse(parser, f"SELECT explain FROM (EXPLAIN AST {canonical})")]
+        tree = [str(row[0]) for row in _parse(parse, f"SELECT explain FROM (EXPLAIN AST {canonical})", None)]
     except QueryFailed as exc:
         if "output options" in str(exc):
             raise NotReadOnly("INTO OUTFILE and FORMAT are not allowed: the box returns rows, it writes no file") \
@@ -128,16 +157,34 @@ def admit(parser: Client, statement: str, database: str) -> str:
     return canonical
 
 
-def _parse(parser: Client, query: str, parameters: dict[str, Any] | None = None) -> list[Sequence[Any]]:
-    try:
+def sized(statement: str) -> str:
+    """``statement`` when it is text of a size the box takes; NotReadOnly saying why when it is not."""
+    if not isinstance(statement, str) or not statement.strip():
+        raise NotReadOnly("no statement: write one SELECT over the analytics tables")
+    if len(statement) > MAX_STATEMENT:
+        raise NotReadOnly(f"the statement has {len(statement):,} characters; the box takes at most {MAX_STATEMENT:,}")
+    if "\x00" in statement:
+        raise NotReadOnly("the statement holds a NUL character")
+    return statement
+
+
+def client_parse(parser: Client) -> Parse:
+    """``parse`` on a ClickHouse client (a server's analyst user), each statement within the parse's time limit."""
+    def parse(query: str, parameters: dict[str, Any] | None) -> list[Sequence[Any]]:
         return list(parser.query(query, parameters=parameters,
                                  settings={"max_execution_time": _PARSE_TIMEOUT}).result_rows)
+    return parse
+
+
+def _parse(parse: Parse, query: str, parameters: dict[str, Any] | None) -> list[Sequence[Any]]:
+    try:
+        return parse(query, parameters)
     except Exception as exc:  # the driver's DatabaseError carries ClickHouse's own message
         raise QueryFailed(_first_line(exc)) from exc
 
 
 def _walk(tree: list[str], database: str) -> None:
-    """Every node of ``EXPLAIN AST``'s tree (one a line, indented by depth) is one the box allows."""
+    """Every node of ``EXPLAIN AST``'s tree (one a line, indented by depth) is one the box knows and allows."""
     if not tree or not tree[0].startswith("SelectWithUnionQuery"):
         raise NotReadOnly("only SELECT (or WITH ... SELECT), SHOW TABLES and DESCRIBE TABLE run here")
     nodes = [(len(line) - len(line.lstrip(" ")), line.strip()) for line in tree]
@@ -147,18 +194,28 @@ def _walk(tree: list[str], database: str) -> None:
         if kind == "Set":
             raise NotReadOnly("SETTINGS are not allowed: the box's limits are fixed (AGENTLOG_SQL_TIMEOUT, "
                               "AGENTLOG_SQL_MEMORY, AGENTLOG_SQL_ROWS, AGENTLOG_SQL_BYTES)")
+        if kind == "ColumnsApplyTransformer":
+            raise NotReadOnly("APPLY is not allowed: call the function on the column by name (f(x), not * APPLY f)")
+        if kind not in NODES:
+            raise NotReadOnly(f"{kind} is not something the box knows; write a plain SELECT over the analytics "
+                              "tables")
         if kind == "TableIdentifier":
             if name != "system.one":  # where a SELECT without FROM reads its one row
                 _check_table(_database_of(name), database)
         elif kind == "Function":
-            if _is_table_function(nodes, i):
-                if name not in TABLE_FUNCTIONS:
-                    raise NotReadOnly(f"table function {name}() is not allowed: the box reads the analytics "
-                                      f"tables (and {', '.join(sorted(TABLE_FUNCTIONS))})")
-            elif name in FORBIDDEN_FUNCTIONS or _DICTIONARY.match(name):
-                raise NotReadOnly(f"function {name}() is not allowed: it reads outside the analytics tables")
-            elif name in _IN:
-                _check_in(nodes, i, database)
+            _check_function(nodes, i, name, database)
+
+
+def _check_function(nodes: list[tuple[int, str]], i: int, name: str, database: str) -> None:
+    if _is_table_function(nodes, i):
+        if name not in TABLE_FUNCTIONS:
+            raise NotReadOnly(f"table function {name}() is not allowed: the box reads the analytics "
+                              f"tables (and {', '.join(sorted(TABLE_FUNCTIONS))})")
+    elif not FUNCTIONS.allows(name):
+        raise NotReadOnly(f"function {name}() is not allowed: the box calls functions that compute on "
+                          "the query's own values (functions.tsv lists them)")
+    elif name in _IN:
+        _check_in(nodes, i, database)
 
 
 def _is_table_function(nodes: list[tuple[int, str]], i: int) -> bool:
@@ -203,11 +260,12 @@ def _check_table(named: str | None, database: str) -> None:
 
 
 class SQLBox:
-    """Runs admitted statements on handles of their own; at most ``slots`` at a time.
+    """Runs analysts' statements; at most ``slots`` at a time from this process.
 
-    With the embedded engine each query opens a read-only handle on the store (``readonly=1`` and the
-    limits set when it opens, so nothing in the statement can change them) and closes it after; the
-    process may be the one that projects into the store, whose handle is not touched.
+    With the embedded store, the statement goes to its engine as the analyst principal: the engine admits it
+    and runs it read-only within the limits, in a process walled off from every secret (``engine.py`` says
+    how). With a ClickHouse server, this process admits it first, then runs it as the server's analyst user
+    (``AGENTLOG_CLICKHOUSE_ANALYST_URL``, whose settings profile holds its read-only mode; see the README).
     """
 
     def __init__(self, settings: Settings, *, database: str | None = None, slots: int = 4) -> None:
@@ -218,35 +276,35 @@ class SQLBox:
         self._slot_count = slots
 
     def run(self, statement: str) -> list[dict[str, Any]]:
+        sized(statement)
         if not self._slots.acquire(timeout=self.limits.seconds):
             raise Busy(f"the SQL box is running {self._slot_count} queries already; try again in a moment")
         try:
-            with self._handle(readonly=2) as parser:
-                canonical = admit(parser, statement, self.database)
-            with self._handle(readonly=1) as runner:
-                try:
-                    result = runner.query(canonical)
-                except Exception as exc:
-                    raise QueryFailed(self.limits.explain(_code(exc), _first_line(exc))) from exc
+            client = clients.clickhouse(self.settings, database=self.database, analyst=self.settings.embedded_clickhouse,
+                                        engine_settings=self.limits.engine_settings(),
+                                        url=self.settings.clickhouse_analyst_url or None)
+            try:
+                canonical = statement if self.settings.embedded_clickhouse else admit(
+                    client_parse(client), statement, self.database)
+                result = client.query(canonical)
+            except AgentlogError:
+                raise
+            except Exception as exc:
+                raise self._refusal(exc) from exc
+            finally:
+                client.close()
             return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         finally:
             self._slots.release()
 
-    @contextmanager
-    def _handle(self, *, readonly: int) -> Iterator[Any]:
-        """``readonly=2``: the parser (it runs nothing of the statement); ``readonly=1``: the runner. A server's
-        user (``AGENTLOG_CLICKHOUSE_ANALYST_URL``) gets the limits with each query; its settings profile holds
-        its read-only mode (see the README)."""
-        engine: dict[str, object] = ({"readonly": 2, "max_execution_time": _PARSE_TIMEOUT} if readonly == 2
-                                     else self.limits.engine_settings())
-        if not self.settings.embedded_clickhouse:
-            engine.pop("readonly")
-        client = clients.clickhouse(self.settings, database=self.database, engine_settings=engine,
-                                    url=self.settings.clickhouse_analyst_url or None)
-        try:
-            yield client
-        finally:
-            client.close()
+    def _refusal(self, exc: Exception) -> AgentlogError:
+        """The engine's or server's refusal as the box says it: not allowed, busy, a limit, or ClickHouse's line."""
+        code, line = _code(exc), _first_line(exc)
+        if code == 164:
+            return NotReadOnly(line)
+        if code == 202:
+            return Busy(line)
+        return QueryFailed(self.limits.explain(code, line))
 
 
 def _code(exc: Exception) -> int:
@@ -254,52 +312,12 @@ def _code(exc: Exception) -> int:
     return int(match.group(1)) if match else 0
 
 
-def owner_file(settings: Settings) -> Path:
-    return clients.chdb_path(settings.clickhouse_url).parent / "clickhouse-owner.json"
-
-
 def run(settings: Settings, statement: str, *, box: SQLBox | None = None) -> list[dict[str, Any]]:
-    """Run a statement in the box (``box``, this process's): here when the store is free, this process's or a
-    server, else through the process holding it."""
-    if settings.embedded_clickhouse and clients.chdb_owner(clients.chdb_path(settings.clickhouse_url)) not in (
-            None, os.getpid()):
-        return _through_owner(settings, statement)  # held by another process: ask it, not the engine
-    try:
-        return (box or SQLBox(settings)).run(statement)
-    except StackError as exc:
-        if not settings.embedded_clickhouse or isinstance(exc, Busy):
-            raise
-        return _through_owner(settings, statement)
-
-
-def _through_owner(settings: Settings, statement: str) -> list[dict[str, Any]]:
-    try:
-        owner = json.loads(owner_file(settings).read_text())
-        url, token = owner["url"], owner["token"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise StackError("clickhouse: the embedded store is held by another process that serves no queries; "
-                         "stop it or run `agentlog serve`") from None
-    request = urllib.request.Request(f"{url}/api/sql", data=json.dumps({"sql": statement}).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=settings.sql_timeout + 30) as response:
-            rows: list[dict[str, Any]] = json.loads(response.read())["rows"]
-            return rows
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read() or b"{}").get("detail", str(exc))
-        except ValueError:
-            detail = str(exc)
-        if exc.code == 503:
-            raise StackError(detail) from None
-        raise QueryFailed(detail) from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StackError(f"clickhouse: the process holding the embedded store does not answer at {url}: "
-                         f"{reason}") from None
+    """Run a statement in the box (``box``, this process's, or a new one)."""
+    return (box or SQLBox(settings)).run(statement)
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
-    match = re.search(r"DB::Exception: (.*?)(?:\(version|\n|$)", text)
+    match = re.search(r"DB::Exception: (.*?)(?:\. \([A-Z_]+\) \(version|\(version|\n|$)", text)
     return (match.group(1) if match else (text.splitlines() or [type(exc).__name__])[0]).strip()

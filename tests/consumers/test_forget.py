@@ -25,7 +25,6 @@ from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.keys import KeyStore
 from agentlog.deploy.settings import Settings
 from agentlog.producers import EventLog
-from agentlog.projections.analytics.server import QueryServer
 from agentlog.projections.dashboard import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.schemas import Codec, Event, EventType
@@ -154,12 +153,9 @@ def test_forget_on_the_command_line_names_what_it_erased(isolated: Settings) -> 
     _write(isolated, _conversation(cid, None, "zqcli"))
     project(isolated)
     stop, threads = _running(isolated)
-    server = QueryServer(isolated)  # as serve does: this process holds the embedded store, the command asks it
-    server.start()
-    try:
+    try:  # the projectors run here; the command asks the stores (the embedded one through its engine)
         done = agentlog("forget", "--conversation", cid, "--json", "--wait", "90", env=env_of(isolated))
     finally:
-        server.stop()
         stop.set()
         for thread in threads:
             thread.join(60)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agentlog.deploy import engine
+from agentlog.deploy.clients import chdb_path
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics import AnalyticsProjection
-from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox, owner_file
-from agentlog.projections.analytics.server import QueryServer
+from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox
 from tests.factories import make_conversation
 from tests.projections.test_contract import batch_of
 
@@ -47,14 +48,6 @@ HOSTILE = [
     (f"EXPLAIN AST SELECT 1; SELECT 1 INTO OUTFILE '{OUT}'", "Multi-statements are not allowed"),
     (f"EXPLAIN SYNTAX SELECT 1 INTO OUTFILE '{OUT}'", "INTO OUTFILE"),
 ]
-
-
-@pytest.fixture
-def box(isolated: Settings):
-    projection = AnalyticsProjection(isolated)
-    projection.setup()
-    yield SQLBox(isolated)
-    projection.close()
 
 
 @pytest.mark.parametrize("statement,why", HOSTILE, ids=[s for s, _ in HOSTILE])
@@ -123,32 +116,31 @@ def test_limits_stop_a_query_while_the_projector_applies(isolated: Settings) -> 
         projection.close()
 
 
-def test_the_projectors_loopback_server_refuses_the_same(box: SQLBox, isolated: Settings) -> None:
-    server = QueryServer(isolated)
-    server.start()
-    OUT.unlink(missing_ok=True)
-    try:
-        def post(body: bytes, kind: str = "application/json", token: str = server.token) -> tuple[int, dict]:
-            request = urllib.request.Request(f"{server.url}/api/sql", data=body,
-                                             headers={"Content-Type": kind, "Authorization": f"Bearer {token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, json.loads(exc.read())
+def test_the_engine_answers_only_its_two_principals(box: SQLBox, isolated: Settings) -> None:
+    """The engine speaks ClickHouse's HTTP protocol on loopback to the writer and the analyst, each with a token
+    of its own kept in a file only agentlog's user reads; anyone else gets ClickHouse's authentication error."""
+    path = chdb_path(isolated.clickhouse_url)
+    endpoint = engine.running(path)
+    assert endpoint is not None
+    record = engine.record(path)
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600 and json.loads(record.read_text())["writer"] == endpoint.writer
 
-        status, body = post(json.dumps({"sql": f"SELECT 42 INTO OUTFILE '{OUT}'"}).encode())
-        assert status == 400 and body["detail"].startswith("INTO OUTFILE and FORMAT are not allowed")
-        status, body = post(json.dumps({"sql": "SELECT * FROM file('/etc/shadow', 'LineAsString')"}).encode())
-        assert status == 400 and "file() is not allowed" in body["detail"]
-        assert post(json.dumps({"sql": "SELECT 1 AS one"}).encode()) == (200, {"rows": [{"one": 1}]})
-        status, body = post(b"sql=SELECT+1", "application/x-www-form-urlencoded")
-        assert status == 400 and "the body must be JSON" in body["detail"]
-        for token in ("", "agentlog_guess", server.token[:-1]):
-            status, body = post(json.dumps({"sql": "SELECT 1 AS one"}).encode(), token=token)
-            assert status == 401 and "rows" not in body
-        owner = owner_file(isolated)
-        assert stat.S_IMODE(owner.stat().st_mode) == 0o600 and json.loads(owner.read_text())["token"] == server.token
-        assert not OUT.exists()
-    finally:
-        server.stop()
+    def ask(user: str, key: str, query: str = "SELECT 1") -> tuple[int, str]:
+        request = urllib.request.Request(f"{endpoint.url}/?database={isolated.clickhouse_database}",
+                                         data=query.encode(), headers={"X-ClickHouse-User": user,
+                                                                       "X-ClickHouse-Key": key})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    for user, key in (("agentlog", ""), ("agentlog", endpoint.analyst), ("analyst", endpoint.writer[:-1]),
+                      ("default", ""), ("", "")):
+        status, text = ask(user, key)
+        assert status == 403 and "Code: 516" in text and "AUTHENTICATION_FAILED" in text
+    assert ask("analyst", endpoint.analyst) == (200, "1\n")
+    status, text = ask("analyst", endpoint.analyst, "SELECT * FROM file('/etc/shadow', 'LineAsString')")
+    assert status == 400 and "Code: 164" in text and "table function file() is not allowed" in text
+    status, text = ask("analyst", endpoint.analyst, "INSERT INTO agent_events SELECT * FROM agent_events")
+    assert status == 400 and "only SELECT" in text
