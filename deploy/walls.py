@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,33 +93,46 @@ def enter(*, user: str | None, writable: list[Path], readable: list[Path]) -> Wa
     """Put the walls up around this process: run as ``user`` (when given), then open nothing but
     ``writable`` (read and write, beneath each) and ``readable`` (read and execute), connect and bind no TCP
     port, signal no process outside. Call before starting any thread; already-open descriptors stay usable
-    (a listening socket bound before, say)."""
+    (a listening socket bound before, the working directory, say)."""
     walls = Walls()
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        os.setgroups([])
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
-        walls.up.append(f"user {user}")
-    elif os.geteuid() == 0:
-        walls.missing.append("still root")
-    else:
-        walls.up.append(f"user {pwd.getpwuid(os.geteuid()).pw_name} (not root, as started)")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise StackError(f"walls: prctl(NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
-    walls.up.append("no new privileges")
-    abi = landlock_abi()
-    if abi == 0:
-        walls.missing.append("landlock (the kernel has none)")
-        return walls
-    _landlock(libc, abi, writable, readable)
+    beneath = [(_opened(path), True) for path in writable] + [(_opened(path), False) for path in readable]
+    try:  # the paths are opened first, as started: the new user may not pass through their parents
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            walls.up.append(f"user {user}")
+        elif os.geteuid() == 0:
+            walls.missing.append("still root")
+        else:
+            walls.up.append(f"user {pwd.getpwuid(os.geteuid()).pw_name} (not root, as started)")
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise StackError(f"walls: prctl(NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
+        walls.up.append("no new privileges")
+        abi = landlock_abi()
+        if abi == 0:
+            walls.missing.append("landlock (the kernel has none)")
+            return walls
+        _landlock(libc, abi, beneath)
+    finally:
+        for fd, _ in beneath:
+            if fd is not None:
+                os.close(fd)
     walls.up.append(f"landlock v{abi}: files beneath {len(writable)} writable and {len(readable)} readable paths"
                     + (", no TCP connect or bind" if abi >= 4 else "") + (", no signals out" if abi >= 6 else ""))
     return walls
 
 
-def _landlock(libc: ctypes.CDLL, abi: int, writable: list[Path], readable: list[Path]) -> None:
+def _opened(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # nothing there to allow
+
+
+def _landlock(libc: ctypes.CDLL, abi: int, beneath: list[tuple[int | None, bool]]) -> None:
     handled = _FS_BY_ABI.get(abi, _FS_V1 | 7 << 13)  # v5 on: ioctl on devices too
     attr = _RulesetAttr(handled, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
                         _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0)
@@ -127,29 +141,19 @@ def _landlock(libc: ctypes.CDLL, abi: int, writable: list[Path], readable: list[
     if ruleset < 0:
         raise StackError(f"walls: landlock_create_ruleset failed: {os.strerror(ctypes.get_errno())}")
     try:
-        for path in writable:
-            _allow(libc, ruleset, path, handled)
-        for path in readable:
-            _allow(libc, ruleset, path, _EXECUTE | _READ_FILE | _READ_DIR)
+        for fd, writable in beneath:
+            if fd is None:
+                continue
+            access = handled if writable else _EXECUTE | _READ_FILE | _READ_DIR
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                access &= _FILE_ONLY
+            rule = _PathBeneathAttr(access, fd)
+            if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                raise StackError(f"walls: landlock_add_rule failed: {os.strerror(ctypes.get_errno())}")
         if libc.syscall(_SYS_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) != 0:
             raise StackError(f"walls: landlock_restrict_self failed: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(ruleset)
-
-
-def _allow(libc: ctypes.CDLL, ruleset: int, path: Path, access: int) -> None:
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return  # nothing there to allow
-    try:
-        if not path.is_dir():
-            access &= _FILE_ONLY
-        rule = _PathBeneathAttr(access, fd)
-        if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
-            raise StackError(f"walls: landlock_add_rule({path}) failed: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(fd)
 
 
 def hand_over(path: Path, user: str | None) -> None:

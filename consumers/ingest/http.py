@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import Counter, Gauge
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 SPANS = Counter("agentlog_ingest_spans_total", "OTLP spans received, by outcome", ["outcome"])
 BACKLOG = Gauge("agentlog_ingest_backlog", "Spans waiting and events in the outbox, not yet in the log")
 RETRY_AFTER = "5"
+_DECODING = threading.BoundedSemaphore(2)
+"""Bodies inflated and parsed at once (each may take 32 MiB and a core)."""
 
 router = APIRouter(include_in_schema=False)
 
@@ -81,8 +84,8 @@ async def export_traces(request: Request) -> Response:
     except otlp.BadRequest as exc:
         return _refuse(otlp.JSON, 415, 3, str(exc))
     body = await request.body()  # bounded by the web layer: a larger body was refused with 413 already
-    try:
-        decoded = otlp.spans_of(otlp.parse(otlp.inflate(body, request.headers.get("content-encoding")), kind))
+    try:  # inflating and parsing take a while for a large body: off the event loop, two at a time
+        decoded = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"), kind)
     except otlp.TooLarge as exc:
         return _refuse(kind, 413, 8, str(exc))
     except otlp.BadRequest as exc:
@@ -104,6 +107,11 @@ async def export_traces(request: Request) -> Response:
     BACKLOG.set(ingest.staging.backlog)
     message = "; ".join(decoded.problems or [])
     return Response(otlp.response(kind, decoded.rejected, message), media_type=kind)
+
+
+def _decode(body: bytes, encoding: str | None, kind: str) -> otlp.Decoded:
+    with _DECODING:
+        return otlp.spans_of(otlp.parse(otlp.inflate(body, encoding), kind))
 
 
 def attach(app: FastAPI, ingest: Ingest) -> None:

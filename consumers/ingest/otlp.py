@@ -34,6 +34,9 @@ MAX_INFLATED = 32 << 20
 MAX_SPANS = 10_000
 MAX_DEPTH = 16
 """Nesting of attribute values (arrays, key-value lists)."""
+MAX_TEXT = 192 << 10
+"""UTF-8 bytes of one attribute value kept whole; a longer one is cut here, with a marker saying how much went
+(a prompt of 10 MB would otherwise make an event larger than the broker takes)."""
 FUTURE_NS = 5 * 60 * 10**9
 """How far past now a span may end (clock skew), as for every event."""
 
@@ -141,12 +144,23 @@ def clean(text: str) -> str:
     return text
 
 
+def cut(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` whole when its UTF-8 is at most ``limit`` bytes; else its first ``limit`` bytes and a marker."""
+    if len(text) <= limit // 4:
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", "ignore")
+    return f"{kept}… [cut by agentlog: {len(data) - len(kept.encode()):,} of {len(data):,} bytes]"
+
+
 def value_of(value: AnyValue, depth: int = 0) -> Any:
     which = value.WhichOneof("value")
     if which is None:
         return None
     if which == "string_value":
-        return clean(value.string_value)
+        return cut(clean(value.string_value))
     if which == "double_value":
         number = value.double_value
         return number if math.isfinite(number) else str(number)
@@ -157,7 +171,7 @@ def value_of(value: AnyValue, depth: int = 0) -> Any:
             return "{...}"
         return {clean(kv.key): value_of(kv.value, depth + 1) for kv in value.kvlist_value.values}
     if which == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
+        return cut(base64.b64encode(value.bytes_value).decode())
     return getattr(value, which)
 
 

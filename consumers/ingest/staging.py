@@ -21,6 +21,7 @@ import threading
 import time
 import zlib
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterator
 
 import orjson
@@ -32,11 +33,12 @@ from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Durability, EventLog, ProducerError
+from agentlog.producers.errors import EventTooLarge
 from agentlog.producers.otel import Span, SpanEvent, State, Timeline, conversation_of, points
 from agentlog.producers.otel.genai import conversation_of_trace
 from agentlog.producers.tracing import TraceContext
 from agentlog.schemas.codec import Codec
-from agentlog.schemas.events import Event
+from agentlog.schemas.events import Event, EventType
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (conversation_id, sequence_number));
 """
 TABLES = ("spans", "traces", "conversations", "outbox")
+MAX_EVENT = 900_000
+"""Bytes of one encoded event: under the producer's message.max.bytes (1,000,000) with room for sealing."""
 
 
 Fresh = list[tuple[Event, TraceContext]]
@@ -207,7 +211,7 @@ class Staging:
                                                               default_agent=service or "agent")
             before = timeline.state.to_json()
             try:
-                made = [(item.event, codec.encode(item.event), TraceContext(item.trace_id, item.span_id))
+                made = [_fitting(item.event, codec) + (TraceContext(item.trace_id, item.span_id),)
                         for item in timeline.feed(p for span in spans for p in points(span))]
             except Exception:  # a trace this mapping cannot read stops nothing else: said, and set aside
                 log.exception("ingest: trace %s could not be turned into events; its spans stay in %s.spans",
@@ -239,14 +243,17 @@ class Staging:
         return [(c, s, bytes(e), t) for c, s, e, t in rows]
 
     def sent(self, conn: psycopg.Connection, done: list[tuple[str, int]]) -> None:
-        """Forget what the log has: per conversation, everything up to the last number sent (sent in order)."""
-        last: dict[str, int] = {}
-        for conversation, sequence in done:
-            last[conversation] = max(sequence, last.get(conversation, 0))
+        """Forget what the log has: exactly those events (conversation, sequence number)."""
         with conn.transaction(), conn.cursor(binary=True) as cur:
-            cur.execute("DELETE FROM outbox USING unnest(%s::text[], %s::bigint[]) AS d(conversation_id, upto) "
-                        "WHERE outbox.conversation_id = d.conversation_id AND outbox.sequence_number <= d.upto",
-                        (list(last), list(last.values())))
+            cur.execute("DELETE FROM outbox USING unnest(%s::text[], %s::bigint[]) AS d(conversation_id, sequence) "
+                        "WHERE outbox.conversation_id = d.conversation_id AND outbox.sequence_number = d.sequence",
+                        ([c for c, _ in done], [n for _, n in done]))
+
+    def replace(self, conn: psycopg.Connection, conversation: str, sequence: int, value: bytes) -> None:
+        """Put ``value`` in the outbox in place of that event (one the log cannot take)."""
+        with conn.transaction():
+            conn.execute("UPDATE outbox SET event = %s WHERE conversation_id = %s AND sequence_number = %s",
+                         (value, conversation, sequence))
 
     def count(self, conn: psycopg.Connection) -> int:
         (waiting,) = conn.execute("SELECT count(*) FROM spans WHERE NOT flushed").fetchone() or (0,)
@@ -258,6 +265,27 @@ class Staging:
 
     def lock_key(self) -> int:
         return zlib.crc32(f"agentlog.ingest.{self.schema}".encode())
+
+
+def _fitting(event: Event, codec: Codec) -> tuple[Event, bytes]:
+    """The event and its bytes, when they fit in a Kafka message; else, under the same number and id, an
+    error_occurred event that says how large it was (each text was already cut at otlp.MAX_TEXT, so only a
+    span of many such texts gets here). Never an event the broker refuses, which would be retried forever."""
+    value = codec.encode(event)
+    if len(value) <= MAX_EVENT:
+        return event, value
+    event = too_large(event, len(value))
+    return event, codec.encode(event)
+
+
+def too_large(event: Event, size: int) -> Event:
+    """What stands, under the same number and id, for an event the log cannot take."""
+    log.warning("ingest: %s event %s of conversation %s is %d bytes, past what the log takes: kept as "
+                "event_too_large", event.event_type, event.event_id, event.conversation_id, size)
+    return replace(event, event_type=EventType.ERROR_OCCURRED, attributes={}, payload={
+        "error_type": "event_too_large", "tool_call_id": None, "retryable": False,
+        "message": f"agentlog could not keep this span's {event.event_type} event: {size:,} bytes, past the "
+                   f"{MAX_EVENT:,} an event may take"})
 
 
 def _dumps(value: Any) -> str:
@@ -344,27 +372,42 @@ class Flusher:
         """Append the outbox: what this flush made, from memory, once what an earlier run left was read back
         and sent (until then the outbox is read from Postgres, this flush's events with it)."""
         if self._recovered:
-            if not fresh:
-                return 0
-            await asyncio.gather(*(event_log.append_nowait(event, durability=Durability.SPOOL, trace=context)
-                                   for event, context in fresh))
-            self.staging.sent(conn, [(e.conversation_id, e.sequence_number) for e, _ in fresh])
-            self.sent_events += len(fresh)
-            return len(fresh)
+            return await self._append(conn, event_log, fresh) if fresh else 0
         rows = self.staging.pending(conn, self.batch)
         if not rows:
             self._recovered = True
             return 0
-        codec = event_log.codec
-        futures = []
-        for _conversation, _sequence, value, traceparent in rows:
-            event = codec.decode(value)
-            futures.append(event_log.append_nowait(event, durability=Durability.SPOOL,
-                                                   trace=TraceContext.parse(traceparent)))
-        await asyncio.gather(*futures)
-        self.staging.sent(conn, [(c, s) for c, s, _, _ in rows])
-        self.sent_events += len(rows)
-        return len(rows)
+        events: Fresh = []
+        for conversation, sequence, value, traceparent in rows:
+            event = event_log.codec.decode(value)
+            if len(value) > MAX_EVENT:  # made before events were held to the limit: what stands for it goes
+                event = too_large(event, len(value))
+                self.staging.replace(conn, conversation, sequence, event_log.codec.encode(event))
+            events.append((event, TraceContext.parse(traceparent)))
+        return await self._append(conn, event_log, events)
+
+    async def _append(self, conn: psycopg.Connection, event_log: EventLog, events: Fresh) -> int:
+        """Append ``events`` and forget from the outbox exactly what the log (or the spool) took; then the first
+        failure is raised, and only what was not taken is sent again: one event the broker refuses never sends
+        the others twice."""
+        async def append(event: Event, context: TraceContext) -> object:  # a refusal before sending: a result too
+            return await event_log.append_nowait(event, durability=Durability.SPOOL, trace=context)
+
+        results = await asyncio.gather(*(append(event, context) for event, context in events),
+                                       return_exceptions=True)
+        for (event, _), result in zip(events, results, strict=True):
+            if isinstance(result, EventTooLarge):  # the broker never takes it: what stands for it goes next time
+                value = event_log.codec.encode(event)
+                self.staging.replace(conn, event.conversation_id, event.sequence_number,
+                                     event_log.codec.encode(too_large(event, len(value))))
+        done = [(e.conversation_id, e.sequence_number) for (e, _), result in zip(events, results, strict=True)
+                if not isinstance(result, BaseException)]
+        self.staging.sent(conn, done)
+        self.sent_events += len(done)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(done)
 
     @contextmanager
     def _locked(self) -> Iterator[psycopg.Connection | None]:

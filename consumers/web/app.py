@@ -51,7 +51,7 @@ def create_ingest_app(auth: AuthStore, ingest: Ingest, *, host: str = "127.0.0.1
     attach(app, ingest)
     app.add_api_route("/metrics", prometheus_metrics, include_in_schema=False)
     app.add_api_route("/healthz", alive, include_in_schema=False)
-    return secure(Access(app, auth, {}), host=host)
+    return secure(Access(app, auth), host=host)
 
 
 def prometheus_metrics() -> Response:
