@@ -12,12 +12,13 @@ MAX_SPAN = 100 * 365 * 86400
 """The longest look back a duration may ask for: a hundred years."""
 
 
-def duration(since: str) -> tuple[int, str]:
-    """``24h`` as (24, "h"); AgentlogError for anything that is not a duration of at most a hundred years."""
+def duration(since: str, *, option: str = "--since") -> tuple[int, str]:
+    """``24h`` as (24, "h"); AgentlogError, naming ``option``, for anything that is not a duration of at most a
+    hundred years."""
     match = _DURATION.match(since.strip()) if len(since) < 40 else None
     if not match:
-        raise AgentlogError(f"--since {since[:40]!r}: use a duration like 30m, 24h or 7d")
+        raise AgentlogError(f"{option} {since[:40]!r}: use a duration like 30m, 24h or 7d")
     amount, unit = int(match.group(1)), match.group(2)
     if amount * _SECONDS[unit] > MAX_SPAN:
-        raise AgentlogError(f"--since {since!r}: at most a hundred years ({MAX_SPAN // 86400}d)")
+        raise AgentlogError(f"{option} {since!r}: at most a hundred years ({MAX_SPAN // 86400}d)")
     return amount, unit

@@ -12,7 +12,6 @@ import logging
 import re
 import secrets
 import threading
-import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Iterator
@@ -40,6 +39,8 @@ LOCKOUT_SECONDS = 60
 MAX_PASSWORD = 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _HASHER = PasswordHasher()
+_DECOY = _HASHER.hash(secrets.token_urlsafe(18))
+"""Checked against when the name is no user's, so that such a login takes as long as a real one."""
 
 DDL = """
 CREATE TABLE IF NOT EXISTS users (
@@ -54,6 +55,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz,
     revoked_at   timestamptz);
+CREATE TABLE IF NOT EXISTS login_attempts (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name      text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE INDEX IF NOT EXISTS login_attempts_name ON login_attempts (name, failed_at);
 CREATE TABLE IF NOT EXISTS sessions (
     id_sha256  text PRIMARY KEY,
     user_name  text NOT NULL REFERENCES users (name) ON DELETE CASCADE,
@@ -81,7 +87,10 @@ def expiry(text: str | None) -> timedelta | None:
     """A token's life as users write it (``30d``) as a timedelta; None (no text) for a token that never expires."""
     if not text:
         return None
-    amount, unit = duration(text)
+    amount, unit = duration(text, option="--expires")
+    if amount == 0:
+        raise AgentlogError(f"--expires {text!r}: a token must live a while; give a duration like 30d, or none "
+                            "for a token that never expires")
     return timedelta(seconds=amount * _SECONDS[unit])
 
 
@@ -104,9 +113,6 @@ class AuthStore:
         self.settings = settings
         self.schema = settings.auth_schema
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self._failures: dict[str, list[float]] = {}
-        """Per name, when its recent logins failed (this process's memory: a restart forgives)."""
 
     @contextmanager
     def _connect(self, role: PostgresRole = PostgresRole.WEB) -> Iterator[psycopg.Connection]:
@@ -138,8 +144,8 @@ class AuthStore:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.WEB.value,)).fetchone():
                 web = sql.Identifier(PostgresRole.WEB.value)
                 conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, web))
-                conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON users, tokens, sessions TO {}")
-                             .format(web))
+                conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON users, tokens, sessions, "
+                                     "login_attempts TO {}").format(web))
 
     # users
 
@@ -174,37 +180,48 @@ class AuthStore:
 
     def login(self, name: str, password: str) -> tuple[Principal, str]:
         """A new session for the user whose password this is: (who, session id); BadCredentials otherwise,
-        and for a while after ``FAILURES`` wrong passwords for that name (guessing is slowed to a trickle)."""
-        now, key = time.monotonic(), name[:80]
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < LOCKOUT_SECONDS]
-            if key in self._failures:
-                self._failures[key] = recent
-        if len(recent) >= FAILURES:
-            log.warning("login for %r refused: %d failed logins in %d s", key, len(recent), LOCKOUT_SECONDS)
-            raise BadCredentials(f"too many failed logins for that name; wait {LOCKOUT_SECONDS} s and try again")
+        and for a while after ``FAILURES`` wrong passwords for that name (guessing is slowed to a trickle).
+
+        Each attempt is counted in Postgres before its password is checked, under a lock on the name, so
+        attempts in parallel, on any replica of ``serve`` or after a restart, are counted all the same; a name
+        that is no user's costs as much as one that is (a hash is checked either way)."""
+        key = name[:80].replace("\x00", "").encode("utf-8", "replace").decode("utf-8")  # text Postgres keeps
         with self._connect() as conn:
+            attempt = self._attempt(conn, key)
             row = None
             if _NAME.fullmatch(name) and len(password) <= MAX_PASSWORD:  # nothing else is a user's
                 row = conn.execute("SELECT role, password_hash FROM users WHERE name = %s", (name,)).fetchone()
             try:
+                _HASHER.verify(row[1] if row is not None else _DECOY, password[:MAX_PASSWORD])
                 if row is None:
                     raise VerificationError
-                _HASHER.verify(row[1], password)
             except (VerificationError, InvalidHashError):
-                with self._lock:
-                    self._failures.setdefault(key, []).append(now)
-                    if len(self._failures) > 10_000:  # names that never were users do not pile up
-                        self._failures.pop(next(iter(self._failures)))
-                log.warning("failed login for %r", name[:80])
+                log.warning("failed login for %r", key)
                 raise BadCredentials("that name and password do not match a user; ask an admin for an account "
                                      "(`agentlog user add NAME --role ROLE`)") from None
+            conn.execute("DELETE FROM login_attempts WHERE id = %s", (attempt,))  # it was no failure
             session = secrets.token_urlsafe(32)
             conn.execute("INSERT INTO sessions (id_sha256, user_name, expires_at) VALUES (%s, %s, %s)",
                          (_digest(session), name, datetime.now(UTC) + timedelta(hours=SESSION_HOURS)))
             conn.execute("DELETE FROM sessions WHERE expires_at < now()")
         log.info("login of %s (%s)", name, row[0])
         return Principal(name, Role(row[0]), "user"), session
+
+    def _attempt(self, conn: psycopg.Connection, key: str) -> int:
+        """Count one attempt for ``key`` (as a failure until its password matches): its id, or BadCredentials
+        when ``FAILURES`` failed within ``LOCKOUT_SECONDS``."""
+        window = timedelta(seconds=LOCKOUT_SECONDS)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.schema}/login/{key}",))
+            conn.execute("DELETE FROM login_attempts WHERE failed_at < clock_timestamp() - %s", (window,))
+            (recent,) = conn.execute("SELECT count(*) FROM login_attempts WHERE name = %s", (key,)).fetchone() \
+                or (0,)
+            if recent >= FAILURES:
+                log.warning("login for %r refused: %d failed logins in %d s", key, recent, LOCKOUT_SECONDS)
+                raise BadCredentials(f"too many failed logins for that name; wait {LOCKOUT_SECONDS} s and try again")
+            (attempt,) = conn.execute("INSERT INTO login_attempts (name) VALUES (%s) RETURNING id",
+                                      (key,)).fetchone() or (0,)
+        return int(attempt)
 
     def session(self, session: str) -> Principal | None:
         with self._connect() as conn:

@@ -22,8 +22,8 @@ class ClickHouse(Service):
                              "or http(s)://host:port")
         running = engine.running(clients.chdb_path(self.settings.clickhouse_url)) if embedded else None
         if embedded and running is None:
-            return ServiceStatus(self.name, self.address, False, None, True,
-                                 "embedded: its engine is not running (`agentlog stack up` starts it)")
+            return ServiceStatus(self.name, self.address, True, None, True,
+                                 "embedded (chDB): its engine starts on first use")
         try:
             client = clients.clickhouse(self.settings)
             try:

@@ -100,6 +100,10 @@ def test_a_revoked_token_gets_401_and_an_expiring_one_says_when(served: Served) 
     assert agentlog("token", "revoke", name, env=served.env).returncode == 0
     status, body = served.get("/api/counters", token=token)
     assert status == 401 and body["detail"].startswith("log in first")
+    for given, said in (("0d", "--expires '0d': a token must live a while"),
+                        ("soon", "--expires 'soon': use a duration like 30m")):
+        refused = agentlog("token", "create", "--role", "operator", "--expires", given, env=served.env)
+        assert refused.returncode == 1 and said in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_a_person_logs_in_with_a_form_and_a_cookie_the_page_cannot_read(served: Served) -> None:
@@ -207,3 +211,44 @@ def test_a_password_in_a_clickhouse_url_is_never_printed() -> None:
                     env={"AGENTLOG_CLICKHOUSE_URL": "http://agentlog:hunter2-secret@127.0.0.1:1"})
     assert "hunter2-secret" not in done.stdout + done.stderr
     assert json.loads(done.stdout)["clickhouse"]["address"] == "http://agentlog:***@127.0.0.1:1"
+
+
+def test_the_lockout_counts_parallel_attempts_and_holds_across_replicas(served: Served) -> None:
+    """200 wrong passwords from 50 threads: exactly five are checked; another serve (a second store on the same
+    Postgres, as a replica or a restarted process would be) refuses the name too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = AuthStore(served.settings)
+    name = f"parallel-{uuid.uuid4().hex[:6]}"
+    password = store.add_user(name, "support")
+
+    def attempt(_: int) -> str:
+        try:
+            store.login(name, "wrong")
+        except BadCredentials as exc:
+            return "checked" if "do not match" in str(exc) else "locked"
+        return "in"
+
+    with ThreadPoolExecutor(50) as pool:
+        outcomes = list(pool.map(attempt, range(200)))
+    assert outcomes.count("checked") == 5 and outcomes.count("locked") == 195
+    with pytest.raises(BadCredentials, match="too many failed logins"):
+        AuthStore(served.settings).login(name, password)
+
+
+def test_a_login_for_an_unknown_name_takes_as_long_as_for_a_known_one(served: Served) -> None:
+    store = AuthStore(served.settings)
+    known = f"known-{uuid.uuid4().hex[:6]}"
+    store.add_user(known, "support")
+
+    def median_seconds(name: str) -> float:
+        times = []
+        for i in range(4):  # under the lockout: the fifth failure within a minute would lock the name
+            started = time.perf_counter()
+            with pytest.raises(BadCredentials, match="do not match"):
+                store.login(name, f"wrong-{i}")
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
+
+    unknown, found = median_seconds(f"nobody-{uuid.uuid4().hex[:6]}"), median_seconds(known)
+    assert 0.5 < unknown / found < 2.0, f"unknown {unknown * 1000:.0f} ms, known {found * 1000:.0f} ms"
