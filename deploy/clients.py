@@ -80,15 +80,17 @@ def clickhouse(settings: Settings, *, database: str = "default",
     url = url or settings.clickhouse_url
     scheme = urlsplit(url).scheme
     if scheme == "chdb":
-        endpoint = engine.ensure(chdb_path(url))
-        try:
-            return clickhouse_connect.get_client(
-                host="127.0.0.1", port=endpoint.port, username="analyst" if analyst else "agentlog",
-                password=endpoint.analyst if analyst else endpoint.writer, database=database, compress=False,
-                autogenerate_session_id=False, settings=dict(engine_settings or {}))
-        except OperationalError as exc:
-            raise ServiceUnreachable("clickhouse", f"the engine of {chdb_path(url)}", "`agentlog stack up` starts "
-                                     "it again") from exc
+        for attempt in (1, 2):  # an engine that stopped, idle, between the look and the connection: once more
+            endpoint = engine.ensure(chdb_path(url))
+            try:
+                return clickhouse_connect.get_client(
+                    host="127.0.0.1", port=endpoint.port, username="analyst" if analyst else "agentlog",
+                    password=endpoint.analyst if analyst else endpoint.writer, database=database, compress=False,
+                    autogenerate_session_id=False, settings=dict(engine_settings or {}))
+            except OperationalError as exc:
+                if attempt == 2:
+                    raise ServiceUnreachable("clickhouse", f"the engine of {chdb_path(url)}",
+                                             "`agentlog stack up` starts it again") from exc
     if scheme in {"http", "https"}:
         parts = urlsplit(url)
         try:

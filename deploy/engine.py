@@ -28,7 +28,7 @@ from agentlog.deploy import walls
 from agentlog.deploy.errors import StackError
 
 MODULE = "agentlog.projections.analytics.engine"
-IDLE = 600.0
+IDLE = 120.0
 """Seconds an engine started on demand waits for a request before it stops."""
 _START_TIMEOUT = 60.0
 

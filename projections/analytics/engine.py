@@ -83,6 +83,9 @@ class Engine:
         self.version = str(self.connection.query("SELECT version()", "TSV").bytes().decode().strip())
         self.slots = threading.BoundedSemaphore(ANALYST_SLOTS)
         self.last_request = time.monotonic()
+        self.active = 0
+        """Requests under way (the idle stop waits for none)."""
+        self.busy = threading.Lock()
 
     def principal(self, user: str, key: str) -> str | None:
         digest = self._digests.get(user)
@@ -162,7 +165,17 @@ class Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        self.server.engine.last_request = time.monotonic()
+        engine = self.server.engine
+        with engine.busy:
+            engine.active += 1
+        try:
+            self._answer()
+        finally:
+            with engine.busy:
+                engine.active -= 1
+                engine.last_request = time.monotonic()
+
+    def _answer(self) -> None:
         url = urlsplit(self.path)
         if url.path not in ("/ping", "/"):
             return self._send(404, b"Not found: /ping or /\n")
@@ -298,7 +311,9 @@ def _idle(server: ThreadingHTTPServer, engine: Engine, idle: float) -> None:
     while True:
         time.sleep(1)
         gone = not engine.store.is_dir()
-        if gone or (idle and time.monotonic() - engine.last_request > idle):
+        with engine.busy:
+            quiet = not engine.active and time.monotonic() - engine.last_request > idle
+        if gone or (idle and quiet):
             server.shutdown()
             return
 
