@@ -1,6 +1,7 @@
 """The red-team corpus: every way found to make analysts' SQL reach the host, tried twice.
 
-1. Through the whole box (the parser and the walls): each statement is refused with one line.
+1. Through the whole box (the parser and the walls): each statement is refused with one line (the older
+   escapes of ``test_sql_box.HOSTILE`` are refused there, each with its reason).
 2. With the parser switched off (an engine started ``unchecked``, tests only) against the engine process
    alone: the statement may run, but no host file, secret or other process's environment comes back.
 A control run in a plain chDB process, as root and unwalled (what the box ran in before), shows the same
@@ -20,7 +21,9 @@ import pytest
 
 from agentlog.deploy import clients, engine
 from agentlog.deploy.settings import Settings
+from agentlog.projections import analytics
 from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, SQLBox
+from tests.projections.analytics.test_sql_box import HOSTILE, OUT
 
 SHADOW = "/etc/shadow"
 
@@ -96,7 +99,8 @@ def test_with_the_parser_off_the_engine_returns_no_host_file_or_secret(unchecked
     client, endpoint = unchecked
     secrets = _secrets(stack)
     answered = 0
-    for statement in _corpus(stack.stack_dir / "secrets"):
+    OUT.unlink(missing_ok=True)
+    for statement in [*_corpus(stack.stack_dir / "secrets"), *(s for s, _ in HOSTILE)]:
         try:
             data = client.raw_query(statement, fmt="TabSeparated")
         except Exception as exc:  # refused by the engine: a wall held (or ClickHouse found it wrong)
@@ -107,6 +111,7 @@ def test_with_the_parser_off_the_engine_returns_no_host_file_or_secret(unchecked
         assert not any(s in data for s in secrets), f"{statement} returned a secret"
         assert b"root:" not in data, f"{statement} read /etc/passwd or /etc/shadow"
     assert answered > 0  # the parser really was off: some statements ran
+    assert not OUT.exists(), "INTO OUTFILE wrote a file"
 
 
 def test_the_engine_cannot_open_the_files_the_old_box_could(unchecked, stack: Settings) -> None:
@@ -136,3 +141,28 @@ def test_the_engine_runs_as_another_user_with_an_empty_environment(unchecked) ->
     assert {entry.split("=", 1)[0] for entry in environ.decode().strip("\0").split("\0")} == {
         "PATH", "TZ", "LANG", "HOME"}
     assert "landlock" in endpoint.walls and endpoint.walled
+
+
+def test_the_function_list_is_true_to_the_engine(stack: Settings) -> None:
+    """Every function the box allows is one the engine has, of the category the list says; none that reads
+    outside the query's values is among them."""
+    from agentlog.projections.analytics.queries import FUNCTIONS
+
+    client = clients.clickhouse(stack)
+    try:
+        engine_has = {name: (category, alias) for name, category, alias in client.query(
+            "SELECT name, categories, alias_to FROM system.functions").result_rows}
+    finally:
+        client.close()
+    listed = [line.split("\t") for line in (Path(analytics.__file__).parent / "functions.tsv").read_text()
+              .splitlines() if line and not line.startswith("#")]
+    assert len(listed) > 1000
+    missing = [name for name, *_ in listed if name not in engine_has]
+    assert not missing, f"functions.tsv names functions the engine does not have: {missing[:10]}"
+    for name in ("file", "hostName", "getServerSetting", "hasColumnInTable", "joinGet", "dictGet", "logTrace",
+                 "buildId", "getOSKernelVersion", "getSetting", "currentUser", "arrayReduce", "sleep",
+                 "initializeAggregation", "catboostEvaluate", "addressToLine", "getMacro", "filesystemAvailable"):
+        assert not FUNCTIONS.allows(name), name
+    for name in ("sum", "sumIf", "uniqExactArrayIf", "quantileOrNull", "toStartOfHour", "JSONExtractString",
+                 "COUNT", "arrayMap", "if", "in", "lambda"):
+        assert FUNCTIONS.allows(name), name
