@@ -63,6 +63,7 @@ def test_the_box_refuses_what_reaches_outside_the_analytics_tables(box: SQLBox, 
     ("SELECT ';' AS s", [{"s": ";"}]),
     ("SELECT 'x -- y' AS s -- a comment", [{"s": "x -- y"}]),
     ("SELECT /* ; */ 1 AS one", [{"one": 1}]),
+    ("\n    SELECT 'it''s\n' AS s,\n           1 AS one\n", [{"s": "it's\n", "one": 1}]),
     ("WITH t AS (SELECT number AS n FROM numbers(3)) SELECT sum(n) AS total FROM t", [{"total": 3}]),
     ("SELECT count() AS n FROM agent_events WHERE event_type IN ('tool_called', 'tool_result')", [{"n": 0}]),
 ])
