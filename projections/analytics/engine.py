@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import chdb
 
 from agentlog.deploy import walls
-from agentlog.projections.analytics.queries import NotReadOnly, QueryFailed, admit
+from agentlog.projections.analytics.queries import MAX_STATEMENT, NotReadOnly, QueryFailed, admit
 
 WRITER, ANALYST = "agentlog", "analyst"
 MAX_INSERT = 1 << 30
@@ -185,16 +185,19 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         url = urlsplit(self.path)
         if url.path not in ("/ping", "/"):
+            self.close_connection = True
             return self._send(404, b"Not found: /ping or /\n")
-        try:
-            body = self._body()
-        except _Refused as exc:
-            return self._error(exc)
-        if url.path == "/ping" or (self.command == "GET" and not url.query and not body):
+        if url.path == "/ping" or (self.command == "GET" and not url.query):
             return self._send(200, b"Ok.\n")
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        try:  # who asks, before anything of the body is read
+            principal = self._principal(params)
+            body = self._body(MAX_INSERT if principal == WRITER else 4 * MAX_STATEMENT)
+        except _Refused as exc:
+            self.close_connection = True
+            return self._error(exc)
         try:
-            self._send(200, *self._query(params, body))
+            self._send(200, *self._query(principal, params, body))
         except _Refused as exc:
             self._error(exc)
         except NotReadOnly as exc:
@@ -205,8 +208,7 @@ class Handler(BaseHTTPRequestHandler):
             message = str(exc).strip()
             self._error(_Refused(_code(message) or 1001, _name(message), _message(message)))
 
-    def _query(self, params: dict[str, str], body: bytes) -> tuple[bytes, dict[str, str]]:
-        principal = self._principal(params)
+    def _query(self, principal: str, params: dict[str, str], body: bytes) -> tuple[bytes, dict[str, str]]:
         database = params.get("database") or "default"
         text = params.get("query", "")
         data: bytes | None = None
@@ -223,11 +225,13 @@ class Handler(BaseHTTPRequestHandler):
         settings = {k: v for k, v in params.items() if k not in TRANSPORT and not k.startswith("param_")}
         if principal == WRITER:
             parameters = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-            result = self.server.engine.write(sql, data, database=database, settings=settings, parameters=parameters,
-                                  fmt=fmt)
+            result = self.server.engine.write(sql, data, database=database, settings=settings,
+                                              parameters=parameters, fmt=fmt)
         else:
             if fmt not in ANALYST_FORMATS:
                 raise _Refused(73, "UNKNOWN_FORMAT", f"format {fmt} is not one the SQL box answers in", 400)
+            if database.lower() in ("system", "information_schema"):
+                raise _Refused(164, "READONLY", f"the SQL box reads the analytics database, not {database}", 400)
             statement = sql[:match.start()].strip() if match else sql.strip()
             limits = {k: v for k, v in settings.items() if k in LIMIT_SETTINGS}
             result = self.server.engine.answer(statement, database=database, limits=limits, fmt=fmt)
@@ -248,8 +252,7 @@ class Handler(BaseHTTPRequestHandler):
                            "is incorrect, or there is no user with such name", 403)
         return principal
 
-    def _body(self) -> bytes:
-        limit = MAX_INSERT
+    def _body(self, limit: int) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
             total = 0

@@ -4,6 +4,7 @@ what it lets through, and its limits — which stop a query without holding the 
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import threading
 import time
@@ -145,3 +146,11 @@ def test_the_engine_answers_only_its_two_principals(box: SQLBox, isolated: Setti
     assert status == 400 and "Code: 164" in text and "table function file() is not allowed" in text
     status, text = ask("analyst", endpoint.analyst, "INSERT INTO agent_events SELECT * FROM agent_events")
     assert status == 400 and "only SELECT" in text
+    request = urllib.request.Request(f"{endpoint.url}/?database=system", data=b"SELECT name FROM tables",
+                                     headers={"X-ClickHouse-User": "analyst", "X-ClickHouse-Key": endpoint.analyst})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400 and b"reads the analytics database, not system" in refused.value.read()
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=10) as sock:  # 1 GB said, none sent
+        sock.sendall(b"POST /?query=SELECT%201 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 403")  # refused before a byte of the body is read
