@@ -210,6 +210,8 @@ class Supervisor:
                     c = waiting[0]
                     if c.alive():
                         error = "starting"
+                    elif c.process is not None:  # dead, and the loop has not seen it yet
+                        error = f"process exited with {c.process.returncode}; starting again"
                     elif c.last_exit is not None:
                         error = f"process exited with {c.last_exit}; starting again in {max(c.due - now, 0):.0f}s"
                 result[name] = {"running": up, "events": events,

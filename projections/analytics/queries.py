@@ -1,14 +1,16 @@
 """Analysts' SQL box: one statement that reads the analytics database and nothing else, within limits.
 
-What a statement may touch is decided by ClickHouse's own parser, never by keywords:
-1. ``formatQuerySingleLine`` (the statement as a bound parameter: parsed, not run) gives its canonical
+This is the second wall; the first is the process the statement runs in (``engine.py``). What a statement
+may touch is decided by ClickHouse's own parser, never by keywords, and by allow-lists of what the box
+knows (anything else is refused):
+1. ``formatQuerySingleLine`` (the statement as a string literal: parsed, not run) gives its canonical
    text and refuses a second statement;
 2. ``EXPLAIN AST`` of that text, run as a subquery (ClickHouse refuses ``INTO OUTFILE`` and ``FORMAT``
-   there), gives its syntax tree, which is walked: a SELECT (or ``SHOW TABLES``, ``DESCRIBE TABLE``),
-   tables of the analytics database only, table functions from a short list that reads nothing
-   (``numbers``), no function that reads a file or another table by name, no ``SETTINGS``.
-Then it runs on a handle of its own, opened with ``readonly=1`` and the limits (time, memory, result
-rows and bytes), which the statement cannot change; the projector's handle is never held meanwhile.
+   there), gives its syntax tree, which is walked: every node a kind in ``NODES``, every function in
+   ``functions.tsv`` (or an aggregate with its combinators), table functions from a short list that reads
+   nothing (``numbers``), tables of the analytics database only, no ``SETTINGS``.
+Then it runs on a handle opened with ``readonly=1`` and the limits (time, memory, result rows and bytes),
+which the statement cannot change; the writer is never held meanwhile.
 """
 
 from __future__ import annotations
