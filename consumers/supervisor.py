@@ -211,7 +211,7 @@ class Supervisor:
                     if c.alive():
                         error = "starting"
                     elif c.process is not None:  # dead, and the loop has not seen it yet
-                        error = f"process exited with {c.process.returncode}; starting again"
+                        error = f"process exited with {c.process.returncode}; starting again in a moment"
                     elif c.last_exit is not None:
                         error = f"process exited with {c.last_exit}; starting again in {max(c.due - now, 0):.0f}s"
                 result[name] = {"running": up, "events": events,
