@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import socket
 import sys
@@ -316,11 +317,15 @@ def _message(message: str) -> str:
     return _NAME.sub("", text.split("(version")[0].strip()).strip().rstrip(".")
 
 
-def _idle(server: ThreadingHTTPServer, engine: Engine, idle: float) -> None:
-    """Stop when nobody asked anything for ``idle`` seconds (0: never), or when the store is gone."""
+def _idle(server: ThreadingHTTPServer, engine: Engine, idle: float, store: int) -> None:
+    """Stop when nobody asked anything for ``idle`` seconds (0: never), or when the store is gone: removed
+    (``store``, a descriptor of its folder, then has no link left) or out of reach."""
     while True:
         time.sleep(1)
-        gone = not engine.store.is_dir()
+        try:
+            gone = os.fstat(store).st_nlink == 0 or not engine.store.is_dir()
+        except OSError:  # a parent folder closed to the engine's user: nobody can use this store any more
+            gone = True
         with engine.busy:
             quiet = not engine.active and time.monotonic() - engine.last_request > idle
         if gone or (idle and quiet):
@@ -342,7 +347,8 @@ def main() -> None:
     port = listener.getsockname()[1]
     print(json.dumps({"port": port, "walls": wall.describe(), "walled": wall.enough}), flush=True)
     sys.stdout.close()
-    threading.Thread(target=_idle, args=(server, engine, float(config.get("idle", 0))), daemon=True).start()
+    held = os.open(store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    threading.Thread(target=_idle, args=(server, engine, float(config.get("idle", 0)), held), daemon=True).start()
     server.serve_forever()
     engine.connection.close()
 

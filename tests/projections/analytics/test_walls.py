@@ -166,3 +166,27 @@ def test_the_function_list_is_true_to_the_engine(stack: Settings) -> None:
     for name in ("sum", "sumIf", "uniqExactArrayIf", "quantileOrNull", "toStartOfHour", "JSONExtractString",
                  "COUNT", "arrayMap", "if", "in", "lambda"):
         assert FUNCTIONS.allows(name), name
+
+
+def test_an_engine_stops_when_idle_or_when_its_store_is_removed(tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    def gone(pid: int, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text():
+                return True
+            time.sleep(0.2)
+        return False
+
+    idle = engine.start(tmp_path / "idle", idle=2)
+    assert gone(idle.pid, 30), "an engine idle past its time still runs"
+    removed = engine.start(tmp_path / "removed", idle=0)
+    shutil.rmtree(tmp_path / "removed")
+    assert gone(removed.pid, 30), "an engine whose store was removed still runs"
+    if os.geteuid() == 0:  # a parent closed to the engine's user (pytest closes its own base folder so)
+        (tmp_path / "closed").mkdir()
+        closed = engine.start(tmp_path / "closed" / "store", idle=0)
+        (tmp_path / "closed").chmod(0o700)
+        assert gone(closed.pid, 30), "an engine whose store is out of its reach still runs"
