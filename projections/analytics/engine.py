@@ -14,6 +14,9 @@ Why analysts' SQL is safe here even if the box's parser misses a case (the argum
 3. Landlock (where the kernel has it) lets it open files beneath the store and read the interpreter's and
    the engine's libraries only: not ``/etc``, not ``/proc``, not the stack directory. It can neither connect
    to nor bind a TCP port (its one socket is bound before the wall) nor signal a process outside.
+   Landlock binds the threads started after it: the ones chDB starts as it is imported, before the walls
+   (importing it inside them fails: it reads /proc and makes a server in /tmp), run as the user only;
+   the queries run on threads started later (the tests' corpus reads no file, /etc/passwd included).
 4. The analyst's handle is ``readonly=1`` with time, memory and result limits set when it opens.
 What a query that got past the parser could still reach: the analytics store itself, which the log rebuilds.
 Where walls 2 and 3 are both missing, the engine says so on start, in its announcement and in
