@@ -8,6 +8,8 @@ existing cluster the ``AGENTLOG_*`` variables say it all and this file is not re
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -149,3 +151,18 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def write_secret(path: Path, data: bytes, *, owner: str | None = None) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the first byte (never readable by others, even briefly),
+    owned by the user ``owner`` when given (a service that must read it)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    if owner is not None:
+        entry = pwd.getpwnam(owner)
+        os.chown(temporary, entry.pw_uid, entry.pw_gid)
+    os.replace(temporary, path)

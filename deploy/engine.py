@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentlog.deploy import walls
+from agentlog.deploy.credentials import write_secret
 from agentlog.deploy.errors import StackError
 
 MODULE = "agentlog.projections.analytics.engine"
@@ -102,7 +103,7 @@ def start(path: Path, *, idle: float = IDLE, unchecked: bool = False) -> Endpoin
         raise StackError(f"clickhouse: the engine for {path} did not start; see {log.name}")
     said = json.loads(line)
     endpoint = Endpoint(proc.pid, int(said["port"]), writer, analyst, str(said["walls"]), bool(said["walled"]))
-    _write_secret(record(path), json.dumps(endpoint.__dict__).encode())
+    write_secret(record(path), json.dumps(endpoint.__dict__).encode())
     return endpoint
 
 
@@ -144,11 +145,3 @@ def _libraries() -> list[Path]:
 
     return [Path(sys.base_prefix), Path(sys.prefix), Path(chdb.__file__).parent.parent, Path("/usr/lib"),
             Path("/lib"), Path("/lib64"), Path("/usr/share/zoneinfo"), Path("/dev/urandom")]
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(temporary, path)

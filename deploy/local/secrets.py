@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
-import pwd
 import secrets
 from pathlib import Path
 
@@ -18,26 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agentlog.deploy import credentials
-from agentlog.deploy.credentials import PRINCIPALS, LocalCredentials
+from agentlog.deploy.credentials import PRINCIPALS, LocalCredentials, write_secret
 
 _DAYS = 3650
 HOSTS = ("localhost", "127.0.0.1", "::1")
 """What the services' certificate is valid for: the local stack listens on the loopback only."""
-
-
-def write_secret(path: Path, data: bytes, *, owner: str | None = None) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte (never readable by others, even briefly),
-    owned by the user ``owner`` when given (a service that must read it)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    if owner is not None:
-        entry = pwd.getpwnam(owner)
-        os.chown(temporary, entry.pw_uid, entry.pw_gid)
-    os.replace(temporary, path)
 
 
 def ensure(stack_dir: Path) -> LocalCredentials:
