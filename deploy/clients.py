@@ -21,7 +21,7 @@ from agentlog.deploy.settings import Settings
 
 def elasticsearch(settings: Settings, *, user: SearchUser, timeout: float = 30) -> Elasticsearch:
     """A client that connects as ``user`` (over TLS with the stack's CA, for the local stack)."""
-    return Elasticsearch(settings.elasticsearch_url, request_timeout=timeout, max_retries=2, retry_on_timeout=True,
+    return Elasticsearch(settings.elasticsearch_hosts, request_timeout=timeout, max_retries=2, retry_on_timeout=True,
                          **settings.elasticsearch_auth(user))
 
 

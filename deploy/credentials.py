@@ -133,11 +133,11 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", ""})
 
 
 def on_loopback(address: str) -> bool:
-    """Whether ``address`` (``host:port``, a URL or a DSN's host) names this machine's loopback: the only
-    place the local stack's credentials are ever sent."""
-    text = address.split(",")[0].strip()
-    host = urlsplit(text if "://" in text else f"tcp://{text}").hostname or ""
-    return host in LOOPBACK or host.startswith("127.")
+    """Whether ``address`` (``host:port``, a URL or a DSN's host, or a comma-separated list of them) names
+    this machine's loopback only: the only place the local stack's credentials are ever sent."""
+    hosts = [urlsplit(text if "://" in text else f"tcp://{text}").hostname or ""
+             for text in (part.strip() for part in address.split(","))]
+    return all(host in LOOPBACK or host.startswith("127.") for host in hosts)
 
 
 def redact(url: str) -> str:

@@ -84,6 +84,14 @@ class Settings:
     """``AGENTLOG_SPOOL_DIR``: where the producer SDK keeps what the broker has not acknowledged in time."""
     spool_max_bytes: int = 1 << 30
     """``AGENTLOG_SPOOL_MAX_BYTES``: how much the spool may hold before appends fail."""
+    stack_nodes: int = 1
+    """``AGENTLOG_STACK_NODES`` (``stack up --nodes``): 1, or 3 for a local cluster of Kafka and Elasticsearch;
+    unset, what the stack directory was made with."""
+
+    @property
+    def elasticsearch_hosts(self) -> list[str]:
+        """Every node of ``AGENTLOG_ELASTICSEARCH_URL`` (comma-separated): the client fails over between them."""
+        return [url.strip().rstrip("/") for url in self.elasticsearch_url.split(",") if url.strip()]
 
     @property
     def embedded_clickhouse(self) -> bool:
@@ -146,6 +154,7 @@ class Settings:
         env = os.environ if env is None else env
         stack_dir = Path(env.get("AGENTLOG_STACK_DIR", ".stack")).absolute()
         cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        nodes = stack_nodes(env, stack_dir)
         kafka_client = {
             name[len(_KAFKA_PREFIX):].lower().replace("_", "."): value
             for name, value in env.items()
@@ -154,12 +163,14 @@ class Settings:
         return cls(
             stack_dir=stack_dir,
             cache_dir=Path(env.get("AGENTLOG_CACHE_DIR", cache_home / "agentlog")),
-            kafka_bootstrap=env.get("AGENTLOG_KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            kafka_bootstrap=cluster_addresses(env.get("AGENTLOG_KAFKA_BOOTSTRAP", cls.kafka_bootstrap), nodes,
+                                              KAFKA_PORT_STEP),
             kafka_client=kafka_client,
             postgres_dsn=env.get("AGENTLOG_POSTGRES_DSN", cls.postgres_dsn),
             postgres_role_dsns={role.name: env[f"AGENTLOG_POSTGRES_DSN_{role.name}"] for role in PostgresRole
                                 if env.get(f"AGENTLOG_POSTGRES_DSN_{role.name}")},
-            elasticsearch_url=env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
+            elasticsearch_url=cluster_addresses(env.get("AGENTLOG_ELASTICSEARCH_URL", cls.elasticsearch_url).rstrip("/"),
+                                                nodes, 1),
             elasticsearch_user=env.get("AGENTLOG_ELASTICSEARCH_USER", ""),
             elasticsearch_password=env.get("AGENTLOG_ELASTICSEARCH_PASSWORD", ""),
             elasticsearch_api_key=env.get("AGENTLOG_ELASTICSEARCH_API_KEY", ""),
@@ -185,7 +196,51 @@ class Settings:
             sql_bytes=_number(env, "AGENTLOG_SQL_BYTES", cls.sql_bytes, int),
             spool_dir=Path(env.get("AGENTLOG_SPOOL_DIR") or _data_home(env) / "agentlog" / "spool").absolute(),
             spool_max_bytes=_number(env, "AGENTLOG_SPOOL_MAX_BYTES", cls.spool_max_bytes, int),
+            stack_nodes=nodes,
         )
+
+
+NODE_COUNTS = (1, 3)
+"""What the local stack runs: one node of each service, or a cluster of three Kafka brokers and three
+Elasticsearch nodes (all master-eligible, so any one may go)."""
+KAFKA_PORT_STEP = 2
+"""A local Kafka node listens on its port and the next (its controller): the next node is two ports on."""
+
+
+def recorded_nodes(stack_dir: Path) -> int | None:
+    """The node count a stack directory was made with (its ``nodes`` file); None: not made yet. A directory
+    from before clusters existed, with a broker in it, is one-node."""
+    try:
+        return int((stack_dir / "nodes").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 1 if (stack_dir / "kafka" / "data").exists() else None
+
+
+def node_count(text: str, name: str) -> int:
+    """``text`` as a node count of the local stack; ConfigError naming ``name`` otherwise."""
+    if text.strip() not in {str(n) for n in NODE_COUNTS}:
+        raise ConfigError(f"{name}={text!r}: the local stack runs 1 node or a cluster of 3; give 1 or 3")
+    return int(text)
+
+
+def stack_nodes(env: Mapping[str, str], stack_dir: Path) -> int:
+    given = env.get("AGENTLOG_STACK_NODES")
+    if given is not None:
+        return node_count(given, "AGENTLOG_STACK_NODES")
+    return recorded_nodes(stack_dir) or 1
+
+
+def cluster_addresses(first: str, nodes: int, step: int) -> str:
+    """One loopback address of a local cluster -> every node's (``step`` ports apart), comma-separated; a list,
+    a remote address or a one-node stack stays as given."""
+    if nodes == 1 or "," in first or not credentials.on_loopback(first):
+        return first
+    scheme, _, rest = first.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit():
+        return first
+    prefix = f"{scheme}://" if scheme else ""
+    return ",".join(f"{prefix}{host}:{int(port) + step * index}" for index in range(nodes))
 
 
 def _switch(env: Mapping[str, str], name: str) -> bool:

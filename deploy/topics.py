@@ -14,10 +14,12 @@ INFINITE = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None, *, partitions: int | None = None) -> None:
-    """Create ``names`` (default: the events topic and its dead-letter topic) when they do not exist."""
+    """Create ``names`` (default: the events topic and its dead-letter topic) when they do not exist, each
+    replicated as the cluster's brokers say by default (the local cluster: three copies, two in sync)."""
     names = names or [settings.events_topic, settings.dlq_topic]
     admin = kafka.admin(settings)
-    wanted = [NewTopic(name, num_partitions=partitions or settings.partitions, replication_factor=1, config=INFINITE)
+    wanted = [NewTopic(name, num_partitions=partitions or settings.partitions, replication_factor=-1,
+                        config=INFINITE)
               for name in names]
     for name, future in admin.create_topics(wanted, request_timeout=30).items():
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from secrets import token_urlsafe
@@ -14,7 +15,7 @@ from agentlog.deploy import credentials
 from agentlog.deploy.credentials import KafkaPrincipal, PostgresRole, SearchUser
 from agentlog.deploy.local.service import ServiceStatus
 from agentlog.deploy.local.stack import Stack
-from agentlog.deploy.settings import settings
+from agentlog.deploy.settings import Settings, node_count, settings
 from agentlog.schemas.errors import AgentlogError
 
 stack_app = typer.Typer(no_args_is_help=True, help="Provision, start, check and stop the local services.")
@@ -26,15 +27,31 @@ def _table(statuses: list[ServiceStatus]) -> Table:
     for s in statuses:
         health = "[green]healthy[/]" if s.healthy else "[red]down[/]"
         table.add_row(s.name, s.address, health, s.version or "-", s.detail)
+        for node in s.nodes if len(s.nodes) > 1 else []:
+            leads = ", ".join(str(role) for role in node["leads"])  # type: ignore[attr-defined]
+            table.add_row(f"  node {node['id']}", str(node["address"]),
+                          "[green]joined[/]" if node["healthy"] else "[red]down[/]", "",
+                          f"pid {node['pid'] or '-'}" + (f", leads: {leads}" if leads else ""))
     return table
 
 
+def _settings(nodes: str | None) -> Settings:
+    """The settings, with ``--nodes`` (when given) in place of AGENTLOG_STACK_NODES."""
+    if nodes is None:
+        return settings()
+    node_count(nodes, "--nodes")
+    return Settings.from_env({**os.environ, "AGENTLOG_STACK_NODES": nodes.strip()})
+
+
 @stack_app.command()
-def up() -> None:
+def up(nodes: str = typer.Option(None, "--nodes", show_default=False,
+                                 help="1 (the default) or 3: Kafka and Elasticsearch as three-node clusters "
+                                      "(also AGENTLOG_STACK_NODES).")) -> None:
     """Download (once), start and health-check Kafka, Postgres, Elasticsearch and ClickHouse."""
     started = time.monotonic()
+    config = _settings(nodes)
     with console.status("bringing the stack up (the first time downloads Kafka and Elasticsearch)..."):
-        statuses = Stack(settings()).up()
+        statuses = Stack(config).up()
     console.print(_table(statuses))
     console.print(f"stack up in {time.monotonic() - started:.1f}s")
 
@@ -92,7 +109,8 @@ def env(role: str = typer.Option("admin", "--role", help=", ".join(ENV_ROLES)),
     found = credentials.local(config.stack_dir)
     if found is None:
         raise AgentlogError(f"the local stack in {config.stack_dir} has no credentials yet: run `agentlog stack up`")
-    variables = {"AGENTLOG_STACK_DIR": str(config.stack_dir), "AGENTLOG_CA": str(found.ca)}
+    variables = {"AGENTLOG_STACK_DIR": str(config.stack_dir), "AGENTLOG_CA": str(found.ca),
+                 "AGENTLOG_STACK_NODES": str(config.stack_nodes), "AGENTLOG_KAFKA_BOOTSTRAP": config.kafka_bootstrap}
     principal, postgres_role, search_user = ENV_ROLES[role]
     kafka = config.kafka_config(principal)
     for key in ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location"):
@@ -101,6 +119,7 @@ def env(role: str = typer.Option("admin", "--role", help=", ".join(ENV_ROLES)),
     if postgres_role is not None:
         variables["AGENTLOG_POSTGRES_DSN"] = config.postgres_dsn_for(postgres_role)
     if search_user is not None:
+        variables["AGENTLOG_ELASTICSEARCH_URL"] = config.elasticsearch_url
         auth = config.elasticsearch_auth(search_user)
         if "basic_auth" in auth:
             variables["AGENTLOG_ELASTICSEARCH_USER"], variables["AGENTLOG_ELASTICSEARCH_PASSWORD"] = auth["basic_auth"]

@@ -1,4 +1,4 @@
-"""Elasticsearch from Elastic's integ-test zip on Maven Central, run with a JDK 21+ as an unprivileged user."""
+"""Elasticsearch (one node or a cluster of three) from Elastic's integ-test zip on Maven Central, run with a JDK 21+ as an unprivileged user."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -63,6 +64,29 @@ def _jdk_major(home: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+@dataclass(frozen=True)
+class Node:
+    """One node of the local Elasticsearch: ``agentlog-ID``, its HTTP port (the transport's is 100 on) and its
+    directory."""
+
+    id: int
+    host: str
+    port: int
+    home: Path
+
+    @property
+    def name(self) -> str:
+        return f"agentlog-{self.id}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def daemon(self) -> Daemon:
+        return Daemon(f"elasticsearch-{self.id}", self.home / "elasticsearch.pid", self.home / "elasticsearch.log")
+
+
 class Elasticsearch(Service):
     name = "elasticsearch"
 
@@ -75,53 +99,77 @@ class Elasticsearch(Service):
         return self.settings.cache_dir / f"elasticsearch-{ES_VERSION}"
 
     @property
+    def nodes(self) -> list[Node]:
+        """One node, in the service's directory; or a cluster, each node in ``node-N`` beneath it."""
+        host, port = host_port(self.name, "AGENTLOG_ELASTICSEARCH_URL", self.address, 9200)
+        count = self.settings.stack_nodes
+        return [Node(index + 1, host, port + index, self.home if count == 1 else self.home / f"node-{index + 1}")
+                for index in range(count)]
+
+    @property
     def daemon(self) -> Daemon:
-        return Daemon(self.name, self.home / "elasticsearch.pid", self.home / "elasticsearch.log")
+        return self.nodes[0].daemon
 
     def status(self) -> ServiceStatus:
-        host, port = host_port(self.name, "AGENTLOG_ELASTICSEARCH_URL", self.address, 9200)
-        managed = self.daemon.pid() is not None
-        if not port_open(host, port):
-            return ServiceStatus(self.name, self.address, False, None, managed, "not answering")
+        nodes = self.nodes
+        managed = any(node.daemon.pid() is not None for node in nodes)
+        listed = self._nodes(nodes, {})
+        if not any(port_open(node.host, node.port) for node in nodes):
+            return ServiceStatus(self.name, self.address, False, None, managed, "not answering", nodes=listed)
         auth = self.settings.elasticsearch_auth(SearchUser.ADMIN)
-        client = Client(self.address, request_timeout=5, max_retries=0, **auth)
+        client = Client(self.settings.elasticsearch_hosts, request_timeout=5, max_retries=1, **auth)
         try:
             health = client.cluster.health()
-            nodes = client.nodes.info(node_id="_local", metric="_none")["nodes"]
+            joined = client.cat.nodes(format="json", h="name,master,version")
         except ApiError as exc:
             if exc.meta.status == 401:
                 return ServiceStatus(self.name, self.address, False, None, managed,
-                                     "refuses agentlog's credentials (401)")
-            return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}")
+                                     "refuses agentlog's credentials (401)", nodes=listed)
+            return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}",
+                                 nodes=listed)
         except (TransportError, UnsupportedProductError) as exc:
-            return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}")
+            return ServiceStatus(self.name, self.address, False, None, managed, f"not answering as Elasticsearch: {exc}",
+                                 nodes=listed)
         finally:
             client.close()
-        version = next(iter(nodes.values()), {}).get("version")
-        healthy = health.get("status") in {"green", "yellow"}
+        rows = {str(row.get("name")): row for row in joined.body}
+        listed = self._nodes(nodes, rows)
+        version = next((str(row.get("version")) for row in rows.values()), None)
+        healthy = health.get("status") in {"green", "yellow"} and all(node["healthy"] for node in listed)
         method = "basic" if "basic_auth" in auth else "api key" if "api_key" in auth else None
-        return ServiceStatus(self.name, self.address, healthy, version, managed, f"cluster {health.get('status')}",
-                             method, self.address.startswith("https://"))
+        detail = f"cluster {health.get('status')}" + (f", {len(rows)} of {len(nodes)} nodes" if len(nodes) > 1 else "")
+        return ServiceStatus(self.name, self.address, healthy, version, managed, detail,
+                             method, self.address.startswith("https://"), nodes=listed)
+
+    def _nodes(self, nodes: list[Node], joined: dict[str, dict]) -> list[dict[str, object]]:
+        """Each node as ``stack status --json`` lists it: joined to the cluster, and whether it is the elected
+        master."""
+        return [{"id": node.id, "address": node.address, "pid": node.daemon.pid(),
+                 "healthy": node.name in joined or (len(nodes) == 1 and bool(joined)),
+                 "leads": ["master"] if joined.get(node.name, {}).get("master") == "*" else []} for node in nodes]
 
     def up(self) -> ServiceStatus:
-        host, port = host_port(self.name, "AGENTLOG_ELASTICSEARCH_URL", self.address, 9200)
         current = self.status()
         if current.healthy:
             return current
-        if not is_local(host):
+        nodes = self.nodes
+        if not is_local(nodes[0].host):
             raise ServiceUnreachable(self.name, self.address, "fix AGENTLOG_ELASTICSEARCH_URL or start that cluster")
-        if self.daemon.pid() is not None and not self._secured.exists():
-            self.daemon.stop(timeout=60)  # ours, started before security was on
-        if self.daemon.pid() is None:
-            if port_open(host, port):
-                raise StackError(f"elasticsearch: something else holds {host}:{port}")
-            self._start(host, port)
-        if not wait_until(lambda: self.status().healthy, timeout=120, interval=1.0):
-            raise StackError(f"elasticsearch did not become healthy at {self.address}: {self.daemon.log_tail()}")
+        for node in nodes:
+            if node.daemon.pid() is not None and not self._secured.exists():
+                node.daemon.stop(timeout=60)  # ours, started before security was on
+            if node.daemon.pid() is None:
+                if port_open(node.host, node.port):
+                    raise StackError(f"elasticsearch: something else holds {node.address}")
+                self._start(node)
+        self._secured.touch()
+        if not wait_until(lambda: self.status().healthy, timeout=120 * len(nodes), interval=1.0):
+            raise StackError(f"elasticsearch did not become healthy at {self.address}: "
+                             + "; ".join(f"node {n.id}: {n.daemon.log_tail(2)}" for n in nodes))
         return self.status()
 
     def down(self) -> bool:
-        return self.daemon.stop(timeout=60)
+        return any([node.daemon.stop(timeout=60) for node in self.nodes])
 
     def _fetch(self) -> None:
         if fetched(self.distribution):
@@ -141,22 +189,23 @@ class Elasticsearch(Service):
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         done_marker(self.distribution).touch()
 
-    def _start(self, host: str, port: int) -> None:
+    def _start(self, node: Node) -> None:
         self._fetch()
-        config = self.home / "config"
+        config = node.home / "config"
         if not config.exists():
             shutil.copytree(self.distribution / "config", config)
+        formed = (node.home / "data" / "_state").exists()
         for sub in ("data", "logs", "tmp"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
+            (node.home / sub).mkdir(parents=True, exist_ok=True)
         (config / "elasticsearch.yml").write_text("\n".join([
             "cluster.name: agentlog",
-            "node.name: agentlog-1",
-            "discovery.type: single-node",
-            f"network.host: {host}",
-            f"http.port: {port}",
-            f"transport.port: {port + 100}",
-            f"path.data: {self.home / 'data'}",
-            f"path.logs: {self.home / 'logs'}",
+            f"node.name: {node.name}",
+            *self._discovery(node, formed),
+            f"network.host: {node.host}",
+            f"http.port: {node.port}",
+            f"transport.port: {node.port + 100}",
+            f"path.data: {node.home / 'data'}",
+            f"path.logs: {node.home / 'logs'}",
             "xpack.security.enabled: true",
             "xpack.security.http.ssl.enabled: true",
             "xpack.security.http.ssl.certificate: certs/server.pem",
@@ -174,17 +223,31 @@ class Elasticsearch(Service):
         ]))
         self._users(config)
         user = service_user()
-        give_to(user, self.home)
+        give_to(user, node.home)
         traversable(self.distribution / "bin")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "ES_JAVA_HOME": str(java_home()),
             "ES_PATH_CONF": str(config),
             "ES_JAVA_OPTS": HEAP,
-            "ES_TMPDIR": str(self.home / "tmp"),
+            "ES_TMPDIR": str(node.home / "tmp"),
         }
-        self.daemon.start([str(self.distribution / "bin" / "elasticsearch")], user=user, env=env, cwd=self.home)
-        self._secured.touch()
+        node.daemon.start([str(self.distribution / "bin" / "elasticsearch")], user=user, env=env, cwd=node.home)
+
+    def _discovery(self, node: Node, formed: bool) -> list[str]:
+        """One node: single-node discovery. A cluster: every node is master-eligible and finds the others on
+        their transport ports; the first start names the initial masters, later starts must not."""
+        nodes = self.nodes
+        if len(nodes) == 1:
+            return ["discovery.type: single-node"]
+        seeds = ", ".join(f'"{peer.host}:{peer.port + 100}"' for peer in nodes)
+        lines = [f"discovery.seed_hosts: [{seeds}]", "cluster.fault_detection.follower_check.interval: 1s",
+                 "cluster.fault_detection.follower_check.retry_count: 3",
+                 "cluster.fault_detection.leader_check.interval: 1s",
+                 "cluster.fault_detection.leader_check.retry_count: 3"]
+        if not formed:
+            lines.append(f"cluster.initial_master_nodes: [{', '.join(peer.name for peer in nodes)}]")
+        return lines
 
     @property
     def _secured(self) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agentlog.deploy.settings import Settings
@@ -21,6 +21,8 @@ class ServiceStatus:
     """How clients must prove who they are (``scram-sha-256``, ``SASL/SCRAM-SHA-512``…); None: nobody asks."""
     tls: bool = False
     """Whether clients speak TLS to it."""
+    nodes: list[dict[str, object]] = field(default_factory=list)
+    """A clustered service's nodes: ``id``, ``address``, ``pid``, ``healthy`` and what each ``leads``."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

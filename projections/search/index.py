@@ -34,10 +34,10 @@ MAPPINGS = {
         "handoffs": {"properties": {"from_agent": _KEYWORD, "to_agent": _KEYWORD, "reason": _TEXT}},
     },
 }
-SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "200ms"}
+SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "auto_expand_replicas": "0-1", "refresh_interval": "200ms"}
 POSITION_MAPPINGS = {"dynamic": False, "properties": {"topic": _KEYWORD, "partition": {"type": "integer"},
                                                       "next_offset": {"type": "long"}}}
-POSITION_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
+POSITION_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "auto_expand_replicas": "0-1"}
 SEARCHABLE = ["user_message", "final_response", "messages.text", "tools_called.input_text",
               "tools_called.output_text", "errors.message", "handoffs.reason", "guardrails.detail"]
 
