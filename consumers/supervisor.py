@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -42,13 +42,51 @@ STABLE = 60.0
 _RATE_WINDOW = 10.0
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs: the kernel sends it SIGTERM when the supervisor dies, however it dies
-    (Linux's PR_SET_PDEATHSIG), so no projector outlives the process that started it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+GRACE = 20.0
+"""Seconds a projector whose supervisor is gone has to finish its batch and commit before it exits hard."""
+PARENT = "AGENTLOG_SUPERVISOR_PID"
+"""The supervisor's pid, in each child's environment: the child leaves when its parent is no longer that."""
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """For the child, before it runs: the kernel sends it SIGTERM when the supervisor dies, however it dies
+    (Linux's PR_SET_PDEATHSIG). The supervisor may have died between the fork and this call, which no signal
+    would then report: the child checks its parent after asking, and leaves at once if it is gone."""
+    def arm() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(75)
+    return arm
+
+
+def watch_parent(stop: threading.Event, parent: int | None = None) -> threading.Thread | None:
+    """In a supervised child: once its supervisor is gone (its parent pid changes) or it was told to stop,
+    ``stop`` is set, and a child still running GRACE seconds later exits hard (what it had not committed is
+    read again by the member that takes its partitions: the stores are idempotent). Returns the watching
+    thread, or None outside a supervisor."""
+    if parent is None:
+        said = os.environ.get(PARENT, "")
+        if not said.isdigit():
+            return None
+        parent = int(said)
+    if os.getppid() != parent:
+        os._exit(75)
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("the supervisor (pid %d) is gone: stopping", parent)
+                stop.set()
+        time.sleep(GRACE)
+        log.error("still running %.0fs after being told to stop: exiting", GRACE)
+        os._exit(75)
+
+    thread = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -118,9 +156,10 @@ class Supervisor:
         child.events_before += child.applied()
         child.counted = {}
         child.status_file.unlink(missing_ok=True)
-        child.process = subprocess.Popen(self.command(child), env={**os.environ, **(self.env or {})},
+        child.process = subprocess.Popen(self.command(child),
+                                         env={**os.environ, **(self.env or {}), PARENT: str(os.getpid())},
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with(os.getpid()))
         child.started = time.monotonic()
 
     def _watch(self) -> None:

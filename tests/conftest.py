@@ -33,6 +33,11 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         shutil.rmtree(SPOOL, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The cluster's tests run last: the three-node stack they bring up is stopped before the suite ends."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """The local stack, up (a no-op when `make test` already brought it up)."""

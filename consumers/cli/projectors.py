@@ -23,7 +23,7 @@ from agentlog.consumers.rebuild import rebuild as rebuild_model
 from agentlog.consumers.runtime import Projector, RunStats, collector
 from agentlog.consumers.runtime import prometheus as runtime_prometheus
 from agentlog.consumers.runtime.exporter import serve_metrics
-from agentlog.consumers.supervisor import Supervisor
+from agentlog.consumers.supervisor import Supervisor, watch_parent
 from agentlog.deploy.settings import Settings, settings
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
@@ -57,6 +57,8 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
         _serve_metrics(metrics_port)
     run = _Projecting(current, names, processes, until_caught_up, Path(status_file) if status_file else None)
     signal.signal(signal.SIGTERM, lambda *_: run.stop.set())  # finish the batch in hand, commit, leave
+    if status_file:
+        watch_parent(run.stop)  # a supervised child: it does not outlive its supervisor
     behind = projection_lag(current, names) if until_caught_up else {}
     run.start()
     try:

@@ -15,6 +15,7 @@ Partitions move between members only inside ``consume`` (step 1), never while a 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -118,7 +119,7 @@ class Projector:
         consumer = kafka.consumer(self.settings, self.group_id, principal=self.principal, **{
             "auto.offset.reset": "earliest", "isolation.level": "read_committed", "fetch.wait.max.ms": 50,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
-            "client.id": f"agentlog-{self.projection.name}-{uuid.uuid4().hex[:6]}"})
+            "client.id": f"agentlog-{self.projection.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"})
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not stop.is_set():

@@ -187,3 +187,27 @@ def test_a_run_to_the_end_of_the_log_gives_up_on_a_process_that_keeps_failing(tm
     finally:
         supervisor.terminate()
     assert not (tmp_path / "status").exists()
+
+
+def test_a_child_whose_supervisor_died_before_it_could_ask_to_die_with_it_leaves_at_once() -> None:
+    """The window between the fork and PR_SET_PDEATHSIG: a parent gone by then sends no signal, so the child
+    looks at its parent itself (here it is told of one that is not its parent, as a dead one would not be)."""
+    from agentlog.consumers.supervisor import _die_with
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=_die_with(1))
+    try:
+        assert child.wait(10) == 75
+    finally:
+        child.kill()
+
+
+def test_a_supervised_projector_leaves_when_its_supervisor_is_gone(tmp_path: Path) -> None:
+    """The child's own watch: started under a supervisor pid that is not its parent, ``project`` leaves."""
+    child = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "project", "--only", "dashboard",
+                              "--status-file", str(tmp_path / "status")],
+                             env={**os.environ, "AGENTLOG_SUPERVISOR_PID": "1"}, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert child.wait(30) == 75
+    finally:
+        child.kill()

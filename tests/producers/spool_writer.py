@@ -3,7 +3,7 @@
 Keeps C conversations going at R events/s in all (each a Conversation awaiting every event, as an agent
 does), until the file ``OUT.stop`` appears; then flushes (the broker must have everything, the spool
 included) and exits. Each resolved append is one line of OUT, written as it resolves:
-``conversation sequence event_id durability``. Its last line of stdout is a JSON summary.
+``conversation sequence event_id durability milliseconds`` (how long the append took). Its last line of stdout is a JSON summary.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ async def converse(log: EventLog, out: int, period: float, stop: Path, outcomes:
                 return
             outcomes["events"] += 1
             durability = conversation.last_receipt.durability if conversation.last_receipt else "?"
-            os.write(out, f"{event.conversation_id} {event.sequence_number} {event.event_id} {durability}\n".encode())
+            took = (time.monotonic() - started) * 1000
+            os.write(out, f"{event.conversation_id} {event.sequence_number} {event.event_id} {durability} "
+                          f"{took:.0f}\n".encode())
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
 

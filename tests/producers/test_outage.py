@@ -41,7 +41,7 @@ def broker_down(stack: Settings) -> Iterator[dict]:
         figures["restarted"] = time.monotonic() - started
 
 
-def _writer(settings: Settings, out: Path, spool: Path, *, rate: int, conversations: int) -> subprocess.Popen:
+def start_writer(settings: Settings, out: Path, spool: Path, *, rate: int, conversations: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.producers.spool_writer", str(out), "--rate", str(rate),
          "--conversations", str(conversations)],
@@ -51,11 +51,16 @@ def _writer(settings: Settings, out: Path, spool: Path, *, rate: int, conversati
 
 def _written(out: Path) -> list[tuple[str, int, str, str]]:
     """The writer's resolved appends (a line cut short by a kill is not one)."""
+    return [row[:4] for row in written_with_time(out)]
+
+
+def written_with_time(out: Path) -> list[tuple[str, int, str, str, int]]:
+    """The writer's resolved appends with the milliseconds each took."""
     rows = []
     for line in out.read_text().split("\n"):
         parts = line.split(" ")
-        if len(parts) == 4:
-            rows.append((parts[0], int(parts[1]), parts[2], parts[3]))
+        if len(parts) == 5 and parts[4].isdigit():
+            rows.append((parts[0], int(parts[1]), parts[2], parts[3], int(parts[4])))
     return rows
 
 
@@ -84,7 +89,7 @@ def _wait_for_empty(spool: Path, *, timeout: float) -> bool:
 
 def test_a_broker_killed_for_60s_under_1000_events_per_s_loses_nothing(isolated: Settings, tmp_path: Path) -> None:
     out = tmp_path / "written"
-    writer = _writer(isolated, out, tmp_path / "spool", rate=1000, conversations=200)
+    writer = start_writer(isolated, out, tmp_path / "spool", rate=1000, conversations=200)
     try:
         time.sleep(8)
         before = len(_written(out))
@@ -131,7 +136,7 @@ def test_a_broker_killed_for_60s_under_1000_events_per_s_loses_nothing(isolated:
 def test_a_writer_killed_while_the_broker_is_down_leaves_a_spool_the_next_process_sends(
         isolated: Settings, tmp_path: Path) -> None:
     out, spool = tmp_path / "written", tmp_path / "spool"
-    writer = _writer(isolated, out, spool, rate=400, conversations=40)
+    writer = start_writer(isolated, out, spool, rate=400, conversations=40)
     try:
         time.sleep(5)
         with broker_down(isolated):
