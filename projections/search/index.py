@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 ALIAS = "conversations"
 PREFIX = "conversations-v"
@@ -35,6 +35,8 @@ MAPPINGS = {
     },
 }
 SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "auto_expand_replicas": "0-1", "refresh_interval": "200ms"}
+"""One shard; a copy of it on a second node whenever the cluster has one (``auto_expand_replicas``): none on
+the one-node stack, one on the three-node cluster, so losing any node loses no document."""
 POSITION_MAPPINGS = {"dynamic": False, "properties": {"topic": _KEYWORD, "partition": {"type": "integer"},
                                                       "next_offset": {"type": "long"}}}
 POSITION_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "auto_expand_replicas": "0-1"}
@@ -60,12 +62,22 @@ def positions_index(index: str) -> str:
 def create_index(es: Elasticsearch, name: str) -> None:
     """The conversations index and its positions."""
     ensure_positions(es, name)
-    es.indices.create(index=name, mappings=MAPPINGS, settings=SETTINGS)
+    _create(es, name, MAPPINGS, SETTINGS)
 
 
 def ensure_positions(es: Elasticsearch, index: str) -> None:
     if not es.indices.exists(index=positions_index(index)):
-        es.indices.create(index=positions_index(index), mappings=POSITION_MAPPINGS, settings=POSITION_SETTINGS)
+        _create(es, positions_index(index), POSITION_MAPPINGS, POSITION_SETTINGS)
+
+
+def _create(es: Elasticsearch, name: str, mappings: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Create an index; one that another process created first (two members of the group starting at once)
+    is the same index."""
+    try:
+        es.indices.create(index=name, mappings=mappings, settings=settings)
+    except BadRequestError as exc:
+        if exc.error != "resource_already_exists_exception":
+            raise
 
 
 def ensure_alias(es: Elasticsearch, alias: str = ALIAS) -> str:

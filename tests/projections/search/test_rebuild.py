@@ -80,3 +80,26 @@ def test_a_search_rebuild_under_live_writes_leaves_every_document_whole(isolated
         stop.set()
         projecting.join(30)
         es.close()
+
+
+def test_two_members_setting_up_the_index_at_once_both_go_on(isolated: Settings) -> None:
+    """Two processes of the search projection start together: the second to create the index (or its
+    positions) finds it made, which is no error (it used to crash one of them, once per start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentlog.projections.search.index import ensure_alias
+
+    clients_ = [clients.elasticsearch(isolated, user=SearchUser.WRITER) for _ in range(4)]
+    barrier = threading.Barrier(len(clients_))
+
+    def set_up(es) -> str:
+        barrier.wait()
+        return ensure_alias(es, isolated.search_alias)
+
+    try:
+        with ThreadPoolExecutor(len(clients_)) as pool:
+            names = set(pool.map(set_up, clients_))
+    finally:
+        for es in clients_:
+            es.close()
+    assert names == {current_index(clients.elasticsearch(isolated, user=SearchUser.ADMIN), isolated.search_alias)}
