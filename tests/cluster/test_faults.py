@@ -257,7 +257,8 @@ def test_one_projector_process_of_each_projection_killed(cluster: Cluster, load:
         victim = _children(load.projectors[name].pid)[0]
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        _wait(lambda: _reassigned(load.world, name, victim), 60, f"{name}'s partitions to leave process {victim}")
+        _wait(lambda name=name, victim=victim: _reassigned(load.world, name, victim), 60,
+              f"{name}'s partitions to leave process {victim}")
         moved[name] = round(time.monotonic() - killed, 1)
     # the embedded ClickHouse takes one writer process: its projector killed and started again stands in
     os.killpg(load.projectors["analytics"].pid, signal.SIGKILL)
@@ -284,7 +285,7 @@ def test_no_projector_process_outlives_its_killed_supervisor(cluster: Cluster, l
         killed = time.monotonic()
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait(10)
-        _wait(lambda: not any(_alive(child) for child in children), 40,
+        _wait(lambda children=children: not any(_alive(child) for child in children), 40,
               f"{name}'s projector processes to leave after their supervisor was killed")
         gone[name] = round(time.monotonic() - killed, 1)
         load.projectors[name] = subprocess.Popen(
