@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import pytest
+from elasticsearch import NotFoundError
 
 from agentlog.consumers.runtime import group_for
 from agentlog.deploy import clients, kafka
@@ -174,6 +175,8 @@ def _primaries(world: Settings) -> Counter[str]:
     es = clients.elasticsearch(world, user=SearchUser.ADMIN)
     try:
         rows = es.cat.shards(index=world.search_alias, format="json", h="prirep,node,state").body
+    except NotFoundError:  # the projector has not made its index yet
+        return Counter()
     finally:
         es.close()
     return Counter(str(row["node"]) for row in rows if row["prirep"] == "p" and row["state"] == "STARTED")
@@ -194,6 +197,7 @@ def test_the_search_node_holding_the_most_primaries_killed_mid_projection(cluste
     load.start()
     time.sleep(WARM)
     holder, held = _wait(lambda: next(iter(_primaries(load.world).most_common(1)), None), 30, "a started primary")
+    _green(load.world)  # its replica started too: the index's one copy besides the primary
     node = next(n for n in Elasticsearch(cluster.settings).nodes if n.name == holder)
     killed = time.monotonic()
     os.killpg(_pid(node.daemon), signal.SIGKILL)
