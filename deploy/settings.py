@@ -70,6 +70,9 @@ class Settings:
     writes it in the clear."""
     encryption: bool = True
     search_alias: str = "conversations"
+    search_shards: int = 1
+    """``AGENTLOG_SEARCH_SHARDS``: primary shards of a conversations index made from now on (a rebuild makes
+    one: ``agentlog rebuild search`` re-shards a live index)."""
     clickhouse_database: str = "default"
     batch_size: int = 5000
     sql_timeout: float = 30.0
@@ -188,6 +191,7 @@ class Settings:
             encryption=_switch(env, "AGENTLOG_ENCRYPTION"),
             metrics_token=env.get("AGENTLOG_METRICS_TOKEN", ""),
             search_alias=env.get("AGENTLOG_SEARCH_ALIAS", cls.search_alias),
+            search_shards=_number(env, "AGENTLOG_SEARCH_SHARDS", cls.search_shards, int),
             clickhouse_database=env.get("AGENTLOG_CLICKHOUSE_DATABASE", cls.clickhouse_database),
             batch_size=_number(env, "AGENTLOG_BATCH_SIZE", cls.batch_size, int),
             sql_timeout=_number(env, "AGENTLOG_SQL_TIMEOUT", cls.sql_timeout, float),

@@ -59,10 +59,10 @@ def positions_index(index: str) -> str:
     return f"{index}-positions"
 
 
-def create_index(es: Elasticsearch, name: str) -> None:
-    """The conversations index and its positions."""
+def create_index(es: Elasticsearch, name: str, shards: int = 1) -> None:
+    """The conversations index (of ``shards`` primary shards) and its positions."""
     ensure_positions(es, name)
-    _create(es, name, MAPPINGS, SETTINGS)
+    _create(es, name, MAPPINGS, {**SETTINGS, "number_of_shards": shards})
 
 
 def ensure_positions(es: Elasticsearch, index: str) -> None:
@@ -80,15 +80,15 @@ def _create(es: Elasticsearch, name: str, mappings: dict[str, Any], settings: di
             raise
 
 
-def ensure_alias(es: Elasticsearch, alias: str = ALIAS) -> str:
-    """The index behind ``alias``, creating version 1 when there is none."""
+def ensure_alias(es: Elasticsearch, alias: str = ALIAS, shards: int = 1) -> str:
+    """The index behind ``alias``, creating version 1 (of ``shards`` primary shards) when there is none."""
     existing = current_index(es, alias)
     if existing:
         ensure_positions(es, existing)  # an index made before positions were kept has none yet
         return existing
     name = index_name(1, alias)
     if not es.indices.exists(index=name):
-        create_index(es, name)
+        create_index(es, name, shards)
     es.indices.update_aliases(actions=[{"add": {"index": name, "alias": alias}}])
     return name
 

@@ -78,7 +78,7 @@ class SearchProjection(Projection):
     def setup(self) -> None:
         try:
             if self.target == self.alias:
-                ensure_alias(self.es, self.alias)
+                ensure_alias(self.es, self.alias, self.settings.search_shards)
             else:
                 ensure_positions(self.es, self.target)
         except (TransportConnectionError, ConnectionTimeout) as exc:
@@ -109,7 +109,7 @@ class SearchProjection(Projection):
         """The index this batch goes to: the one named, or the one behind the alias now."""
         if self.target != self.alias:
             return self.target
-        return current_index(self.es, self.alias) or ensure_alias(self.es, self.alias)
+        return current_index(self.es, self.alias) or ensure_alias(self.es, self.alias, self.settings.search_shards)
 
     def _stored(self, index: str, topic: str, partitions: list[int]) -> dict[int, int]:
         return self._read(index, topic, partitions, [])[0]

@@ -24,7 +24,7 @@ class SearchRebuild(RebuildTarget):
         self.es = clients.elasticsearch(settings, user=SearchUser.WRITER)
         self.alias = settings.search_alias
         self.index = index_name(next_version(self.es, self.alias), self.alias)
-        create_index(self.es, self.index)
+        create_index(self.es, self.index, settings.search_shards)
         self.projection = SearchProjection(settings, index=self.index)
 
     def swap(self) -> str:
