@@ -51,6 +51,7 @@ bench: stack
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/encryption.py
+	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/table.py
 
 down: bootstrap

@@ -106,6 +106,26 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
             out.append(f"| {name} projection of sealed events ({_n(sealed['events_projected'])}) | {_n(p['on'])} "
                        f"events/s ({p['on_vs_off']:.0%} of clear) | the same events in the clear {_n(p['off'])} | "
                        "reported |")
+    out += _cluster()
+    return out
+
+
+def _cluster() -> list[str]:
+    """The three-node stack: each projection in 1, 2 and 3 processes, beside the read-and-decode ceiling."""
+    cluster = _load("cluster")
+    if not cluster:
+        return []
+    out = []
+    for name in ("dashboard", "search"):
+        runs = [cluster["runs"][f"{name}, {n} process{'es' if n > 1 else ''}"] for n in (1, 2, 3)]
+        one = runs[0]["events_per_second"]
+        figures = " / ".join(_n(r["events_per_second"]) for r in runs)
+        scaled = " / ".join(f"{r['events_per_second'] / one:.2f}×" for r in runs[1:])
+        busy = " / ".join(f"{r['cpu_busy']:.0%}" for r in runs)
+        out.append(f"| {name} projection on the three-node stack, 1 / 2 / 3 processes ({_n(cluster['events'])} "
+                   f"events, {cluster['partitions']} partitions) | {figures} events/s ({scaled} of one); CPU busy "
+                   f"{busy} | one process reading and decoding the log {_n(cluster['ceiling_read_decode'])} | "
+                   "reported (docs/capacity.md says what bounds it) |")
     return out
 
 

@@ -105,13 +105,16 @@ class Kafka(Service):
                              protocol in {"SSL", "SASL_SSL"}, nodes=listed)
 
     def _nodes(self, nodes: list[Node], alive: set[int]) -> list[dict[str, object]]:
-        """Each node as ``stack status --json`` lists it; ``leads`` names the active controller (the newest
-        leader among what the running nodes wrote down of the quorum)."""
+        """Each node as ``stack status --json`` lists it: healthy when its process runs, answers on its port and
+        the cluster lists it (a broker killed a moment ago is listed until it is fenced, so the port is asked
+        too); ``leads`` names the active controller (the newest leader among what the running nodes wrote
+        down of the quorum)."""
         running = {node.id: node.daemon.pid() for node in nodes}
         said = [node.quorum() for node in nodes if running[node.id] is not None]
         leader = max((state for state in said if state is not None), default=(0, -1))[1]
         return [{"id": node.id, "address": node.address, "pid": running[node.id],
-                 "healthy": node.id in alive and (running[node.id] is not None or len(nodes) == 1),
+                 "healthy": node.id in alive and (len(nodes) == 1 or (running[node.id] is not None
+                                                                      and port_open(node.host, node.port))),
                  "leads": ["controller"] if node.id == leader and node.id in alive else []} for node in nodes]
 
     def up(self) -> ServiceStatus:

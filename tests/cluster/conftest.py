@@ -81,6 +81,7 @@ class Load:
     writer: subprocess.Popen | None = None
     projectors: dict[str, subprocess.Popen] = field(default_factory=dict)
     figures: dict[str, object] = field(default_factory=dict)
+    summary: dict[str, object] | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -106,15 +107,21 @@ class Load:
     def written(self) -> int:
         return len(written_with_time(self.out)) if self.out.exists() else 0
 
+    def stop_writer(self) -> dict[str, object]:
+        """Tell the writer to stop; it flushes (the spool too) and says what it did."""
+        assert self.writer is not None
+        if self.summary is None:
+            self.out.with_suffix(".stop").touch()
+            stdout, stderr = self.writer.communicate(timeout=240)
+            assert self.writer.returncode == 0, stderr[-3000:]
+            self.summary = json.loads(stdout.strip().splitlines()[-1])
+        return self.summary
+
     def finish(self, recovered: float) -> dict[str, object]:
         """Stop the writer (it flushes), wait until every projection has applied the whole log, stop them,
         then check: the log holds every acknowledged event once, in order, nothing dead-lettered, and
         ``agentlog verify`` passes. Returns the figures; ``recovered``: when the fault ended (monotonic)."""
-        assert self.writer is not None
-        self.out.with_suffix(".stop").touch()
-        stdout, stderr = self.writer.communicate(timeout=240)
-        assert self.writer.returncode == 0, stderr[-3000:]
-        summary = json.loads(stdout.strip().splitlines()[-1])
+        summary = self.stop_writer()
         assert not summary["failures"], summary["failures"]
         rows = written_with_time(self.out)
         assert summary["events"] == len(rows)

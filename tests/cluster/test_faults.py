@@ -205,6 +205,7 @@ def test_the_search_node_holding_the_most_primaries_killed_mid_projection(cluste
                      "a replica promoted")
     promoted_s = round(time.monotonic() - killed, 1)
     time.sleep(10)
+    load.stop_writer()  # the node starts again with the projectors still applying what was written
     started = time.monotonic()
     Elasticsearch(cluster.settings).up()
     rejoin = round(time.monotonic() - started, 1)
