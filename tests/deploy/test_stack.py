@@ -82,3 +82,32 @@ def test_an_address_where_nothing_answers_is_reported_down_with_that_address() -
     assert done.returncode == 1
     status = json.loads(done.stdout)["elasticsearch"]
     assert status == {**status, "healthy": False, "address": f"http://127.0.0.1:{port}", "detail": "not answering"}
+
+
+@pytest.mark.parametrize("given", ["2", "0", "three", "-1"])
+def test_a_node_count_other_than_1_or_3_is_one_clear_line(given: str) -> None:
+    for done in (agentlog("stack", "up", "--nodes", given), agentlog("stack", "status",
+                                                                      env={"AGENTLOG_STACK_NODES": given})):
+        assert done.returncode != 0
+        said = (done.stdout + done.stderr).strip()
+        assert len(said.splitlines()) == 1 and "give 1 or 3" in said and "Traceback" not in said, said
+
+
+def test_a_one_node_stack_asked_to_be_three_says_so_and_loses_nothing(stack: Settings) -> None:
+    before = json.loads(agentlog("stack", "status", "--json").stdout)
+    done = agentlog("stack", "up", "--nodes", "3")
+    said = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and len(said.splitlines()) == 1, said
+    assert "one-node stack, not a three-node cluster" in said and str(stack.stack_dir) in said
+    after = json.loads(agentlog("stack", "status", "--json").stdout)
+    assert all(after[name]["healthy"] for name in after)
+    assert after["kafka"]["nodes"] == before["kafka"]["nodes"]  # the same broker, never stopped
+    assert (stack.stack_dir / "nodes").read_text().strip() == "1"
+
+
+def test_the_one_node_stack_lists_its_node_with_what_it_leads(stack: Settings) -> None:
+    status = json.loads(agentlog("stack", "status", "--json").stdout)
+    [broker] = status["kafka"]["nodes"]
+    assert broker["healthy"] and broker["leads"] == ["controller"] and broker["address"] == stack.kafka_bootstrap
+    [node] = status["elasticsearch"]["nodes"]
+    assert node["healthy"] and node["leads"] == ["master"] and node["pid"]
