@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap lint stack browser demo serve test bench down clean
+.PHONY: bootstrap lint check stack browser demo serve test bench down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: bootstrap
 	@mkdir -p .typecheck/agentlog && for d in schemas producers consumers projections deploy; do \
 	  ln -sfn ../../$$d .typecheck/agentlog/$$d; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml
+
+# The quick tier: the lint above and every test that needs no service, with nothing listening.
+check: lint
+	$(BIN)/pytest -q -m "not services" -p no:cacheprovider
 
 test: lint stack browser
 	$(BIN)/pytest

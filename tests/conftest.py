@@ -33,8 +33,17 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         shutil.rmtree(SPOOL, ignore_errors=True)
 
 
+SERVICES = {"stack", "cluster"}
+"""The fixtures that bring real services up: a test that asks for one (itself or through another fixture) is
+marked ``services``; ``make check`` runs the others with nothing listening."""
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The cluster's tests run last: the three-node stack they bring up is stopped before the suite ends."""
+    """Mark the tests that need the services; the cluster's run last, since the three-node stack they bring up
+    is stopped before the suite ends."""
+    for item in items:
+        if SERVICES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
     items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
 
 
