@@ -1,15 +1,16 @@
-"""Clients for the four services, built from the settings in one place."""
+"""Clients for the four services, built from the settings in one place.
+
+The Elasticsearch and ClickHouse clients are imported when first asked for: an agent recording events
+(``agentlog.producers``) reaches Postgres through here for its keys and never loads the read side's clients.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import clickhouse_connect
 import psycopg
-from clickhouse_connect.driver.client import Client as ClickHouseClient
-from clickhouse_connect.driver.exceptions import OperationalError
-from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -18,9 +19,15 @@ from agentlog.deploy.credentials import PostgresRole, SearchUser, redact
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.settings import Settings
 
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client as ClickHouseClient
+    from elasticsearch import Elasticsearch
+
 
 def elasticsearch(settings: Settings, *, user: SearchUser, timeout: float = 30) -> Elasticsearch:
     """A client that connects as ``user`` (over TLS with the stack's CA, for the local stack)."""
+    from elasticsearch import Elasticsearch
+
     return Elasticsearch(settings.elasticsearch_hosts, request_timeout=timeout, max_retries=2, retry_on_timeout=True,
                          **settings.elasticsearch_auth(user))
 
@@ -77,6 +84,9 @@ def clickhouse(settings: Settings, *, database: str = "default",
     use, see ``deploy.engine``) or a server (``http(s)://``). ``analyst``: the embedded engine's SQL box
     principal, whose every statement the box admits and runs read-only; ``engine_settings`` go with each query.
     """
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import OperationalError
+
     url = url or settings.clickhouse_url
     scheme = urlsplit(url).scheme
     if scheme == "chdb":
