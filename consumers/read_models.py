@@ -6,7 +6,6 @@ numbers for the same data. A store that does not answer is a ``StoreUnavailable`
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,15 +38,6 @@ from agentlog.schemas.events import Event
 log = logging.getLogger(__name__)
 
 _LAG_TTL = 2.0
-
-
-def _plain(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def dumps(value: Any, *, indent: int | None = None) -> str:
-    """JSON text of an answer, the same from the CLI and the web API: datetimes in ISO 8601."""
-    return json.dumps(value, indent=indent, default=_plain)
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from agentlog.consumers.read_models import ReadModels, dumps
+from agentlog.consumers.answers import dumps
+from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.replay import UnknownConversation
 from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
