@@ -342,6 +342,13 @@ class EventLog:
                                     f"{limit:.0f}s: {describe(figures)} stay in the spool at {self.spool.root}, "
                                     "which sends them when it answers", taken=True)
 
+    def in_memory(self) -> dict[str, int]:
+        """What this process holds that the broker has not acknowledged, besides the spool: appends not yet
+        resolved, events waiting for the spool's write, events held behind it, messages in the client's queue."""
+        with self._lock:
+            return {"unresolved": self._unresolved, "to_write": len(self._to_write), "held": self._held,
+                    "adopting": int(self._adopting), "queued": len(self._producer)}
+
     def _drained(self) -> bool:
         with self._lock:
             return not (self._unresolved or self._to_write or self._held or self._adopting or self.spool.events
@@ -452,8 +459,9 @@ class EventLog:
         if not self._reports:
             return
         reports, self._reports = self._reports, []
-        broker, resolutions = Durability.BROKER, self._resolutions
+        broker = Durability.BROKER
         with self._lock:
+            resolutions = self._resolutions  # under the lock: _settle swaps the list for a new one
             for target, record, err, msg in reports:
                 if record is None and err is None and target.record is None and not target.resolved:
                     target.acked = target.resolved = True  # the common case, inline: acknowledged in time

@@ -98,10 +98,10 @@ class Load:
             self.projectors[name] = subprocess.Popen(
                 [sys.executable, "-m", "agentlog.consumers.cli", "project", "--only", name, *extra], env=self.env,
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.writer = subprocess.Popen(
+        self.writer = subprocess.Popen(  # its stderr to a file: a full pipe nobody reads would stop it
             [sys.executable, "-m", "tests.producers.spool_writer", str(self.out), "--rate", str(rate),
              "--conversations", "100"], env=self.env, cwd=ROOT, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=open(self.directory / "writer.err", "wb"), text=True)
         return self
 
     def written(self) -> int:
@@ -112,10 +112,18 @@ class Load:
         assert self.writer is not None
         if self.summary is None:
             self.out.with_suffix(".stop").touch()
-            stdout, stderr = self.writer.communicate(timeout=240)
-            assert self.writer.returncode == 0, stderr[-3000:]
+            try:
+                stdout, _ = self.writer.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.writer.pid, signal.SIGABRT)  # it prints every thread's stack
+                self.writer.communicate(timeout=30)
+                raise AssertionError(f"the writer did not stop within 240 s:\n{self._writer_said()}") from None
+            assert self.writer.returncode == 0, self._writer_said()
             self.summary = json.loads(stdout.strip().splitlines()[-1])
         return self.summary
+
+    def _writer_said(self) -> str:
+        return (self.directory / "writer.err").read_text(errors="replace")[-6000:]
 
     def finish(self, recovered: float) -> dict[str, object]:
         """Stop the writer (it flushes), wait until every projection has applied the whole log, stop them,

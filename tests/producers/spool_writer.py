@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from agentlog.producers import Conversation, EventLog, ProducerError
+from agentlog.producers.spool.status import describe
 
 EVENTS_PER_CONVERSATION = 12
 
@@ -46,7 +49,21 @@ async def converse(log: EventLog, out: int, period: float, stop: Path, outcomes:
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
 
+def say(started: float, what: str) -> None:
+    """A stage, on stderr: what the test shows when the writer does not stop in time."""
+    print(f"{time.monotonic() - started:7.1f}s {what}", file=sys.stderr, flush=True)
+
+
+async def report(log: EventLog, started: float) -> None:
+    """Every 10 s while the writer stops: what the event log still holds."""
+    while True:
+        await asyncio.sleep(10)
+        say(started, f"still holding: {describe(log.spool.figures())} in the spool, {log.in_memory()} in memory, "
+                     f"counts {dict(log.counts)}")
+
+
 async def main() -> None:
+    faulthandler.enable()  # SIGABRT prints every thread's stack
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--rate", type=float, default=1000)
@@ -61,8 +78,13 @@ async def main() -> None:
         period = args.conversations / args.rate
         await asyncio.gather(*(converse(log, out, period, stop, outcomes) for _ in range(args.conversations)))
         wrote = time.monotonic() - started
+        say(started, f"stopped writing: {dict(outcomes)}")
+        reporter = asyncio.create_task(report(log, started))
         await log.flush(args.flush)
+        say(started, "flushed")
         counts = dict(log.counts)
+    reporter.cancel()
+    say(started, "closed")
     print(json.dumps({"events": outcomes["events"], "seconds": round(wrote, 1), "rate": outcomes["events"] / wrote,
                       "failures": {k: v for k, v in outcomes.items() if k != "events"}, **counts}))
 

@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import json
 import socket
+import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -274,3 +276,36 @@ def test_the_sdk_refuses_what_a_store_would_refuse_before_sending(stack: Setting
             "response holds a NUL character" in refused[2]] == [True, True, True]
     events = sorted(Codec().decode(m.value()).sequence_number for m in read_all(stack, topic, 2))
     assert events == [1, 2]
+
+
+def test_every_append_resolves_while_threads_switch_as_often_as_they_can(stack: Settings, topic: str) -> None:
+    """Acknowledgements are handed to the event loop from the poller thread: however the threads interleave,
+    none is lost (an append that never resolves would hang an agent, and close() behind it)."""
+
+    async def converse(log: EventLog, rounds: int) -> int:
+        conversation = Conversation(log, agent="racer")
+        await conversation.started("hello")
+        for n in range(rounds):
+            await asyncio.wait_for(conversation.tool_called("lookup", {"n": n}, tool_call_id=f"c{n}"), 20)
+        return rounds + 1
+
+    async def run() -> int:
+        appended = 0
+        for _ in range(4):  # four logs, one after the other: each a new poller
+            async with EventLog(stack, topic=topic) as log:
+                appended += sum(await asyncio.gather(*(converse(log, 200) for _ in range(100))))
+                await log.flush(30)
+                assert log.in_memory() == {"unresolved": 0, "to_write": 0, "held": 0, "adopting": 0, "queued": 0}
+        return appended
+
+    results: list[int] = []
+    racing = threading.Thread(target=lambda: results.append(asyncio.run(run())), daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the poller and the event loop take turns after every few bytecodes
+    try:
+        racing.start()
+        racing.join(120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not racing.is_alive(), "an append never resolved, and close() waits for it"
+    assert results == [4 * 100 * 201]
