@@ -21,22 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from elasticsearch import NotFoundError
-
-from agentlog.deploy import clients
-from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.keys import KeyStore
 from agentlog.deploy.settings import Settings
 from agentlog.producers import EventLog
 from agentlog.producers.event_log import Durability
-from agentlog.projections.analytics import queries
-from agentlog.projections.analytics.verify import literal
-from agentlog.projections.analytics.verify import positions as analytics_positions
-from agentlog.projections.dashboard.projection import connect
-from agentlog.projections.dashboard.verify import positions as dashboard_positions
-from agentlog.projections.registry import NAMES
-from agentlog.projections.search.index import current_index
-from agentlog.projections.search.verify import positions as search_positions
+from agentlog.projections.base.store import Store
+from agentlog.projections.registry import STORES
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event, EventType
 
@@ -95,11 +85,11 @@ def forget(settings: Settings, *, subject: str | None = None, conversation: str 
                       in_clear=[] if gone.conversations else list(conversations))
     positions = asyncio.run(_announce(settings, subject, conversations, gone.key_ids, requested_by))
     deadline = time.monotonic() + wait
-    for name in NAMES:
-        waiting(name)
-        applied, unreachable = _wait_applied(settings, name, positions, deadline)
-        held, records = _held(settings, name, conversations) if applied else (0, 0)
-        done.stores.append(Erased(name, applied, held, records, unreachable))
+    for each in STORES:
+        waiting(each.name)
+        applied, unreachable = _wait_applied(settings, each, positions, deadline)
+        held, records = each.held(settings, conversations) if applied else (0, 0)
+        done.stores.append(Erased(each.name, applied, held, records, unreachable))
     return done
 
 
@@ -120,21 +110,12 @@ async def _announce(settings: Settings, subject: str | None, conversations: list
     return ends
 
 
-def store_positions(settings: Settings, name: str) -> dict[int, int]:
-    topic = settings.events_topic
-    if name == "dashboard":
-        return dashboard_positions(settings, topic)
-    if name == "search":
-        return search_positions(settings, topic)
-    return analytics_positions(_sql(settings), settings.clickhouse_database)
-
-
-def _wait_applied(settings: Settings, name: str, ends: dict[int, int], deadline: float) -> tuple[bool, str | None]:
+def _wait_applied(settings: Settings, each: Store, ends: dict[int, int], deadline: float) -> tuple[bool, str | None]:
     """Whether the store applied the forgettings by the deadline; and why it could not be asked, if so."""
     while True:
         unreachable = None
         try:
-            stored = store_positions(settings, name)
+            stored = each.positions(settings, settings.events_topic)
         except AgentlogError as exc:  # a store that is away has not applied it yet; it will, and forget says so
             stored, unreachable = {}, str(exc)
         if all(stored.get(p, 0) >= end for p, end in ends.items()):
@@ -142,33 +123,3 @@ def _wait_applied(settings: Settings, name: str, ends: dict[int, int], deadline:
         if time.monotonic() > deadline:
             return False, unreachable
         time.sleep(0.2)
-
-
-def _sql(settings: Settings) -> Callable[[str], list[list[Any]]]:
-    return lambda statement: [list(row.values()) for row in queries.run(settings, statement)]
-
-
-def _held(settings: Settings, name: str, conversations: list[str]) -> tuple[int, int]:
-    """How many of ``conversations`` the store holds, and their records."""
-    if name == "dashboard":
-        with connect(settings, role=PostgresRole.READER) as conn:
-            row = conn.execute("SELECT (SELECT count(*) FROM conversation_views WHERE id = ANY(%(ids)s)), "
-                               "(SELECT count(*) FROM agent_events WHERE conversation_id = ANY(%(ids)s))",
-                               {"ids": conversations}).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-    if name == "search":
-        es = clients.elasticsearch(settings, user=SearchUser.READER)
-        try:
-            index = current_index(es, settings.search_alias)
-            if index is None:
-                return 0, 0
-            held = int(es.count(index=index, query={"ids": {"values": conversations}})["count"])
-            return held, held
-        except NotFoundError:
-            return 0, 0
-        finally:
-            es.close()
-    ids = ", ".join(literal(c) for c in conversations)
-    [[held, records]] = _sql(settings)(f"SELECT uniqExact(conversation_id), count() FROM "
-                                       f"{settings.clickhouse_database}.agent_events WHERE conversation_id IN ({ids})")
-    return int(held), int(records)

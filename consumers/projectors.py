@@ -12,6 +12,7 @@ from agentlog.consumers.runtime import Projector, RunStats, group_for, prometheu
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.settings import Settings
+from agentlog.projections.base import Projection
 from agentlog.projections.registry import build
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,12 @@ class ProjectorThreads:
         self._threads = {name: threading.Thread(target=self._run, args=(name,), name=f"projector-{name}",
                                                 daemon=True) for name in self.names}
 
-    def projection(self, name: str):
+    def projection(self, name: str) -> Projection:
         return self.projectors[name].projection
+
+    def applied(self, name: str) -> int:
+        """Events the projector of ``name`` applied so far."""
+        return self.projectors[name].stats.events
 
     def running(self) -> bool:
         return any(thread.is_alive() for thread in self._threads.values())

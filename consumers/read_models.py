@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import psycopg
 from elastic_transport import TransportError
-from elasticsearch import ApiError
+from elasticsearch import ApiError, Elasticsearch
 
 from agentlog.consumers.lag import lag as projection_lag
 from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
@@ -23,15 +23,14 @@ from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
 from agentlog.producers.spool.status import status as spool_status
-from agentlog.projections.analytics import queries as analytics_queries
-from agentlog.projections.analytics.charts import charts as analytics_charts
 from agentlog.projections.base import Positions, Projection, StoreUnavailable
 from agentlog.projections.conversation import fold
-from agentlog.projections.dashboard import connect
-from agentlog.projections.dashboard import queries as dashboard_queries
+from agentlog.projections.reads import MAX_CHARACTERS, BadQuery, connect
+from agentlog.projections.reads import charts as analytics_charts
+from agentlog.projections.reads import dashboard as dashboard_queries
+from agentlog.projections.reads import search as search_conversations
+from agentlog.projections.reads import sql as analytics_queries
 from agentlog.projections.registry import NAMES, build
-from agentlog.projections.search.queries import MAX_CHARACTERS, BadQuery
-from agentlog.projections.search.queries import search as search_conversations
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event
 
@@ -77,7 +76,7 @@ class ReadModels:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._es = None
+        self._es: Elasticsearch | None = None
         self._box = analytics_queries.SQLBox(settings)
         self._stores: dict[str, Projection] = {}
         """The projections lag asks for their positions, kept between asks (a connection each)."""

@@ -1,6 +1,6 @@
 """Rebuilding a read model from the beginning of the log while the old one keeps serving, then swapping.
 
-Each store owns its new version and its swap (``projections/*/rebuild.py``): a new Postgres schema moved
+Each store owns its new version and its swap (its ``Store.rebuild``): a new Postgres schema moved
 into the live one in one transaction, a new index swapped behind the alias in one request, a new
 ClickHouse database exchanged table by table. A live projector then finds the store's positions behind
 or ahead of its own and follows them.
@@ -23,7 +23,6 @@ from agentlog.consumers.verify import check
 from agentlog.deploy import kafka
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics import AnalyticsProjection
 from agentlog.projections.registry import rebuild_target
 from agentlog.schemas.errors import AgentlogError
 
@@ -44,16 +43,15 @@ class Rebuilt:
     """Conversations the new version was checked equal to the log in before the swap (None: ``force``)."""
 
 
-def rebuild(settings: Settings, name: str, *, topic: str | None = None,
-            analytics: AnalyticsProjection | None = None, stop: threading.Event | None = None,
+def rebuild(settings: Settings, name: str, *, topic: str | None = None, stop: threading.Event | None = None,
             watch: Callable[[Projector], None] = lambda projector: None, force: bool = False) -> Rebuilt:
     """The store makes a new version of itself; the log goes into it; the store swaps it in; the rebuild's
     consumer group is deleted. ``watch`` is handed the projector before it runs (a progress bar reads its
-    ``stats``); ``analytics``, this process's projection when it holds the embedded store."""
+    ``stats``)."""
     started = time.monotonic()
     tag = time.strftime("%Y%m%d%H%M%S")
     group = f"agentlog.{name}.rebuild.{tag}"
-    target = rebuild_target(name, settings, tag, **({"live": analytics} if name == "analytics" else {}))
+    target = rebuild_target(name, settings, tag)
     projector = Projector(target.projection, settings, topic=topic, group_id=group)
     watch(projector)
     stats = projector.run(stop=stop, until_caught_up=True)

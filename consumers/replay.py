@@ -10,8 +10,7 @@ from agentlog.deploy.keys import Opener
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import StoreUnavailable
-from agentlog.projections.dashboard import connect
-from agentlog.projections.dashboard.queries import events_of
+from agentlog.projections.reads import connect, events_of
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import AgentlogError, SchemaError
 from agentlog.schemas.events import Event

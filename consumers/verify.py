@@ -2,7 +2,7 @@
 
 Every store keeps, per conversation, the digest of the events it applied (``projections.base.digest``),
 their count and the last sequence number, in the same write as its rows (analytics computes them from its
-rows). ``verify`` reads each store's positions and conversations (``projections/*/verify.py``), then the
+rows). ``verify`` reads each store's positions and conversations (its ``Store.snapshot``), then the
 log, and folds each conversation's events the way the stores apply them (in log order, the first of each
 sequence number) up to that store's positions, so it runs while the projectors run. Per store it reports
 conversations checked, equal, missing (in the log, not in the store), extra (in the store, not in the log)
@@ -21,18 +21,15 @@ from typing import Any, Callable
 from agentlog.deploy import kafka
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
-from agentlog.projections.analytics import queries
-from agentlog.projections.analytics import verify as analytics
 from agentlog.projections.base.digest import Held, Snapshot
-from agentlog.projections.dashboard import verify as dashboard
-from agentlog.projections.search import verify as search
+from agentlog.projections.registry import NAMES, store
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
 from agentlog.schemas.events import CONTROL
 
 SHOWN = 5
 """Ids shown of each kind of difference."""
-VERIFIABLE = ("dashboard", "search", "analytics")
+VERIFIABLE = NAMES
 Progress = Callable[[int], None]
 
 
@@ -71,14 +68,7 @@ class Report:
 
 def snapshot_of(settings: Settings, name: str, topic: str, conversation: str | None) -> Snapshot:
     """What the live store ``name`` holds."""
-    if name == "dashboard":
-        return dashboard.snapshot(settings, topic, conversation)
-    if name == "search":
-        return search.snapshot(settings, topic, conversation)
-    if name == "analytics":
-        return analytics.snapshot(lambda statement: [list(row.values()) for row in queries.run(settings, statement)],
-                                  settings.clickhouse_database, conversation, page=settings.sql_rows)
-    raise ValueError(f"unknown store {name!r}; choose one of {', '.join(VERIFIABLE)}")
+    return store(name).snapshot(settings, topic, conversation)
 
 
 @dataclass

@@ -66,8 +66,8 @@ def grant(settings: Settings, *, wait: float = 15.0) -> None:
     while time.monotonic() < deadline:
         seen = 0
         for name in topics:
-            found = client.describe_acls(AclBindingFilter(_TOPIC, name, _LITERAL, None, None, AclOperation.ANY,
-                                                          AclPermissionType.ANY), request_timeout=10).result()
+            found = client.describe_acls(AclBindingFilter(_TOPIC, name, _LITERAL, None, None,  # type: ignore[arg-type]
+                                                          AclOperation.ANY, AclPermissionType.ANY), request_timeout=10).result()
             seen += len(found)
         if seen >= expected:
             return

@@ -1,45 +1,41 @@
-"""The three read models by name."""
+"""The read models: one ``Store`` face each (``projections.base.store``), in the order reports list them.
+
+Everything outside ``projections/`` reaches a store through this tuple and that face, never by importing
+its package or comparing its name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from agentlog.deploy.settings import Settings
+from agentlog.projections.analytics import STORE as ANALYTICS
 from agentlog.projections.base import Projection
 from agentlog.projections.base.rebuild import RebuildTarget
+from agentlog.projections.base.store import Store
+from agentlog.projections.dashboard import STORE as DASHBOARD
+from agentlog.projections.search import STORE as SEARCH
+from agentlog.schemas.errors import AgentlogError
 
-NAMES = ("dashboard", "search", "analytics")
+STORES: tuple[Store, ...] = (DASHBOARD, SEARCH, ANALYTICS)
+NAMES = tuple(store.name for store in STORES)
+
+
+class UnknownStore(AgentlogError, ValueError):
+    """A name that is no store's."""
+
+
+def store(name: str) -> Store:
+    found = next((each for each in STORES if each.name == name), None)
+    if found is None:
+        raise UnknownStore(f"unknown projection {name!r}; choose one of {', '.join(NAMES)}")
+    return found
 
 
 def build(name: str, settings: Settings, **options: Any) -> Projection:
-    if name == "dashboard":
-        from agentlog.projections.dashboard import DashboardProjection
-
-        return DashboardProjection(settings, **options)
-    if name == "search":
-        from agentlog.projections.search import SearchProjection
-
-        return SearchProjection(settings, **options)
-    if name == "analytics":
-        from agentlog.projections.analytics import AnalyticsProjection
-
-        return AnalyticsProjection(settings, **options)
-    raise ValueError(f"unknown projection {name!r}; choose one of {', '.join(NAMES)}")
+    return store(name).projection(settings, **options)
 
 
-def rebuild_target(name: str, settings: Settings, tag: str, **options: Any) -> RebuildTarget:
-    """A new version of the read model ``name`` to rebuild into; ``options`` go to the store's (analytics:
-    ``live``, this process's projection)."""
-    if name == "dashboard":
-        from agentlog.projections.dashboard.rebuild import DashboardRebuild
-
-        return DashboardRebuild(settings, tag)
-    if name == "search":
-        from agentlog.projections.search.rebuild import SearchRebuild
-
-        return SearchRebuild(settings)
-    if name == "analytics":
-        from agentlog.projections.analytics.rebuild import AnalyticsRebuild
-
-        return AnalyticsRebuild(settings, tag, **options)
-    raise ValueError(f"unknown projection {name!r}; choose one of {', '.join(NAMES)}")
+def rebuild_target(name: str, settings: Settings, tag: str) -> RebuildTarget:
+    """A new version of the read model ``name`` to rebuild into."""
+    return store(name).rebuild(settings, tag)

@@ -119,11 +119,11 @@ class AuthStore:
         """A connection as ``role``: the web role's is kept per thread (a request asks on every call); one
         that broke is opened again on the next call, and an outage is a PostgresUnavailable."""
         if role != PostgresRole.WEB:
-            with clients.postgres(self.settings, role=role, schema=self.schema) as conn:
-                conn.autocommit = True
-                yield conn
+            with clients.postgres(self.settings, role=role, schema=self.schema) as own:
+                own.autocommit = True
+                yield own
             return
-        conn = getattr(self._local, "conn", None)
+        conn: psycopg.Connection[tuple[Any, ...]] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             conn = clients.postgres(self.settings, role=role, schema=self.schema)
             conn.autocommit = True
@@ -175,8 +175,9 @@ class AuthStore:
     def anyone(self) -> bool:
         """Whether any user or live token exists (with none, serve shows only how to make the first)."""
         with self._connect() as conn:
-            return conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens WHERE "
-                                "revoked_at IS NULL)").fetchone()[0]
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM tokens WHERE "
+                               "revoked_at IS NULL)").fetchone()
+        return bool(row and row[0])
 
     def login(self, name: str, password: str) -> tuple[Principal, str]:
         """A new session for the user whose password this is: (who, session id); BadCredentials otherwise,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import typer
 from rich.rule import Rule
@@ -116,7 +117,7 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
     if own:
         behind = projection_lag(config, own)
         group.start()
-        show({name: (sum(behind[name].values()), lambda name=name: group.projectors[name].stats.events)
+        show({name: (sum(behind[name].values()), partial(group.applied, name))
               for name in own}, until=lambda: not group.running())
         group.join()
     models = ReadModels(config)
@@ -128,9 +129,9 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         console.print(Rule("Replay: the refund scenario (from the Postgres archive)"))
         events = models.events(refund_id)
         console.print(replay.render_timeline(refund_id, events), highlight=False, markup=False, soft_wrap=True)
-        console.print(replay.render_state(replay.fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
+        console.print(replay.render_state(fold(refund_id, events).as_dict()), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule(f"Saga: book demo meeting ({saga_status})"))
-        saga_state = replay.fold(saga_id, models.events(saga_id)).as_dict()
+        saga_state = fold(saga_id, models.events(saga_id)).as_dict()
         for saga in saga_state["sagas"]:
             console.print("\n".join(replay.render_saga(saga)), highlight=False, markup=False, soft_wrap=True)
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
@@ -143,8 +144,8 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
             queries.print_rows(models.sql(statement))
     finally:
         models.close()
-        if "analytics" in own:
-            group.projection("analytics").close()
+        for name in own:  # what this process's projections hold (the embedded store's engine among them)
+            group.projection(name).close()
     console.print(Rule())
     console.print(f"done in {time.monotonic() - started:.1f}s. Try: agentlog replay {refund_id} · "
                   "agentlog search 'partial refund' · agentlog sql \"SELECT count() FROM agent_events\"",

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -63,7 +64,7 @@ def project(only: Optional[str] = typer.Option(None, "--only", help="dashboard, 
     run.start()
     try:
         if until_caught_up:
-            show({name: (sum(behind[name].values()), lambda name=name: run.applied(name)) for name in names},
+            show({name: (sum(behind[name].values()), partial(run.applied, name)) for name in names},
                  until=lambda: not run.running())
         else:
             with console.status(f"projecting into {', '.join(names)}, one process each (Ctrl-C to stop)"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -11,7 +11,7 @@ from rich.table import Table
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.consumers.read_models import ReadModels
 from agentlog.deploy.settings import settings
-from agentlog.projections.search.queries import marked
+from agentlog.projections.reads import marked
 
 
 def read_models() -> ReadModels:
@@ -70,7 +70,7 @@ def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT
     print_rows(rows)
 
 
-def print_rows(rows: list[dict]) -> None:
+def print_rows(rows: list[dict[str, Any]]) -> None:
     table = Table(*(rows[0].keys() if rows else ["(no rows)"]))
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])

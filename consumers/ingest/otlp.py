@@ -227,5 +227,5 @@ def response(kind: str, rejected: int = 0, message: str = "") -> bytes:
     if rejected:
         answer.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
     if kind == PROTOBUF:
-        return answer.SerializeToString()
+        return bytes(answer.SerializeToString())
     return json.dumps(json_format.MessageToDict(answer)).encode()

@@ -71,7 +71,7 @@ MAX_EVENT = 900_000
 """Bytes of one encoded event: under the producer's message.max.bytes (1,000,000) with room for sealing."""
 
 
-Fresh = list[tuple[Event, TraceContext]]
+Fresh = list[tuple[Event, TraceContext | None]]
 
 
 class Behind(Exception):
@@ -188,13 +188,13 @@ class Staging:
         by_trace: dict[str, list[Span]] = {}
         for trace_id, _, data in rows:
             by_trace.setdefault(trace_id, []).append(span_from(data))
-        named = dict(conn.execute("SELECT trace_id, conversation_id FROM traces WHERE trace_id = ANY(%s)",
+        named: dict[str, str] = dict(conn.execute("SELECT trace_id, conversation_id FROM traces WHERE trace_id = ANY(%s)",
                                   (list(by_trace),)).fetchall())
         conversation_of = {t: named.get(t) or conversation_of_trace(t) for t in by_trace}
         conversations = sorted(set(conversation_of.values()))
         conn.execute("INSERT INTO conversations (conversation_id, state) SELECT c, %s FROM unnest(%s::text[]) AS c "
                      "ON CONFLICT DO NOTHING", (Jsonb(State().to_json()), conversations))
-        states = dict(conn.execute("SELECT conversation_id, state FROM conversations WHERE conversation_id = ANY(%s) "
+        states: dict[str, Any] = dict(conn.execute("SELECT conversation_id, state FROM conversations WHERE conversation_id = ANY(%s) "
                                    "ORDER BY conversation_id FOR UPDATE", (conversations,)).fetchall())
         timelines: dict[str, Timeline] = {}
         codec = Codec()
@@ -390,7 +390,7 @@ class Flusher:
         """Append ``events`` and forget from the outbox exactly what the log (or the spool) took; then the first
         failure is raised, and only what was not taken is sent again: one event the broker refuses never sends
         the others twice."""
-        async def append(event: Event, context: TraceContext) -> object:  # a refusal before sending: a result too
+        async def append(event: Event, context: TraceContext | None) -> object:  # a refusal before sending: a result too
             return await event_log.append_nowait(event, durability=Durability.SPOOL, trace=context)
 
         results = await asyncio.gather(*(append(event, context) for event, context in events),

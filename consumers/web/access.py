@@ -203,4 +203,5 @@ async def logout(request: Request) -> Response:
 
 def principal_of(request: Request) -> Principal | None:
     state: Any = request.scope.get("state", {})
-    return state.get("principal")
+    found: Principal | None = state.get("principal")
+    return found

@@ -56,7 +56,8 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 def models(request: Request) -> ReadModels:
-    return request.app.state.models
+    found: ReadModels = request.app.state.models
+    return found
 
 
 @router.get("/metrics")

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.ingest import Ingest, attach
@@ -21,7 +22,7 @@ from agentlog.schemas.errors import AgentlogError
 
 
 def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], dict[str, Any]] = dict,
-               host: str = "127.0.0.1", ingest: Ingest | None = None):
+               host: str = "127.0.0.1", ingest: Ingest | None = None) -> ASGIApp:
     """``auth`` knows the users and tokens every request is checked against; ``projectors`` says, when asked,
     how each projector of the serving process is doing; ``host``, the address served (a request must name
     it, or localhost, in its Host header)."""
@@ -44,7 +45,7 @@ def create_app(models: ReadModels, auth: AuthStore, *, projectors: Callable[[], 
     return secure(Access(app, auth), host=host)
 
 
-def create_ingest_app(auth: AuthStore, ingest: Ingest, *, host: str = "127.0.0.1"):
+def create_ingest_app(auth: AuthStore, ingest: Ingest, *, host: str = "127.0.0.1") -> ASGIApp:
     """``agentlog ingest``: the OTLP endpoint, its metrics and a probe; every request authenticated."""
     app = FastAPI(title="agentlog ingest", docs_url=None, openapi_url=None, redoc_url=None)
     app.add_exception_handler(AgentlogError, api.agentlog_error)

@@ -19,8 +19,7 @@ from markupsafe import Markup, escape
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
-from agentlog.projections.dashboard.queries import page_after
-from agentlog.projections.search.queries import marked
+from agentlog.projections.reads import marked, page_after
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import ConversationStatus
 
@@ -56,7 +55,8 @@ class Part:
 
 
 def models(request: Request) -> ReadModels:
-    return request.app.state.models
+    found: ReadModels = request.app.state.models
+    return found
 
 
 def _overview(request: Request, status: str | None, agent: str | None, before: str | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Request
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentlog.schemas.errors import AgentlogError
@@ -162,7 +162,7 @@ def csrf_token(request: Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
 
 
-def set_csrf_cookie(response, token: str) -> None:
+def set_csrf_cookie(response: Response, token: str) -> None:
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/")
 
 

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api", default_response_class=JSON)
 
 
 def _store(request: Request) -> AuthStore:
-    return request.app.state.auth
+    found: AuthStore = request.app.state.auth
+    return found
 
 
 def _fields(body: Any, *names: str) -> dict[str, Any]:

@@ -9,12 +9,13 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 from elasticsearch import ApiError, TransportError, UnsupportedProductError
 from elasticsearch import Elasticsearch as Client
 
-from agentlog.deploy.credentials import SearchUser
+from agentlog.deploy.credentials import SearchUser, write_secret
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local import secrets as local_secrets
 from agentlog.deploy.local.address import host_port
@@ -132,7 +133,7 @@ class Elasticsearch(Service):
                                  nodes=listed)
         finally:
             client.close()
-        rows = {str(row.get("name")): row for row in joined.body}
+        rows: dict[str, dict[str, Any]] = {str(row.get("name")): row for row in joined.body if isinstance(row, dict)}
         listed = self._nodes(nodes, rows)
         version = next((str(row.get("version")) for row in rows.values()), None)
         healthy = health.get("status") in {"green", "yellow"} and all(node["healthy"] for node in listed)
@@ -141,7 +142,7 @@ class Elasticsearch(Service):
         return ServiceStatus(self.name, self.address, healthy, version, managed, detail,
                              method, self.address.startswith("https://"), nodes=listed)
 
-    def _nodes(self, nodes: list[Node], joined: dict[str, dict]) -> list[dict[str, object]]:
+    def _nodes(self, nodes: list[Node], joined: dict[str, dict[str, Any]]) -> list[dict[str, object]]:
         """Each node as ``stack status --json`` lists it: joined to the cluster, and whether it is the elected
         master."""
         return [{"id": node.id, "address": node.address, "pid": node.daemon.pid(),
@@ -262,13 +263,13 @@ class Elasticsearch(Service):
         certs.mkdir(exist_ok=True)
         for name in ("server.pem", "ca.pem"):
             shutil.copyfile(found.directory / name, certs / name)
-        local_secrets.write_secret(certs / "server.key", (found.directory / "server.key").read_bytes(), owner=owner)
+        write_secret(certs / "server.key", (found.directory / "server.key").read_bytes(), owner=owner)
         lines = []
         for user in SearchUser:
             hashed = bcrypt.hashpw(found.password("elasticsearch", user.value).encode(),
                                    bcrypt.gensalt(rounds=10, prefix=b"2a"))
             lines.append(f"{user.value}:{hashed.decode()}")
-        local_secrets.write_secret(config / "users", ("\n".join(lines) + "\n").encode(), owner=owner)
+        write_secret(config / "users", ("\n".join(lines) + "\n").encode(), owner=owner)
         roles: dict[str, list[str]] = {}
         for user, role in USER_ROLES.items():
             roles.setdefault(role, []).append(user.value)

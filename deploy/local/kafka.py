@@ -10,11 +10,18 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from agentlog.deploy import kafka
-from agentlog.deploy.credentials import KafkaPrincipal, LocalCredentials
+from agentlog.deploy.credentials import KafkaPrincipal, LocalCredentials, write_secret
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local import secrets as local_secrets
 from agentlog.deploy.local.address import host_port
@@ -24,7 +31,7 @@ from agentlog.deploy.local.service import Service, ServiceStatus
 from agentlog.deploy.settings import KAFKA_PORT_STEP
 
 POM = HERE / "kafka-pom.xml"
-KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
+KAFKA_VERSION = re.findall(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())[0]
 HEAP = "-Xmx512m"
 
 
@@ -74,7 +81,7 @@ class Kafka(Service):
                      self.home if count == 1 else self.home / f"node-{index + 1}") for index in range(count)]
 
     @property
-    def libs(self):
+    def libs(self) -> Path:
         return self.settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
 
     @property
@@ -190,10 +197,11 @@ class Kafka(Service):
         if node.daemon.pid() is None:
             self._fetch()
             self._start(node, self._configure(node, None))
-        plain = AdminClient({"bootstrap.servers": node.address, "logger": logging.getLogger("agentlog.kafka")})
+        config: dict[str, Any] = {"bootstrap.servers": node.address, "logger": logging.getLogger("agentlog.kafka")}
+        plain = AdminClient(config)
         if not wait_until(lambda: port_open(node.host, node.port), timeout=60):
             raise StackError(f"kafka did not start at {self.address}: {node.daemon.log_tail()}")
-        upserts = [UserScramCredentialUpsertion(principal.value, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
+        upserts: list[UserScramCredentialAlteration] = [UserScramCredentialUpsertion(principal.value, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
                                                                                      8192),
                                                 found.password("kafka", principal.value).encode())
                    for principal in KafkaPrincipal]
@@ -241,7 +249,7 @@ class Kafka(Service):
             tls = node.home / "tls"
             tls.mkdir(exist_ok=True)
             tls.chmod(0o700)
-            local_secrets.write_secret(tls / "keystore.pem", (found.directory / "server.key").read_bytes()
+            write_secret(tls / "keystore.pem", (found.directory / "server.key").read_bytes()
                                        + (found.directory / "server.pem").read_bytes())
             admin = KafkaPrincipal.ADMIN.value
             lines += [
@@ -274,7 +282,7 @@ class Kafka(Service):
             *replication(len(self.nodes)),
             "",
         ]
-        local_secrets.write_secret(config, "\n".join(lines).encode())
+        write_secret(config, "\n".join(lines).encode())
         return config
 
     def _format(self, config: Path, found: LocalCredentials, cluster_id: str | None) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import glob
 import shutil
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from agentlog.deploy.clients import postgres_address
-from agentlog.deploy.credentials import POSTGRES_SUPERUSER, LocalCredentials, PostgresRole
+from agentlog.deploy.credentials import POSTGRES_SUPERUSER, LocalCredentials, PostgresRole, write_secret
 from agentlog.deploy.errors import ServiceUnreachable, StackError
 from agentlog.deploy.local import secrets as local_secrets
 from agentlog.deploy.local.address import host_port
@@ -69,9 +70,9 @@ class Postgres(Service):
             return ServiceStatus(self.name, self.address, False, None, managed, "not answering")
         try:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]
+                version = _one(conn, "SHOW server_version")
                 tls = conn.pgconn.ssl_in_use
-                method = conn.execute("SELECT current_setting('password_encryption')").fetchone()[0]
+                method = _one(conn, "SELECT current_setting('password_encryption')")
         except psycopg.Error as exc:
             return ServiceStatus(self.name, self.address, False, None, managed, str(exc).strip().splitlines()[0])
         return ServiceStatus(self.name, self.address, True, version.split()[0], managed, "accepting connections",
@@ -105,7 +106,7 @@ class Postgres(Service):
             data.mkdir(parents=True, exist_ok=True)
             give_to(user, self.home)
             password_file = self.home / ".superuser"
-            local_secrets.write_secret(password_file, found.password("postgres", POSTGRES_SUPERUSER).encode(),
+            write_secret(password_file, found.password("postgres", POSTGRES_SUPERUSER).encode(),
                                        owner=user)
             try:
                 run([str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_SUPERUSER, "--auth=scram-sha-256",
@@ -144,7 +145,7 @@ class Postgres(Service):
         tls.mkdir(exist_ok=True)
         tls.chmod(0o700)
         shutil.copyfile(found.directory / "server.pem", tls / "server.pem")
-        local_secrets.write_secret(tls / "server.key", (found.directory / "server.key").read_bytes(),
+        write_secret(tls / "server.key", (found.directory / "server.key").read_bytes(),
                                    owner=service_user())
         (data / "pg_hba.conf").write_text(HBA)
         (data / "agentlog.conf").write_text(
@@ -161,8 +162,9 @@ class Postgres(Service):
 
     def _create_roles(self, host: str, port: int, database: str, found: LocalCredentials) -> None:
         """The application's roles (none a superuser), their passwords, the database and who may use it."""
-        superuser = dict(host=host, port=port, user=POSTGRES_SUPERUSER, sslmode="verify-full",
-                         sslrootcert=str(found.ca), password=found.password("postgres", POSTGRES_SUPERUSER))
+        superuser: dict[str, Any] = dict(host=host, port=port, user=POSTGRES_SUPERUSER, sslmode="verify-full",
+                                         sslrootcert=str(found.ca),
+                                         password=found.password("postgres", POSTGRES_SUPERUSER))
         with psycopg.connect(dbname="postgres", autocommit=True, **superuser) as conn:
             for role in PostgresRole:
                 name = sql.Identifier(role.value)
@@ -201,3 +203,10 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def _one(conn: psycopg.Connection[tuple[Any, ...]], statement: str) -> Any:
+    """The first column of the statement's one row."""
+    row = conn.execute(statement).fetchone()
+    assert row is not None, statement
+    return row[0]

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from agentlog.deploy import walls
 from agentlog.deploy.errors import StackError
@@ -135,7 +135,7 @@ def _reap(pid: int) -> None:
         pass
 
 
-def wait_until(check, *, timeout: float, interval: float = 0.5) -> bool:
+def wait_until(check: Callable[[], object], *, timeout: float, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if check():

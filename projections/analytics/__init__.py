@@ -1,5 +1,6 @@
 """The analytics read model in ClickHouse."""
 
 from agentlog.projections.analytics.projection import AnalyticsProjection
+from agentlog.projections.analytics.store import STORE
 
-__all__ = ["AnalyticsProjection"]
+__all__ = ["STORE", "AnalyticsProjection"]

@@ -1,5 +1,6 @@
 """The search read model in Elasticsearch."""
 
 from agentlog.projections.search.projection import SearchProjection
+from agentlog.projections.search.store import STORE
 
-__all__ = ["SearchProjection"]
+__all__ = ["STORE", "SearchProjection"]
