@@ -1,4 +1,4 @@
-"""The README's benchmark table, written from bench/results/*.json (the last run of each benchmark) between
+"""The benchmark table of docs/benchmarks.md, written from bench/results/*.json (the last run of each benchmark) between
 its two markers. ``make bench`` runs it last; on its own: ``.venv/bin/python bench/table.py``.
 
 Each row gives the figure, the ceiling measured beside it in the same run, and the target it answers to.
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+PAGE = HERE.parent / "docs" / "benchmarks.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -130,13 +130,13 @@ def _cluster() -> list[str]:
 
 
 def main() -> None:
-    text = README.read_text()
+    text = PAGE.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} … {END} markers")
+        raise SystemExit(f"{PAGE} has no {START} … {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(head + START + "\n" + "\n".join(rows()) + "\n" + END + tail)
-    print(f"wrote the benchmark table into {README}")
+    PAGE.write_text(head + START + "\n" + "\n".join(rows()) + "\n" + END + tail)
+    print(f"wrote the benchmark table into {PAGE}")
 
 
 if __name__ == "__main__":
