@@ -32,8 +32,8 @@ from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
 from agentlog.projections.analytics.projection import fact_row
 from agentlog.projections.analytics.schema import FACT_COLUMNS, create
-from agentlog.projections.conversation import ConversationState
 from agentlog.projections.dashboard.projection import EVENT_COLUMNS, VIEW_COLUMNS, view_row
+from agentlog.projections.fold import ConversationState
 from agentlog.projections.search.index import MAPPINGS, SETTINGS
 from agentlog.projections.search.projection import document
 from agentlog.schemas.codec import Codec

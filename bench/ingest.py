@@ -24,11 +24,11 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from agentlog.consumers.auth import AuthStore
-from agentlog.consumers.ingest import otlp
 from agentlog.deploy.kafka import watermarks
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import settings as current_settings
 from agentlog.producers import EventLog
+from agentlog.producers.ingest import otlp
 from agentlog.producers.otel import Span, Timeline, points
 
 HERE = Path(__file__).resolve().parent

@@ -24,7 +24,7 @@ from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
 from agentlog.producers.spool.status import status as spool_status
 from agentlog.projections.base import Positions, Projection, StoreUnavailable
-from agentlog.projections.conversation import fold
+from agentlog.projections.fold import fold
 from agentlog.projections.reads import MAX_CHARACTERS, BadQuery, connect
 from agentlog.projections.reads import charts as analytics_charts
 from agentlog.projections.reads import dashboard as dashboard_queries

@@ -1,8 +1,8 @@
 """The agent-side SDK: append events, record conversations and tool calls, run sagas."""
 
-from agentlog.producers.conversation import Conversation, ToolCall
 from agentlog.producers.errors import BrokerUnavailable, EventTooLarge, NotSerializable, ProducerError, SequenceError
 from agentlog.producers.event_log import AppendsFailed, Durability, EventLog, Position, Receipt, Receipts
+from agentlog.producers.recorder import Conversation, ToolCall
 from agentlog.producers.spool import SpoolFull
 from agentlog.producers.sync import SyncConversation, SyncEventLog
 from agentlog.producers.tools import tool

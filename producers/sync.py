@@ -9,8 +9,8 @@ import inspect
 import threading
 from typing import Any, Coroutine, TypeVar
 
-from agentlog.producers.conversation import Conversation
 from agentlog.producers.event_log import EventLog, Receipt
+from agentlog.producers.recorder import Conversation
 from agentlog.schemas.events import Event
 
 T = TypeVar("T")

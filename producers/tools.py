@@ -6,8 +6,8 @@ import functools
 import inspect
 from typing import Any, Awaitable, Callable, TypeVar
 
-from agentlog.producers.conversation import ToolCall, current
 from agentlog.producers.errors import ProducerError
+from agentlog.producers.recorder import ToolCall, current
 
 T = TypeVar("T")
 

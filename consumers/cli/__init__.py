@@ -8,7 +8,7 @@ import sys
 
 def main() -> None:
     try:
-        from agentlog.consumers.cli.app import main as run
+        from agentlog.consumers.cli.commands import main as run
     except ModuleNotFoundError as exc:
         if exc.name not in {"typer", "rich", "click"}:
             raise

@@ -8,10 +8,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from agentlog.consumers.answers import dumps
-from agentlog.schemas.errors import AgentlogError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="agentlog: a Kafka event log for AI agents, with exact read models and sagas.")
@@ -37,31 +35,6 @@ READ_SIDE = frozenset({"elasticsearch", "elastic_transport", "clickhouse_connect
                        "numpy", "lz4", "zstandard", "fastapi", "starlette", "uvicorn", "jinja2", "markupsafe",
                        "argon2", "bcrypt", "opentelemetry.proto", "google.protobuf"})
 """What the ``server`` extra installs: a command whose module needs one of them is not offered without it."""
-
-
-def main() -> None:
-    from agentlog.consumers.cli.commands import register
-
-    missing = register()
-    wanted = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    if missing and wanted is not None and wanted not in _commands():
-        said = (f"`agentlog {wanted}` needs the read side, which this install lacks ({missing}): "
-                "pip install 'agentlog[server]'")
-        err_console.print(f"[bold red]error:[/] {escape(said)}", highlight=False, soft_wrap=True)
-        raise SystemExit(1)
-    try:
-        app()
-    except AgentlogError as exc:
-        log.debug("command failed", exc_info=True)
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-def _commands() -> set[str]:
-    return {command.name or (command.callback.__name__ if command.callback else "") for command in
-            app.registered_commands} | {group.name or "" for group in app.registered_groups}
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str | None:

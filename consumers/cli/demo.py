@@ -24,7 +24,7 @@ from agentlog.producers.examples.services import Services
 from agentlog.producers.outcomes import Outcomes
 from agentlog.producers.saga import Orchestrator
 from agentlog.producers.traffic import send
-from agentlog.projections.conversation import fold
+from agentlog.projections.fold import fold
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
 

@@ -13,11 +13,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from agentlog.consumers.auth import AuthStore
-from agentlog.consumers.ingest import Ingest, attach
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.web import access, api, pages, users
 from agentlog.consumers.web.access import Access
 from agentlog.consumers.web.security import secure
+from agentlog.producers.ingest import Ingest, attach
 from agentlog.schemas.errors import AgentlogError
 
 

@@ -13,13 +13,13 @@ from typing import Callable
 import uvicorn
 
 from agentlog.consumers.auth import AuthStore
-from agentlog.consumers.ingest import Ingest
 from agentlog.consumers.read_models import ReadModels
 from agentlog.consumers.supervisor import Supervisor
 from agentlog.consumers.web.app import create_app, create_ingest_app
 from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.settings import Settings
+from agentlog.producers.ingest import Ingest
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError
 

@@ -18,8 +18,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from agentlog.producers.conversation import Conversation, to_json
 from agentlog.producers.event_log import Durability, EventLog
+from agentlog.producers.recorder import Conversation, to_json
 from agentlog.producers.saga.definition import Retry, Saga, Step, call
 from agentlog.producers.saga.errors import SagaBusy
 from agentlog.producers.saga.lease import Leases

@@ -20,8 +20,8 @@ from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.base import Batch, Positions, Projection, Record, Rewind, StoreUnavailable, prometheus
-from agentlog.projections.conversation import ConversationState
 from agentlog.projections.dashboard.migrate import migrate
+from agentlog.projections.fold import ConversationState
 from agentlog.schemas.events import CONTROL, EventType
 from agentlog.schemas.rules import JSON, TEXT
 from agentlog.schemas.sealing import ERASED, ERASED_JSON

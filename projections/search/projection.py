@@ -34,7 +34,7 @@ from agentlog.projections.base import (
     StoreUnavailable,
     prometheus,
 )
-from agentlog.projections.conversation import ConversationState
+from agentlog.projections.fold import ConversationState
 from agentlog.projections.search.index import current_index, ensure_alias, ensure_positions, positions_index
 from agentlog.schemas.events import CONTROL
 

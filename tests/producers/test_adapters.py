@@ -241,7 +241,7 @@ def test_the_same_agents_sdk_run_through_openinference_and_the_ingest_lands_as_t
     from agentlog.deploy.kafka import read_to_end
     from agentlog.producers.adapters.openai_agents import AgentlogProcessor
     from agentlog.schemas import Codec
-    from tests.consumers.ingest.test_otlp import _start, _stop
+    from tests.producers.ingest.test_otlp import _start, _stop
 
     world = replace(isolated, spool_dir=tmp_path / "spool")
     with SyncEventLog(world) as log:

@@ -17,7 +17,7 @@ from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting, refund_flow
 from agentlog.producers.examples.services import Services
 from agentlog.producers.saga import Leases, Orchestrator, Retry, Saga, SagaBusy, SagaDefinitionError
-from agentlog.projections.conversation import fold
+from agentlog.projections.fold import fold
 from agentlog.schemas.saga import SagaState
 from tests.conftest import ROOT, agentlog, env_of
 from tests.producers.saga import saga_worker

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentlog.projections.conversation import fold
 from agentlog.projections.dashboard.projection import VIEW_COLUMNS, view_row
+from agentlog.projections.fold import fold
 from tests.factories import T0, make_conversation, make_saga
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agentlog.projections.conversation import fold
+from agentlog.projections.fold import fold
 from agentlog.projections.search.projection import document
 from tests.factories import make_conversation, make_saga
 

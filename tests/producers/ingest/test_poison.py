@@ -13,13 +13,13 @@ from pathlib import Path
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-from agentlog.consumers.ingest.staging import Flusher, Staging
 from agentlog.deploy.settings import Settings
+from agentlog.producers.ingest.staging import Flusher, Staging
 from agentlog.producers.tracing import TraceContext
 from agentlog.schemas import Codec
 from agentlog.schemas.events import EventType
-from tests.consumers.ingest.test_otlp import EXPECTED, Served, _events_of, _provider, _run, ingest  # noqa: F401
 from tests.factories import make_conversation
+from tests.producers.ingest.test_otlp import EXPECTED, Served, _events_of, _provider, _run, ingest  # noqa: F401
 
 TEN_MB = 10 << 20
 

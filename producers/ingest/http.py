@@ -17,11 +17,11 @@ from prometheus_client import Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from agentlog.consumers.ingest import otlp
-from agentlog.consumers.ingest.staging import Behind, Flusher, Staging
 from agentlog.deploy.clients import PostgresRefused
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
+from agentlog.producers.ingest import otlp
+from agentlog.producers.ingest.staging import Behind, Flusher, Staging
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentlog.projections.conversation import _STEPS, ConversationState, fold
+from agentlog.projections.fold import _STEPS, ConversationState, fold
 from agentlog.schemas.events import CONTROL, SAGA_PREFIX, ConversationStatus, EventType, SagaStatus
 from tests.factories import make_conversation, make_saga
 
