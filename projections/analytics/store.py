@@ -37,5 +37,5 @@ def rebuild(settings: Settings, tag: str) -> AnalyticsRebuild:
     return AnalyticsRebuild(settings, tag)
 
 
-STORE = Store(name="analytics", what="ClickHouse: the analysts' tables", projection=AnalyticsProjection,
+STORE = Store(name="analytics", projection=AnalyticsProjection,
               rebuild=rebuild, snapshot=snapshot, positions=positions, held=held)

@@ -36,8 +36,6 @@ class Holds(Protocol):
 class Store:
     name: str
     """Its projection's name: its consumer group, its ``--only``, its line in every report."""
-    what: str
-    """The engine and what it holds, for people (``Postgres: the operators' dashboard``)."""
     projection: Callable[..., Projection]
     """The live projection: ``projection(settings, **options)`` (``options``: the store's own, such as another
     schema or index for a test)."""

@@ -19,5 +19,5 @@ def held(settings: Settings, conversations: list[str]) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-STORE = Store(name="dashboard", what="Postgres: the operators' dashboard", projection=DashboardProjection,
+STORE = Store(name="dashboard", projection=DashboardProjection,
               rebuild=DashboardRebuild, snapshot=verify.snapshot, positions=verify.positions, held=held)

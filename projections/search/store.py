@@ -34,5 +34,5 @@ def rebuild(settings: Settings, tag: str) -> SearchRebuild:
     return SearchRebuild(settings)
 
 
-STORE = Store(name="search", what="Elasticsearch: support's conversation search", projection=SearchProjection,
+STORE = Store(name="search", projection=SearchProjection,
               rebuild=rebuild, snapshot=verify.snapshot, positions=verify.positions, held=held)
