@@ -31,7 +31,7 @@ from pathlib import Path
 import psycopg
 from processes import ROOT, env_of
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.sandbox import drop, private

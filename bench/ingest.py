@@ -23,7 +23,7 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.kafka import watermarks
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import settings as current_settings

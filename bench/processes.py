@@ -21,7 +21,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from agentlog.consumers.rebuild import _forget_group
+from agentlog.consumers.operations.rebuild import _forget_group
 from agentlog.consumers.runtime import group_for
 from agentlog.deploy.kafka import watermarks
 from agentlog.deploy.sandbox import drop, private

@@ -26,7 +26,7 @@ import ceilings
 import psycopg
 from profiling import profile
 
-from agentlog.consumers.rebuild import _forget_group
+from agentlog.consumers.operations.rebuild import _forget_group
 from agentlog.consumers.runtime import Projector, collector, group_for
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser

@@ -14,8 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector, collector
-from agentlog.consumers.verify import verify
 from agentlog.deploy import kafka
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import settings as current_settings

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from agentlog.consumers.auth import AuthStore, Role, expiry
 from agentlog.consumers.cli.app import app, console, print_json
+from agentlog.consumers.web.auth import AuthStore, Role, expiry
 from agentlog.deploy.settings import settings
 
 user_app = typer.Typer(no_args_is_help=True, help="The dashboard's users: people who log in.")

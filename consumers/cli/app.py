@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from agentlog.consumers.answers import dumps
+from agentlog.consumers.operations.answers import dumps
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="agentlog: a Kafka event log for AI agents, with exact read models and sagas.")

@@ -9,14 +9,14 @@ from functools import partial
 import typer
 from rich.rule import Rule
 
-from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.cli import queries, replay
 from agentlog.consumers.cli.app import app, console
 from agentlog.consumers.cli.progress import show
-from agentlog.consumers.lag import lag as projection_lag
-from agentlog.consumers.projectors import ProjectorThreads, running_elsewhere
-from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.replay import events_from_kafka
+from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.replay import events_from_kafka
+from agentlog.consumers.runtime.lag import lag as projection_lag
+from agentlog.consumers.runtime.projectors import ProjectorThreads, running_elsewhere
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.settings import Settings, settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.forget import forget as forget_subject
+from agentlog.consumers.operations.forget import forget as forget_subject
 from agentlog.deploy.settings import settings
 
 

@@ -16,15 +16,15 @@ from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.consumers.cli.progress import follow, show
-from agentlog.consumers.lag import lag as projection_lag
-from agentlog.consumers.lag import log_size
-from agentlog.consumers.projectors import ProjectorThreads
-from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.rebuild import rebuild as rebuild_model
+from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.rebuild import rebuild as rebuild_model
 from agentlog.consumers.runtime import Projector, RunStats, collector
 from agentlog.consumers.runtime import prometheus as runtime_prometheus
 from agentlog.consumers.runtime.exporter import serve_metrics
-from agentlog.consumers.supervisor import Supervisor, watch_parent
+from agentlog.consumers.runtime.lag import lag as projection_lag
+from agentlog.consumers.runtime.lag import log_size
+from agentlog.consumers.runtime.projectors import ProjectorThreads
+from agentlog.consumers.runtime.supervisor import Supervisor, watch_parent
 from agentlog.deploy.settings import Settings, settings
 from agentlog.projections.registry import NAMES
 from agentlog.schemas.errors import AgentlogError

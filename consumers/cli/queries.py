@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels
 from agentlog.deploy.settings import settings
 from agentlog.projections.reads import marked
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels
 from agentlog.deploy.settings import settings
 from agentlog.projections.fold import fold
 from agentlog.schemas.events import Event, EventType, SagaStatus

@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.verify import SHOWN, VERIFIABLE, Report
-from agentlog.consumers.verify import verify as verify_stores
+from agentlog.consumers.operations.verify import SHOWN, VERIFIABLE, Report
+from agentlog.consumers.operations.verify import verify as verify_stores
 from agentlog.deploy.kafka import watermarks
 from agentlog.deploy.settings import settings
 from agentlog.schemas.errors import AgentlogError

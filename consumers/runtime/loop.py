@@ -26,9 +26,8 @@ from typing import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, TopicPartition
 
-from agentlog.consumers.dlq import DeadLetters
-from agentlog.consumers.dlq.dead_letters import DeadLettersUnacknowledged
 from agentlog.consumers.runtime import prometheus
+from agentlog.consumers.runtime.dead_letters import DeadLetters, DeadLettersUnacknowledged
 from agentlog.consumers.runtime.tracing import batch_span
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal

@@ -1,6 +1,2 @@
-"""The web dashboard: pages for operators, support staff and analysts over one JSON API."""
-
-from agentlog.consumers.web.app import create_app
-from agentlog.consumers.web.server import serve
-
-__all__ = ["create_app", "serve"]
+"""The web dashboard: pages for operators, support staff and analysts over one JSON API, and who may see what
+(``web.auth``). ``web.app.create_app`` builds it; ``web.server.serve`` runs it."""

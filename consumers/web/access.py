@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentlog.consumers.auth import AuthStore, BadCredentials, Permission, Principal
+from agentlog.consumers.web.auth import AuthStore, BadCredentials, Permission, Principal
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
 from agentlog.deploy.errors import StackError
 

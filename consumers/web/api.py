@@ -12,9 +12,9 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from agentlog.consumers.answers import dumps
-from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.replay import UnknownConversation
+from agentlog.consumers.operations.answers import dumps
+from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.replay import UnknownConversation
 from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
 from agentlog.projections.base import StoreUnavailable

@@ -12,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from agentlog.consumers.auth import AuthStore
-from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels
 from agentlog.consumers.web import access, api, pages, users
 from agentlog.consumers.web.access import Access
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.consumers.web.security import secure
 from agentlog.producers.ingest import Ingest, attach
 from agentlog.schemas.errors import AgentlogError

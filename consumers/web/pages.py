@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from agentlog.consumers.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels
 from agentlog.consumers.web.api import status_of
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
 from agentlog.projections.reads import marked, page_after

@@ -12,10 +12,10 @@ from typing import Callable
 
 import uvicorn
 
-from agentlog.consumers.auth import AuthStore
-from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.supervisor import Supervisor
+from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.runtime.supervisor import Supervisor
 from agentlog.consumers.web.app import create_app, create_ingest_app
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.errors import ServiceUnreachable
 from agentlog.deploy.local.stack import Stack
 from agentlog.deploy.settings import Settings

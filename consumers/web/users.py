@@ -7,8 +7,8 @@ from typing import Annotated, Any, Callable
 from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
-from agentlog.consumers.auth import AuthStore, UnknownName, expiry
 from agentlog.consumers.web.api import JSON
+from agentlog.consumers.web.auth import AuthStore, UnknownName, expiry
 from agentlog.schemas.errors import AgentlogError
 
 router = APIRouter(prefix="/api", default_response_class=JSON)

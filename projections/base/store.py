@@ -40,7 +40,7 @@ class Store:
     """The live projection: ``projection(settings, **options)`` (``options``: the store's own, such as another
     schema or index for a test)."""
     rebuild: Rebuilds
-    """A new version of the store to rebuild into, verified and swapped in by ``consumers.rebuild``."""
+    """A new version of the store to rebuild into, verified and swapped in by ``consumers.operations.rebuild``."""
     snapshot: Snapshots
     """What the live store holds, conversation by conversation, for ``agentlog verify``."""
     positions: ReadsPositions

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from agentlog.consumers.lag import lag
+from agentlog.consumers.runtime.lag import lag
 from agentlog.deploy.credentials import KafkaPrincipal
 from agentlog.deploy.kafka import read_to_end, watermarks
 from agentlog.deploy.local.stack import Stack

@@ -15,9 +15,9 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from agentlog.consumers.dlq.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET, SOURCE_PARTITION
-from agentlog.consumers.rebuild import rebuild
+from agentlog.consumers.operations.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET, SOURCE_PARTITION
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.keys import KeyStore, KeyStoreUnavailable

@@ -16,7 +16,7 @@ from elasticsearch import AuthenticationException, AuthorizationException, Elast
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy import clients, credentials
 from agentlog.deploy.credentials import PROJECTION_PRINCIPALS, KafkaPrincipal, PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings

@@ -237,7 +237,7 @@ def test_the_same_agents_sdk_run_through_openinference_and_the_ingest_lands_as_t
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from agentlog.consumers.auth import AuthStore
+    from agentlog.consumers.web.auth import AuthStore
     from agentlog.deploy.kafka import read_to_end
     from agentlog.producers.adapters.openai_agents import AgentlogProcessor
     from agentlog.schemas import Codec

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy import credentials
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.local.kafka import Kafka

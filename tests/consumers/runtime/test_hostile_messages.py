@@ -9,9 +9,9 @@ import uuid
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from agentlog.consumers.dlq.dead_letters import ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET, TRUNCATED
-from agentlog.consumers.read_models import ReadModels
-from agentlog.consumers.rebuild import rebuild
+from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.rebuild import rebuild
+from agentlog.consumers.runtime.dead_letters import ID, ORIGINAL_SHA256, ORIGINAL_SIZE, REASON, SOURCE_OFFSET, TRUNCATED
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect

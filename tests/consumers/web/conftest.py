@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from agentlog.consumers.auth import AuthStore
 from agentlog.consumers.cli.demo import record_refund, run_book_demo
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from agentlog.producers.traffic import send

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import pytest
 
-from agentlog.consumers.auth import AuthStore, BadCredentials
 from agentlog.consumers.web.access import NO_USERS, SESSION_COOKIE
+from agentlog.consumers.web.auth import AuthStore, BadCredentials
 from agentlog.deploy.sandbox import drop, private
 from agentlog.deploy.settings import Settings
 from tests.conftest import ROOT, agentlog, env_of

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.kafka import read_to_end
 from agentlog.deploy.settings import Settings

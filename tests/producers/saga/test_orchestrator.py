@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agentlog.consumers.replay import events_from_kafka
+from agentlog.consumers.operations.replay import events_from_kafka
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.examples.sagas import book_demo_meeting, refund_flow

@@ -11,9 +11,9 @@ import threading
 import time
 from collections import Counter
 
-from agentlog.consumers.lag import lag
-from agentlog.consumers.rebuild import rebuild
+from agentlog.consumers.operations.rebuild import rebuild
 from agentlog.consumers.runtime import Projector
+from agentlog.consumers.runtime.lag import lag
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings

@@ -16,8 +16,8 @@ import psycopg
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from agentlog.consumers.lag import lag as projection_lag
-from agentlog.consumers.replay import UnknownConversation, events_from_archive, events_from_kafka
+from agentlog.consumers.operations.replay import UnknownConversation, events_from_archive, events_from_kafka
+from agentlog.consumers.runtime.lag import lag as projection_lag
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.errors import StackError

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from agentlog.consumers import rebuild as rebuilding
-from agentlog.consumers.rebuild import RebuildRefused, rebuild
+from agentlog.consumers.operations import rebuild as rebuilding
+from agentlog.consumers.operations.rebuild import RebuildRefused, rebuild
+from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector
-from agentlog.consumers.verify import verify
 from agentlog.deploy import clients, kafka
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings

@@ -6,7 +6,7 @@ ClickHouse database exchanged table by table. A live projector then finds the st
 or ahead of its own and follows them.
 
 Before the swap the new version is verified against the log up to the end it was rebuilt to
-(``consumers.verify``): on any difference it is dropped, the old version goes on serving and
+(``consumers.operations.verify``): on any difference it is dropped, the old version goes on serving and
 ``RebuildRefused`` says why in one line. ``force`` swaps anyway, and says so in the log.
 """
 
@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from agentlog.consumers.operations.verify import check
 from agentlog.consumers.runtime import Projector
-from agentlog.consumers.verify import check
 from agentlog.deploy import kafka
 from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings

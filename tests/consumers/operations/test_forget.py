@@ -15,11 +15,11 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from agentlog.consumers.dlq.dead_letters import ERROR
-from agentlog.consumers.forget import forget
-from agentlog.consumers.rebuild import rebuild
+from agentlog.consumers.operations.forget import forget
+from agentlog.consumers.operations.rebuild import rebuild
+from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector
-from agentlog.consumers.verify import verify
+from agentlog.consumers.runtime.dead_letters import ERROR
 from agentlog.deploy import clients, kafka
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.keys import KeyStore

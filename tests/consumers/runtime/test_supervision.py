@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlog.consumers.auth import AuthStore
+from agentlog.consumers.web.auth import AuthStore
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
 from agentlog.projections.dashboard import connect
@@ -150,7 +150,7 @@ def test_two_processes_of_one_projection_split_its_partitions_and_stay_exact(iso
 def test_a_projector_process_that_keeps_dying_shows_as_down_and_is_restarted_with_growing_backoff(tmp_path) -> None:
     from prometheus_client import REGISTRY
 
-    from agentlog.consumers.supervisor import Supervisor
+    from agentlog.consumers.runtime.supervisor import Supervisor
 
     class Failing(Supervisor):
         def command(self, child):
@@ -172,7 +172,7 @@ def test_a_projector_process_that_keeps_dying_shows_as_down_and_is_restarted_wit
 
 
 def test_a_run_to_the_end_of_the_log_gives_up_on_a_process_that_keeps_failing(tmp_path) -> None:
-    from agentlog.consumers.supervisor import CAUGHT_UP_RESTARTS, Supervisor
+    from agentlog.consumers.runtime.supervisor import CAUGHT_UP_RESTARTS, Supervisor
 
     class Failing(Supervisor):
         def command(self, child):
@@ -192,7 +192,7 @@ def test_a_run_to_the_end_of_the_log_gives_up_on_a_process_that_keeps_failing(tm
 def test_a_child_whose_supervisor_died_before_it_could_ask_to_die_with_it_leaves_at_once() -> None:
     """The window between the fork and PR_SET_PDEATHSIG: a parent gone by then sends no signal, so the child
     looks at its parent itself (here it is told of one that is not its parent, as a dead one would not be)."""
-    from agentlog.consumers.supervisor import _die_with
+    from agentlog.consumers.runtime.supervisor import _die_with
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=_die_with(1))
     try:

@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from agentlog.consumers.auth.roles import Principal, Role
+from agentlog.consumers.web.auth.roles import Principal, Role
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings

@@ -1,6 +1,6 @@
 """Who may do what: users, roles and API tokens for the dashboard, its API, Prometheus and the ingest."""
 
-from agentlog.consumers.auth.roles import Permission, Principal, Role
-from agentlog.consumers.auth.store import AuthStore, BadCredentials, UnknownName, expiry
+from agentlog.consumers.web.auth.roles import Permission, Principal, Role
+from agentlog.consumers.web.auth.store import AuthStore, BadCredentials, UnknownName, expiry
 
 __all__ = ["AuthStore", "BadCredentials", "Permission", "Principal", "Role", "UnknownName", "expiry"]
