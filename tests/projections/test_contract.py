@@ -1,19 +1,29 @@
-"""The contract every projection keeps, written once and run against each real store:
-apply a batch; the same batch again changes nothing; the position survives a restart."""
+"""The contract every store keeps, written once and run against each real store and the in-memory one
+(which ``make check`` runs with no service): apply a batch; the same batch again changes nothing; the
+position survives a restart; a batch past the store's position asks to be rewound; and its ``Store`` face
+reports what it applied (positions, each conversation's digest, what it holds)."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from abc import ABC, abstractmethod
+from dataclasses import replace
+from typing import Any, Callable
 
 import psycopg
+import pytest
 
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
 from agentlog.deploy.settings import Settings
+from agentlog.deploy.settings import settings as process_settings
+from agentlog.projections import analytics, dashboard, memory, search
 from agentlog.projections.analytics import AnalyticsProjection
-from agentlog.projections.base import Batch, Projection, Record
+from agentlog.projections.base import Batch, Projection, Record, Rewind
+from agentlog.projections.base.digest import Held, Snapshot, of
+from agentlog.projections.base.store import Store
 from agentlog.projections.dashboard import DashboardProjection, connect
-from agentlog.projections.search import SearchProjection
 from tests.conftest import clickhouse_rows
 from tests.factories import make_conversation
 
@@ -31,9 +41,40 @@ def batch_of(conversations: list[list], topic: str = "t") -> Batch:
     return batch
 
 
+def held_of(events: list) -> Held:
+    """What a store holds of a conversation it applied these events of, as ``verify`` folds the log."""
+    return Held(of([(e.sequence_number, e.event_id) for e in events]), len(events), events[-1].sequence_number)
+
+
+def seen(snapshot: Snapshot, ids: list[str]) -> dict[str, tuple[str, int, int]]:
+    """What a snapshot holds, read again where it says its first read may lag (as ``verify`` reads it)."""
+    held = dict(snapshot.conversations)
+    if snapshot.recheck is not None:  # it also lets go of the snapshot's client
+        held |= snapshot.recheck([cid for cid in ids if cid not in held])
+    return {cid: each.key() for cid, each in held.items()}
+
+
+def positions_of(snapshot: Snapshot) -> dict[int, int]:
+    seen(snapshot, [])
+    return snapshot.positions
+
+
+def settled(read: Callable[[], Any], want: Any, seconds: float = 10) -> Any:
+    """What ``read`` gives once it gives ``want``, or after ``seconds``: a store whose reads lag its writes
+    (search, until its next refresh) says so in its snapshot (``ahead``); the others answer at once."""
+    deadline = time.monotonic() + seconds
+    while (got := read()) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return got
+
+
 class ProjectionContract(ABC):
-    @abstractmethod
-    def make(self, settings: Settings) -> Projection: ...
+    store: Store
+    one_record_per_conversation = False
+    """What ``held`` counts as records: the events (rows, archived events), or one document per conversation."""
+
+    def make(self, settings: Settings) -> Projection:
+        return self.store.projection(settings)
 
     @abstractmethod
     def counts(self, settings: Settings) -> tuple[int, int]:
@@ -62,9 +103,83 @@ class ProjectionContract(ABC):
             restarted.close()
 
 
+    def test_a_batch_past_the_stores_position_asks_to_be_rewound(self, isolated: Settings) -> None:
+        conversations = [make_conversation(tools=1), make_conversation(tools=2)]
+        batch = batch_of(conversations, isolated.events_topic)
+        projection = self.make(isolated)
+        projection.setup()
+        try:
+            projection.apply(batch)
+            later = make_conversation(tools=1)
+            gap = Batch(isolated.events_topic)
+            for number, event in enumerate(later):
+                offset = batch.ends[0] + 5 + number
+                gap.saw(0, offset)
+                gap.records.append(Record(event, isolated.events_topic, 0, offset))
+            with pytest.raises(Rewind) as rewound:
+                projection.apply(gap)
+            assert rewound.value.positions == {0: batch.ends[0]}
+        finally:
+            projection.close()
+        assert self.counts(isolated) == (2, sum(len(events) for events in conversations))  # nothing of the gap
+
+    def test_its_face_reports_what_it_applied(self, isolated: Settings) -> None:
+        conversations = [make_conversation(tools=t) for t in (1, 3)]
+        batch = batch_of(conversations, isolated.events_topic)
+        projection = self.make(isolated)
+        projection.setup()
+        try:
+            projection.apply(batch)
+        finally:
+            projection.close()
+        topic = isolated.events_topic
+        expected = {events[0].conversation_id: held_of(events).key() for events in conversations}
+        snapshot = self.store.snapshot(isolated, topic, None)
+        assert seen(snapshot, list(expected)) == expected
+        assert snapshot.problems == []
+        if not snapshot.ahead:
+            assert snapshot.positions == batch.ends
+        assert settled(lambda: positions_of(self.store.snapshot(isolated, topic, None)), batch.ends) == batch.ends
+        assert settled(lambda: self.store.positions(isolated, topic), batch.ends) == batch.ends
+        first = conversations[0][0].conversation_id
+        assert seen(self.store.snapshot(isolated, topic, first), [first]) == {first: expected[first]}
+        records = 2 if self.one_record_per_conversation else sum(len(each) for each in conversations)
+        asked = [*expected, "no-such-conversation"]
+        assert settled(lambda: self.store.held(isolated, asked), (2, records)) == (2, records)
+
+
+class TestMemory(ProjectionContract):
+    """The in-memory store: the contract with no service (``make check`` runs it)."""
+
+    store = memory.STORE
+
+    @pytest.fixture
+    def isolated(self) -> Settings:
+        unique = uuid.uuid4().hex[:12]
+        return replace(process_settings(), postgres_schema=f"memory_{unique}", events_topic=f"test.{unique}")
+
+    def test_a_rebuild_fills_beside_the_live_version_then_swaps_in_or_is_discarded(self, isolated) -> None:
+        topic = isolated.events_topic
+        old, new = make_conversation(tools=1), make_conversation(tools=2)
+        live = self.make(isolated)
+        live.apply(batch_of([old], topic))
+        target = self.store.rebuild(isolated, "one")
+        target.projection.apply(batch_of([new], topic))
+        assert set(self.store.snapshot(isolated, topic, None).conversations) == {old[0].conversation_id}
+        assert set(target.snapshot(topic).conversations) == {new[0].conversation_id}
+        discarded = self.store.rebuild(isolated, "two")
+        discarded.projection.apply(batch_of([old, new], topic))
+        discarded.discard()
+        assert target.swap() == isolated.postgres_schema
+        assert set(self.store.snapshot(isolated, topic, None).conversations) == {new[0].conversation_id}
+
+    def counts(self, settings):
+        conversations = memory.world(settings).conversations
+        return len(conversations), sum(held.events for held in conversations.values())
+
+
 class TestDashboard(ProjectionContract):
-    def make(self, settings):
-        return DashboardProjection(settings)
+    store = dashboard.STORE
 
     def counts(self, settings):
         with connect(settings, role=PostgresRole.OWNER) as conn:
@@ -75,8 +190,8 @@ class TestDashboard(ProjectionContract):
 
 
 class TestSearch(ProjectionContract):
-    def make(self, settings):
-        return SearchProjection(settings)
+    store = search.STORE
+    one_record_per_conversation = True
 
     def counts(self, settings):
         es = clients.elasticsearch(settings, user=SearchUser.ADMIN)
@@ -86,8 +201,7 @@ class TestSearch(ProjectionContract):
 
 
 class TestAnalytics(ProjectionContract):
-    def make(self, settings):
-        return AnalyticsProjection(settings)
+    store = analytics.STORE
 
     def counts(self, settings):
         [(conversations, events, unique)] = clickhouse_rows(
