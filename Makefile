@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[server,test,bench]"
+	@# an editable install of folders mapped by package-dir always prints setuptools' notice box: not news here
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e ".[server,test,bench]"
 	touch $(STAMP)
 
 bootstrap: $(STAMP)
