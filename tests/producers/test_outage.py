@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from agentlog.deploy.kafka import read_to_end
 from agentlog.deploy.local.kafka import Kafka
 from agentlog.deploy.settings import Settings
@@ -88,6 +90,7 @@ def _wait_for_empty(spool: Path, *, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_broker_killed_for_60s_under_1000_events_per_s_loses_nothing(isolated: Settings, tmp_path: Path) -> None:
     out = tmp_path / "written"
     writer = start_writer(isolated, out, tmp_path / "spool", rate=1000, conversations=200)

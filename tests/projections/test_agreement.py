@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ def _kept(settings: Settings, ids: list[str]) -> dict[str, dict]:
     return result
 
 
+@pytest.mark.slow
 def test_the_three_stores_agree_on_every_accepted_event(isolated: Settings) -> None:
     world = World(isolated)
     round_ = {"n": 0}
