@@ -139,6 +139,16 @@ def enabled(settings: Settings) -> bool:
     return settings.encryption and settings.master_key_file is not None and settings.master_key_file.exists()
 
 
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """A conversation's key as this process holds it: fetched at ``at``, with the subject the store has on it."""
+
+    key_id: str
+    key: bytes
+    at: float
+    subject: str | None
+
+
 @dataclass
 class Forgotten:
     key_ids: list[str]
@@ -158,7 +168,7 @@ class KeyStore:
         self.settings = settings
         self.master = master or MasterKey.from_file(settings.master_key_file)  # type: ignore[arg-type]
         self.ttl = ttl
-        self._by_conversation: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
+        self._by_conversation: OrderedDict[str, _Cached] = OrderedDict()
         self._by_id: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
@@ -169,29 +179,36 @@ class KeyStore:
         now = time.monotonic()
         with self._lock:
             cached = self._by_conversation.get(conversation_id)
-            if cached is not None and (self.ttl is None or now - cached[2] < self.ttl):
-                return cached[0], cached[1]
+            if cached is not None and self._fresh(cached, now, subject_id):
+                return cached.key_id, cached.key
         try:
-            key_id, key = self._fetch_or_make(conversation_id, subject_id)
+            key_id, key, subject = self._fetch_or_make(conversation_id, subject_id)
         except KeyStoreUnavailable:
             if cached is None:  # a new conversation cannot be sealed: the append fails, as the outage it is
                 raise
-            return cached[0], cached[1]  # the store is away: the key it gave goes on being used
+            return cached.key_id, cached.key  # the store is away: the key it gave goes on being used
         with self._lock:
-            self._by_conversation[conversation_id] = (key_id, key, now)
+            self._by_conversation[conversation_id] = _Cached(key_id, key, now, subject)
             self._by_id[key_id] = key
             self._trim()
         return key_id, key
 
+    def _fresh(self, cached: "_Cached", now: float, subject_id: str | None) -> bool:
+        """A cached key serves unless it is older than the ttl, or a subject is named that the store has not
+        recorded on it yet (a subject that first appears mid-conversation reaches the store at once)."""
+        return (self.ttl is None or now - cached.at < self.ttl) and (subject_id is None or cached.subject is not None)
+
     def prepare(self, conversations: Iterable[tuple[str, str | None]]) -> None:
-        """The keys of the conversations not cached (or cached too long), fetched or made in one statement."""
+        """The keys of the conversations not cached (or cached too long, or named a subject the store has not
+        recorded), fetched or made in one statement."""
         now = time.monotonic()
         wanted: dict[str, str | None] = {}
         with self._lock:
             for cid, subject in conversations:
                 cached = self._by_conversation.get(cid)
-                if cached is None or (self.ttl is not None and now - cached[2] >= self.ttl):
-                    wanted.setdefault(cid, subject)
+                if cached is None or not self._fresh(cached, now, subject):
+                    if wanted.get(cid) is None:
+                        wanted[cid] = subject
         if not wanted:
             return
         made = {cid: (str(uuid.uuid4()), new_key()) for cid in wanted}
@@ -200,15 +217,15 @@ class KeyStore:
                 "INSERT INTO data_keys (key_id, conversation_id, subject_id, wrapped) SELECT * FROM "
                 "unnest(%s::uuid[], %s::text[], %s::text[], %s::bytea[]) ON CONFLICT (conversation_id) DO UPDATE "
                 "SET subject_id = coalesce(data_keys.subject_id, EXCLUDED.subject_id) "
-                "RETURNING key_id::text, conversation_id, wrapped",
+                "RETURNING key_id::text, conversation_id, wrapped, subject_id",
                 ([k for k, _ in made.values()], list(made), [wanted[c] for c in made],
                  [self.master.wrap(k, key) for k, key in made.values()])).fetchall())
         except KeyStoreUnavailable:
             return  # each conversation asks on its own then: one with a cached key goes on, a new one fails
         with self._lock:
-            for key_id, cid, wrapped in rows:
+            for key_id, cid, wrapped, subject in rows:
                 key = made[cid][1] if made[cid][0] == key_id else self.master.unwrap(key_id, bytes(wrapped))
-                self._by_conversation[cid] = (key_id, key, now)
+                self._by_conversation[cid] = _Cached(key_id, key, now, subject)
                 self._by_id[key_id] = key
             self._trim()
 
@@ -264,19 +281,20 @@ class KeyStore:
 
     # -- the store ------------------------------------------------------------------------------------------
 
-    def _fetch_or_make(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes]:
-        """The conversation's key; made and stored when it has none (two writers at once get the same one).
-        A subject given later is recorded on a key made without one."""
+    def _fetch_or_make(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes, str | None]:
+        """The conversation's key and subject; the key made and stored when it has none (two writers at once
+        get the same one). A subject given later is recorded on a key made without one; a key keeps the first
+        subject recorded on it."""
         key_id = str(uuid.uuid4())
         key = new_key()
         row = self._run(lambda conn: conn.execute(
             "INSERT INTO data_keys (key_id, conversation_id, subject_id, wrapped) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (conversation_id) DO UPDATE SET subject_id = coalesce(data_keys.subject_id, "
-            "EXCLUDED.subject_id) RETURNING key_id::text, wrapped",
+            "EXCLUDED.subject_id) RETURNING key_id::text, wrapped, subject_id",
             (key_id, conversation_id, subject_id, self.master.wrap(key_id, key))).fetchone())
         assert row is not None
-        found_id, wrapped = row
-        return found_id, (key if found_id == key_id else self.master.unwrap(found_id, bytes(wrapped)))
+        found_id, wrapped, subject = row
+        return found_id, (key if found_id == key_id else self.master.unwrap(found_id, bytes(wrapped))), subject
 
     def _run(self, action: Callable[[psycopg.Connection], T]) -> T:
         with self._lock:

@@ -62,6 +62,9 @@ class Settings:
     """Where the dashboard's users, tokens and sessions live (``AGENTLOG_AUTH_SCHEMA``)."""
     ingest_schema: str = "agentlog_ingest"
     """Where the OTLP ingest stages spans and orders them into events (``AGENTLOG_INGEST_SCHEMA``)."""
+    subject_attributes: tuple[str, ...] = ("user.id", "enduser.id")
+    """The span or resource attributes the OTLP ingest takes a conversation's subject from, the first found
+    (``AGENTLOG_SUBJECT_ATTRIBUTES``, comma-separated)."""
     keys_schema: str = "agentlog_keys"
     """Where the data keys of the events' sealed text live (``AGENTLOG_KEYS_SCHEMA``)."""
     master_key_file: Path | None = None
@@ -186,6 +189,7 @@ class Settings:
             postgres_schema=env.get("AGENTLOG_POSTGRES_SCHEMA", cls.postgres_schema),
             auth_schema=env.get("AGENTLOG_AUTH_SCHEMA", cls.auth_schema),
             ingest_schema=env.get("AGENTLOG_INGEST_SCHEMA", cls.ingest_schema),
+            subject_attributes=_names(env, "AGENTLOG_SUBJECT_ATTRIBUTES", cls.subject_attributes),
             keys_schema=env.get("AGENTLOG_KEYS_SCHEMA", cls.keys_schema),
             master_key_file=Path(env.get("AGENTLOG_MASTER_KEY_FILE") or stack_dir / "secrets" / "master.key"),
             encryption=_switch(env, "AGENTLOG_ENCRYPTION"),
@@ -252,6 +256,18 @@ def _switch(env: Mapping[str, str], name: str) -> bool:
     if text not in ("on", "off"):
         raise ConfigError(f"{name}={text!r}: must be on or off")
     return text == "on"
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated names from the environment; ConfigError naming the variable when none is given."""
+    text = env.get(name)
+    if text is None:
+        return default
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names or any(len(each) > 256 for each in names):
+        raise ConfigError(f"{name}={text[:80]!r}: give one or more attribute names, comma-separated "
+                          f"(for example {','.join(default)})")
+    return names
 
 
 def _data_home(env: Mapping[str, str]) -> Path:

@@ -35,3 +35,8 @@ class NotSerializable(ProducerError):
 
 class LogClosed(ProducerError):
     """append() after close()."""
+
+
+class SubjectConflict(ProducerError, ValueError):
+    """A conversation asked to name a second subject: one conversation has one subject (whose personal data
+    it carries, what ``agentlog forget --subject`` erases), so another person's is a new conversation."""

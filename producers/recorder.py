@@ -14,9 +14,10 @@ import time
 import uuid
 from typing import Any
 
-from agentlog.producers.errors import NotSerializable, ProducerError
+from agentlog.producers.errors import NotSerializable, ProducerError, SubjectConflict
 from agentlog.producers.event_log import Durability, EventLog, Receipt
 from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.rules import MAX_NAME, InvalidEvent
 
 current: contextvars.ContextVar["Conversation"] = contextvars.ContextVar("agentlog_conversation")
 
@@ -37,13 +38,21 @@ def _iso(value: Any) -> Any:
 class Conversation:
     """Records one conversation. ``async with Conversation(log, agent="triage-agent") as conv:``
     makes it the current conversation, which tools wrapped with ``@tool`` record into.
+
+    ``subject_id`` names whose personal data the conversation carries (what ``agentlog forget --subject``
+    erases); every event recorded carries it. One not known at the start is named with ``identify`` when it
+    is: from then on, and the conversation's key takes it, so forgetting the subject erases the whole
+    conversation. A conversation has one subject: naming another raises SubjectConflict.
     """
 
     def __init__(self, log: EventLog, *, agent: str, conversation_id: str | None = None, tenant_id: str = "default",
-                 correlation_id: str | None = None, next_sequence: int = 1) -> None:
+                 correlation_id: str | None = None, next_sequence: int = 1, subject_id: str | None = None) -> None:
         self.log = log
         self.agent = agent
         self.conversation_id = conversation_id or f"conv-{uuid.uuid4().hex[:16]}"
+        self.subject_id: str | None = None
+        if subject_id is not None:
+            self.identify(subject_id)
         self.tenant_id = tenant_id
         self.correlation_id = correlation_id or self.conversation_id
         self.next_sequence = next_sequence
@@ -77,6 +86,18 @@ class Conversation:
             self._taken(event)
             return event
 
+    def identify(self, subject_id: str) -> None:
+        """Name the conversation's subject, for every event recorded from now on (see the class)."""
+        if not isinstance(subject_id, str) or not subject_id.strip() or len(subject_id) > MAX_NAME \
+                or "\x00" in subject_id:
+            raise InvalidEvent(f"conversation {self.conversation_id}: a subject id is 1 to {MAX_NAME} characters "
+                               f"of text with no NUL, got {subject_id!r:.80}")
+        if self.subject_id is not None and self.subject_id != subject_id:
+            raise SubjectConflict(f"conversation {self.conversation_id} carries the personal data of subject "
+                                  f"{self.subject_id!r}; it cannot name {subject_id!r:.80} too: record that person's "
+                                  "in a conversation of its own")
+        self.subject_id = subject_id
+
     def _taken(self, event: Event) -> None:
         self.next_sequence = event.sequence_number + 1
         self.last_event_id = event.event_id
@@ -86,7 +107,7 @@ class Conversation:
         return Event(conversation_id=self.conversation_id, sequence_number=self.next_sequence,
                      event_type=event_type, agent_name=agent or self.agent, payload=payload,
                      tenant_id=self.tenant_id, correlation_id=self.correlation_id,
-                     causation_id=causation_id or self.last_event_id)
+                     causation_id=causation_id or self.last_event_id, subject_id=self.subject_id)
 
     async def started(self, user_message: str, *, channel: str | None = None) -> Event:
         return await self.record(EventType.CONVERSATION_STARTED, {"user_message": user_message, "channel": channel})

@@ -4,9 +4,12 @@
     graph.invoke(inputs, config={"callbacks": [AgentlogCallbackHandler()]})
 
 One invocation (a root run) is one conversation: its ``thread_id`` or ``conversation_id`` from the config's
-metadata or configurable, else the root run's id. A LangGraph node that is an agent (``agents``: their
-names; by default every node whose name does not say ``tool``) starting while another agent was active is
-a handoff; chat model calls with their token usage, tool calls with their arguments, results and errors,
+metadata or configurable, else the root run's id; its subject is the metadata's ``user_id`` (or
+``subject_id``): ``config={"metadata": {"user_id": ...}}``. A callback sees the config's metadata, not its
+``configurable``, of which LangGraph copies only ``thread_id`` and its own keys into the metadata.
+
+A LangGraph node that is an agent (``agents``: their names; by default every node whose name does not say
+``tool``) starting while another agent was active is a handoff; chat model calls with their token usage, tool calls with their arguments, results and errors,
 and agent actions go through the same mapping as the OTLP ingest (``producers.otel.genai``).
 """
 
@@ -22,7 +25,7 @@ from typing import Any, Iterable
 from langchain_core.callbacks import BaseCallbackHandler
 
 from agentlog.producers.adapters.handed import Handed
-from agentlog.producers.otel.genai import Kind, Point, Timeline, as_json, name_of
+from agentlog.producers.otel.genai import Kind, Point, Timeline, as_json, name_of, subject_of_run
 from agentlog.producers.otel.prices import Prices, default_prices
 from agentlog.producers.sync import SyncEventLog
 
@@ -100,7 +103,8 @@ class AgentlogCallbackHandler(BaseCallbackHandler):
             if parent_run_id is None:
                 conversation = name_of(metadata.get("conversation_id") or metadata.get("thread_id")) \
                     or f"run-{run_id}"
-                self._timelines[root] = Timeline(conversation, tenant_id=self.tenant_id)
+                self._timelines[root] = Timeline(conversation, tenant_id=self.tenant_id,
+                                                 subject_id=subject_of_run(metadata))
             node = metadata.get("langgraph_node")
             if isinstance(node, str) and self._is_agent(node) and kwargs.get("name") == node:
                 self._feed(run_id, [self._point(Kind.AGENT_START, run_id, time.time_ns(), name_of(node),

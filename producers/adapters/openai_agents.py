@@ -4,7 +4,8 @@
     from agentlog.producers.adapters.openai_agents import AgentlogProcessor
     add_trace_processor(AgentlogProcessor())
 
-Each trace is a conversation (its ``group_id`` when the run sets one, else the trace id); agent spans,
+Each trace is a conversation (its ``group_id`` when the run sets one, else the trace id), whose subject is
+the trace metadata's ``user_id`` (``RunConfig(trace_metadata={"user_id": ...})``; ``subject_id`` too). Agent spans,
 generations, function calls, handoffs and guardrails become points of the same mapping the OTLP ingest
 uses (``producers.otel.genai``), so a run reads the same whichever way it arrives. Events are handed to the
 log without blocking the run; ``force_flush`` (and ``shutdown``) waits until every one is durable.
@@ -37,6 +38,7 @@ from agentlog.producers.otel.genai import (
     as_json,
     conversation_of_trace,
     name_of,
+    subject_of_run,
 )
 from agentlog.producers.otel.prices import Prices, default_prices
 from agentlog.producers.sync import SyncEventLog
@@ -78,8 +80,9 @@ class AgentlogProcessor(TracingProcessor):
     def on_trace_start(self, trace: Trace) -> None:
         group = name_of(getattr(trace, "group_id", None))
         conversation = group or conversation_of_trace(trace.trace_id.removeprefix("trace_"))
+        subject = subject_of_run(getattr(trace, "metadata", None))
         with self._lock:
-            self._timelines[trace.trace_id] = Timeline(conversation, tenant_id=self.tenant_id)
+            self._timelines[trace.trace_id] = Timeline(conversation, tenant_id=self.tenant_id, subject_id=subject)
 
     def on_trace_end(self, trace: Trace) -> None:
         with self._lock:

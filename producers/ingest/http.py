@@ -38,6 +38,7 @@ class Ingest:
     """The staging and its flusher, for one process."""
 
     def __init__(self, settings: Settings, *, settle: float = 0.5, deadline: float = 10.0) -> None:
+        self.subjects = settings.subject_attributes
         self.staging = Staging(settings, settle=settle, deadline=deadline)
         self.flusher = Flusher(self.staging)
 
@@ -84,13 +85,14 @@ async def export_traces(request: Request) -> Response:
     except otlp.BadRequest as exc:
         return _refuse(otlp.JSON, 415, 3, str(exc))
     body = await request.body()  # bounded by the web layer: a larger body was refused with 413 already
+    ingest: Ingest = request.app.state.ingest
     try:  # inflating and parsing take a while for a large body: off the event loop, two at a time
-        decoded = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"), kind)
+        decoded = await run_in_threadpool(_decode, body, request.headers.get("content-encoding"), kind,
+                                          ingest.subjects)
     except otlp.TooLarge as exc:
         return _refuse(kind, 413, 8, str(exc))
     except otlp.BadRequest as exc:
         return _refuse(kind, 400, 3, str(exc))
-    ingest: Ingest = request.app.state.ingest
     try:
         new = await run_in_threadpool(ingest.staging.stage, decoded.spans)
     except Behind as exc:
@@ -109,9 +111,9 @@ async def export_traces(request: Request) -> Response:
     return Response(otlp.response(kind, decoded.rejected, message), media_type=kind)
 
 
-def _decode(body: bytes, encoding: str | None, kind: str) -> otlp.Decoded:
+def _decode(body: bytes, encoding: str | None, kind: str, subjects: tuple[str, ...]) -> otlp.Decoded:
     with _DECODING:
-        return otlp.spans_of(otlp.parse(otlp.inflate(body, encoding), kind))
+        return otlp.spans_of(otlp.parse(otlp.inflate(body, encoding), kind), subjects=subjects)
 
 
 def attach(app: FastAPI, ingest: Ingest) -> None:

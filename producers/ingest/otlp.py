@@ -13,7 +13,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -26,6 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from agentlog.producers.otel import Span, SpanEvent
+from agentlog.producers.otel.genai import SUBJECT, subject_of
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -179,9 +180,12 @@ def _attributes(items: Any) -> dict[str, Any]:
     return {clean(kv.key): value_of(kv.value) for kv in items if kv.key}
 
 
-def spans_of(request: ExportTraceServiceRequest, *, now_ns: int | None = None) -> Decoded:
-    """The request's spans, each checked alone."""
+def spans_of(request: ExportTraceServiceRequest, *, now_ns: int | None = None,
+             subjects: Iterable[str] = SUBJECT) -> Decoded:
+    """The request's spans, each checked alone; each span's subject from the first of ``subjects`` among its
+    attributes, else its resource's (the attribute moves to ``Span.subject``: it is not kept as one)."""
     now_ns = now_ns or time.time_ns()
+    names = tuple(subjects)
     decoded = Decoded([])
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
@@ -196,13 +200,18 @@ def spans_of(request: ExportTraceServiceRequest, *, now_ns: int | None = None) -
                     decoded.reject(problem)
                     continue
                 error = span.status.message if span.status.code == Status.STATUS_CODE_ERROR else None
+                attributes = _attributes(span.attributes)
+                subject = subject_of(attributes, resource, names=names)
+                for name in names:
+                    attributes.pop(name, None)
                 decoded.spans.append(Span(
                     trace_id=span.trace_id.hex(), span_id=span.span_id.hex(), name=clean(span.name[:1024]),
                     start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
-                    attributes=_attributes(span.attributes), parent_span_id=span.parent_span_id.hex(),
+                    attributes=attributes, parent_span_id=span.parent_span_id.hex(),
                     events=tuple(SpanEvent(clean(e.name), e.time_unix_nano, _attributes(e.attributes))
                                  for e in span.events[:128]),
-                    error=clean(error) if error is not None else None, service=clean(service[:256])))
+                    error=clean(error) if error is not None else None, service=clean(service[:256]),
+                    subject=subject and clean(subject)))
     return decoded
 
 

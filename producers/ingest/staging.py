@@ -82,14 +82,14 @@ def span_json(span: Span) -> dict[str, Any]:
     return {"trace_id": span.trace_id, "span_id": span.span_id, "name": span.name, "start_ns": span.start_ns,
             "end_ns": span.end_ns, "attributes": span.attributes, "parent_span_id": span.parent_span_id,
             "events": [{"name": e.name, "time_ns": e.time_ns, "attributes": e.attributes} for e in span.events],
-            "error": span.error, "service": span.service}
+            "error": span.error, "service": span.service, "subject": span.subject}
 
 
 def span_from(data: dict[str, Any]) -> Span:
     events = tuple(SpanEvent(e["name"], e["time_ns"], e["attributes"]) for e in data.get("events", ()))
     return Span(data["trace_id"], data["span_id"], data["name"], data["start_ns"], data["end_ns"],
                 data["attributes"], data.get("parent_span_id", ""), events, data.get("error"),
-                data.get("service", ""))
+                data.get("service", ""), data.get("subject"))
 
 
 class Staging:

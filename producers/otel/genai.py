@@ -20,6 +20,11 @@ later, so it can be stored and resumed.
 | the root span's end, when the last model text got no response yet | response_generated |
 
 Attributes no field takes are kept on the span's first event (``Event.attributes``).
+
+The conversation's subject (whose personal data it carries: what ``agentlog forget --subject`` names) is
+the first one a point names (``Span.subject``: the OTLP ingest takes it from the span's or the resource's
+``user.id`` or ``enduser.id``; an adapter from the run's metadata); it is on every event made from then on.
+A conversation has one subject: a later point naming another does not change it.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class Span:
     """The status message when the status is ERROR (the empty string for an error with no message)."""
     service: str = ""
     """The resource's ``service.name``."""
+    subject: str | None = None
+    """Whose personal data the span carries (see the module)."""
 
     @property
     def is_root(self) -> bool:
@@ -95,6 +102,7 @@ class Point:
     agent: str | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
+    subject: str | None = None
 
     def key(self) -> tuple[int, int, str]:
         return self.at_ns, _RANK[self.kind], self.span_id
@@ -121,7 +129,7 @@ CONSUMED = frozenset({*CONVERSATION, *AGENT, OPERATION, *TOOL_NAME, *TOOL_CALL_I
                       *MODEL, *INPUT_TOKENS, *OUTPUT_TOKENS, "openinference.span.kind", "traceloop.span.kind",
                       "traceloop.entity.name", "llm.request.type", "error.type", "input.mime_type",
                       "output.mime_type", "gen_ai.guardrail.name", "gen_ai.guardrail.triggered",
-                      "llm.token_count.total", "llm.usage.total_tokens"})
+                      "llm.token_count.total", "llm.usage.total_tokens", "user.id", "enduser.id"})
 
 
 def _first(attributes: Mapping[str, Any], names: Iterable[str]) -> Any:
@@ -172,6 +180,29 @@ def as_json(value: Any) -> str:
 def conversation_of(span: Span) -> str | None:
     """The conversation a span names itself (``gen_ai.conversation.id`` or its equivalents), if any."""
     return name_of(_first(span.attributes, CONVERSATION))
+
+
+SUBJECT = ("user.id", "enduser.id")
+"""Where a span names its subject, by default (the older ``enduser.id`` second)."""
+
+
+def subject_of(*sources: Mapping[str, Any], names: Iterable[str] = SUBJECT) -> str | None:
+    """The first of ``names`` found in the first source that has one (a span's attributes, then its
+    resource's), fit for an id; None when none names a subject."""
+    for attributes in sources:
+        found = name_of(_first(attributes, names))
+        if found is not None:
+            return found
+    return None
+
+
+RUN_SUBJECT = ("subject_id", "user_id")
+"""Where a framework run's metadata names its subject (the Agents SDK's trace metadata, LangChain's)."""
+
+
+def subject_of_run(metadata: Any) -> str | None:
+    """The subject a run's metadata names, if it is a mapping that names one."""
+    return subject_of(metadata, names=RUN_SUBJECT) if isinstance(metadata, Mapping) else None
 
 
 def conversation_of_trace(trace_id: str) -> str:
@@ -389,7 +420,7 @@ def points(span: Span, prices: Prices | None = None) -> list[Point]:
     if span.is_root:
         found.append((Kind.ROOT_END, span.end_ns, {}))
     kept = _kept(span)
-    return [Point(k, at, span.trace_id, span.span_id, agent, data, kept if i == 0 else {})
+    return [Point(k, at, span.trace_id, span.span_id, agent, data, kept if i == 0 else {}, span.subject)
             for i, (k, at, data) in enumerate(found)]
 
 
@@ -407,15 +438,17 @@ class State:
     """The last text a model produced that no response_generated has said yet."""
     pending_agent: str | None = None
     """An agent that began before anything else happened (the start waits for the first user message)."""
+    subject: str | None = None
+    """The conversation's subject, once a point named one (see the module)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"next_sequence": self.next_sequence, "agent": self.agent, "started": self.started,
-                "pending": self.pending, "pending_agent": self.pending_agent}
+                "pending": self.pending, "pending_agent": self.pending_agent, "subject": self.subject}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "State":
         return cls(int(data.get("next_sequence", 1)), data.get("agent"), bool(data.get("started")),
-                   data.get("pending"), data.get("pending_agent"))
+                   data.get("pending"), data.get("pending_agent"), data.get("subject"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,11 +464,13 @@ class Timeline:
     """One conversation's events, in the order of its points (``feed`` sorts each lot it is given)."""
 
     def __init__(self, conversation_id: str, state: State | None = None, *, tenant_id: str = "default",
-                 default_agent: str = UNKNOWN_AGENT) -> None:
+                 default_agent: str = UNKNOWN_AGENT, subject_id: str | None = None) -> None:
         self.conversation_id = conversation_id
         self.state = state or State()
         self.tenant_id = tenant_id
         self.default_agent = default_agent
+        if self.state.subject is None:
+            self.state.subject = name_of(subject_id)
 
     def feed(self, found: Iterable[Point]) -> list[Made]:
         made: list[Made] = []
@@ -449,6 +484,8 @@ class Timeline:
 
     def _point(self, point: Point) -> Iterator[Made]:
         state = self.state
+        if state.subject is None and point.subject is not None:
+            state.subject = point.subject  # from here on; a later, other subject does not change it
         maker = _Maker(self, point)
         if point.kind is Kind.AGENT_START:
             if not state.started:
@@ -536,7 +573,7 @@ class _Maker:
                                                          f"{tag or self.index}")),
                       occurred_at=_at(point.at_ns if at_ns is None else at_ns), tenant_id=timeline.tenant_id,
                       correlation_id=point.trace_id, causation_id=point.span_id,
-                      attributes=self._attributes(tag))
+                      attributes=self._attributes(tag), subject_id=state.subject)
         try:
             check_event(event)
         except InvalidEvent as exc:  # what no store would take (JSON nested too deep, say) keeps its number

@@ -7,6 +7,8 @@ Rollback:  the completed steps' compensations in reverse order, each saga_step_c
            its retries, saga_compensation_failed (a person must step in) — the others still run;
            then saga_rolled_back. The step that failed is not compensated (it had no effect), unless
            it was in flight at a crash and declared ``on_crash="compensate"``.
+Subject:   the saga's events carry the subject of the conversation they are recorded in
+           (``Conversation(subject_id=...)``); a recovery takes it from the conversation's events.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class Orchestrator:
                            found.progress.name)
                 continue
             conversation = Conversation(log, agent=self.agent, conversation_id=found.conversation_id,
-                                        next_sequence=found.next_sequence)
+                                        next_sequence=found.next_sequence, subject_id=found.subject_id)
             try:
                 outcomes.append(await self.resume(saga, conversation, found.progress))
             except SagaBusy:

@@ -24,6 +24,8 @@ class Unfinished:
     progress: SagaState
     conversation_id: str
     next_sequence: int
+    subject_id: str | None = None
+    """The conversation's subject, as its events named it: the steps the recovery records carry it too."""
 
 
 def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]:
@@ -33,6 +35,7 @@ def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]
     sagas: dict[str, SagaState] = {}
     conversation_of: dict[str, str] = {}
     last_sequence: dict[str, int] = {}
+    subject_of: dict[str, str] = {}
     for message in kafka.read_to_end(settings, topic, stall=300):
         try:
             event = codec.decode(message.value() or b"")
@@ -40,11 +43,14 @@ def unfinished(settings: Settings, topic: str | None = None) -> list[Unfinished]
             continue
         cid = event.conversation_id
         last_sequence[cid] = max(last_sequence.get(cid, 0), event.sequence_number)
+        if event.subject_id is not None:
+            subject_of.setdefault(cid, event.subject_id)
         if event.event_type.value.startswith(SAGA_PREFIX):
             [event] = opener.open_all([event])
             saga_id = event.payload["saga_id"]
             sagas.setdefault(saga_id, SagaState(saga_id)).apply(event)
             conversation_of[saga_id] = cid
     opener.close()
-    return [Unfinished(progress, conversation_of[saga_id], last_sequence[conversation_of[saga_id]] + 1)
-            for saga_id, progress in sagas.items() if not progress.finished]
+    return [Unfinished(progress, cid, last_sequence[cid] + 1, subject_of.get(cid))
+            for saga_id, progress in sagas.items() if not progress.finished
+            for cid in (conversation_of[saga_id],)]

@@ -53,7 +53,8 @@ class ScriptedModel(agents.Model):
         raise NotImplementedError
 
 
-def _run_support_conversation(processor, *, guardrail_trips: bool = True) -> str:
+def _run_support_conversation(processor, *, guardrail_trips: bool = True, message: str = "Refund order ORD-5521 please",
+                              group: str = "conv-agents-sdk-1", metadata: dict | None = None) -> str:
     """Two agents, a handoff, a tool that fails once, and a guardrail that looks at the input."""
     attempts = {"issue_refund": 0}
 
@@ -86,8 +87,8 @@ def _run_support_conversation(processor, *, guardrail_trips: bool = True) -> str
     if processor is not None:
         agents.set_trace_processors([processor])
     try:
-        result = asyncio.run(agents.Runner.run(triage, "Refund order ORD-5521 please",
-                                               run_config=agents.RunConfig(group_id="conv-agents-sdk-1")))
+        result = asyncio.run(agents.Runner.run(triage, message, run_config=agents.RunConfig(
+            group_id=group, trace_metadata=metadata)))
         if guardrail_trips:
             with pytest.raises(agents.InputGuardrailTripwireTriggered):
                 asyncio.run(agents.Runner.run(triage, "my card is 4111 1111 1111 1111",
@@ -137,7 +138,8 @@ def test_an_openai_agents_sdk_run_through_the_adapter_replays_as_the_sdk_traced_
         "no_card_numbers"
 
 
-def _run_langgraph(handler) -> str:
+def _run_langgraph(handler, *, message: str = "Refund order ORD-5521 please", thread: str = "conv-langgraph-1",
+                   metadata: dict | None = None) -> str:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage, HumanMessage
     from langchain_core.tools import tool
@@ -188,8 +190,8 @@ def _run_langgraph(handler) -> str:
     graph.add_edge("triage_tools", "triage")
     graph.add_conditional_edges("refunds", route("refund_tools", END))
     graph.add_edge("refund_tools", "refunds")
-    result = graph.compile().invoke({"messages": [HumanMessage("Refund order ORD-5521 please")]},
-                                    config={"callbacks": [handler], "metadata": {"thread_id": "conv-langgraph-1"}})
+    result = graph.compile().invoke({"messages": [HumanMessage(message)]},
+                                    config={"callbacks": [handler], "metadata": {"thread_id": thread, **(metadata or {})}})
     handler.flush()
     return result["messages"][-1].content
 

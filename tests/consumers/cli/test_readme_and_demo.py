@@ -33,6 +33,7 @@ def test_the_readme_example_records_a_conversation(isolated: Settings) -> None:
                     key=lambda e: e.sequence_number)
     assert [e.event_type.value for e in events] == ["conversation_started", "tool_called", "tool_result",
                                                     "handoff_initiated", "response_generated"]
+    assert {e.subject_id for e in events} == {"user-42"}
 
 
 def test_the_demo_shows_each_read_model(isolated: Settings, tmp_path) -> None:
