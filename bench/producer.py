@@ -1,5 +1,7 @@
 """Producer benchmark: events/s through EventLog (``append_many`` in batches of 5,000, and one
-``append_nowait`` per event) and append latency at a steady 1,000 events/s, beside the raw ceilings
+``append_nowait`` per event) and append latency at a steady 1,000 events/s, each sealed (the default: the
+text encrypted under a data key per conversation) and in the clear (``AGENTLOG_ENCRYPTION=off``) in the same
+run, on fresh conversations each time (a new conversation takes a new key), beside the raw ceilings
 measured in the same run (fastavro encode alone; confluent-kafka producing pre-encoded bytes, acks=all,
 idempotent). Writes bench/results/producer.json and the top of a py-spy profile of ``append_many``
 (bench/results/producer.profile.txt) when py-spy is installed.
@@ -87,8 +89,13 @@ def raw_produce(topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
     return len(payloads) / (time.perf_counter() - started)
 
 
-async def through_event_log(topic: str, sample: list) -> float:
-    async with EventLog(topic=topic) as log:
+def world(sealed: bool):
+    """The settings an EventLog of the benchmark runs with: the stack's (sealed), or with encryption off."""
+    return settings() if sealed else replace(settings(), encryption=False)
+
+
+async def through_event_log(topic: str, sample: list, sealed: bool = True) -> float:
+    async with EventLog(world(sealed), topic=topic) as log:
         await log.append(sample[0])  # connection and producer id, outside the timing
         started = time.perf_counter()
         window = []
@@ -101,8 +108,8 @@ async def through_event_log(topic: str, sample: list) -> float:
         return (len(sample) - 1) / (time.perf_counter() - started)
 
 
-async def through_append_many(topic: str, sample: list, chunk: int = 5_000) -> float:
-    async with EventLog(topic=topic) as log:
+async def through_append_many(topic: str, sample: list, chunk: int = 5_000, sealed: bool = True) -> float:
+    async with EventLog(world(sealed), topic=topic) as log:
         await log.append(sample[0])
         started = time.perf_counter()
         window: list = []
@@ -114,9 +121,9 @@ async def through_append_many(topic: str, sample: list, chunk: int = 5_000) -> f
         return (len(sample) - 1) / (time.perf_counter() - started)
 
 
-async def steady_latency(topic: str, sample: list, rate: float, seconds: float) -> list[float]:
+async def steady_latency(topic: str, sample: list, rate: float, seconds: float, sealed: bool = True) -> list[float]:
     latencies: list[float] = []
-    async with EventLog(topic=topic) as log:
+    async with EventLog(world(sealed), topic=topic) as log:
         await log.append(sample[0])
 
         async def one(event) -> None:
@@ -173,19 +180,26 @@ def main() -> None:
     acls.grant(acl_scope)  # the events topic's ACLs: the producer may write it
     try:
         runs: dict[str, list[float]] = {"encode_only": [], "codec_encode": [], "raw_producer": [],
-                                        "event_log_append_many": [], "event_log": []}
-        fresh = [[e for conv in conversations(args.events // 9 + 1, seed=run) for e in conv][:args.events]
-                 for run in range(args.runs)]
+                                        "event_log_append_many": [], "event_log_append_many_clear": [],
+                                        "event_log": [], "event_log_clear": []}
+        fresh = [[[e for conv in conversations(args.events // 9 + 1, seed=1000 * mode + run) for e in conv][:args.events]
+                  for mode in (0, 1)] for run in range(args.runs)]  # new conversations (new keys) for each
         gc.freeze()
         for run in range(args.runs):
             runs["encode_only"].append(encode_only(sample))
             runs["codec_encode"].append(codec_encode(sample))
             runs["raw_producer"].append(raw_produce(topic, encoded))
-            runs["event_log_append_many"].append(asyncio.run(through_append_many(topic, fresh[run])))
-            runs["event_log"].append(asyncio.run(through_event_log(topic, fresh[run])))
+            for suffix, sealed, mode in (("_clear", False, 0), ("", True, 1)):
+                runs[f"event_log_append_many{suffix}"].append(
+                    asyncio.run(through_append_many(topic, fresh[run][mode], sealed=sealed)))
+            for suffix, sealed, mode in (("_clear", False, 1), ("", True, 0)):
+                runs[f"event_log{suffix}"].append(asyncio.run(through_event_log(topic, fresh[run][mode], sealed=sealed)))
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()))
-        latency_sample = [e for conv in conversations(4000, seed=99) for e in conv]
-        latencies = asyncio.run(steady_latency(topic, latency_sample, 1000, args.latency_seconds))
+        latencies = {}
+        for name, sealed, seed in (("clear", False, 98), ("sealed", True, 99)):
+            latency_sample = [e for conv in conversations(4000, seed=seed) for e in conv]
+            latencies[name] = asyncio.run(steady_latency(topic, latency_sample, 1000, args.latency_seconds,
+                                                         sealed=sealed))
     finally:
         acls.revoke(acl_scope)
         delete_topics(settings(), [topic])
@@ -196,10 +210,17 @@ def main() -> None:
         "throughput_events_per_s": {k: round(v) for k, v in medians.items()},
         "append_many_vs_raw_producer": round(medians["event_log_append_many"] / medians["raw_producer"], 3),
         "event_log_vs_raw_producer": round(medians["event_log"] / medians["raw_producer"], 3),
-        "latency_at_1000_per_s_ms": {"p50": round(percentile(latencies, 0.5), 2),
-                                     "p99": round(percentile(latencies, 0.99), 2),
-                                     "samples": len(latencies)},
-        "targets": {"event_log_events_per_s": 50_000, "vs_raw_producer": 0.5, "p99_ms": 5},
+        "sealed_vs_clear": {"append_many": round(medians["event_log_append_many"]
+                                                 / medians["event_log_append_many_clear"], 3),
+                            "append": round(medians["event_log"] / medians["event_log_clear"], 3)},
+        "latency_at_1000_per_s_ms": {"p50": round(percentile(latencies["sealed"], 0.5), 2),
+                                     "p99": round(percentile(latencies["sealed"], 0.99), 2),
+                                     "samples": len(latencies["sealed"]),
+                                     "clear": {"p50": round(percentile(latencies["clear"], 0.5), 2),
+                                               "p99": round(percentile(latencies["clear"], 0.99), 2),
+                                               "samples": len(latencies["clear"])}},
+        "targets": {"event_log_events_per_s": 50_000, "vs_raw_producer": 0.5, "p99_ms": 5,
+                    "sealed_vs_clear_append_many": 0.8},
         "versions": {"python": platform.python_version(), "confluent-kafka": metadata.version("confluent-kafka"),
                      "fastavro": metadata.version("fastavro")},
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",

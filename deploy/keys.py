@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import psycopg
 from cryptography.exceptions import InvalidTag
@@ -40,24 +40,81 @@ from agentlog.schemas.sealing import KEY_BYTES, NONCE, new_key, open_sealed
 DDL = """
 CREATE TABLE IF NOT EXISTS data_keys (
     key_id           uuid        PRIMARY KEY,
-    conversation_id  text        NOT NULL UNIQUE,
+    conversation_id  text,
     subject_id       text,
     wrapped          bytea       NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE data_keys ALTER COLUMN conversation_id DROP NOT NULL;
+ALTER TABLE data_keys DROP CONSTRAINT IF EXISTS data_keys_conversation_id_key;
+ALTER TABLE data_keys ADD COLUMN IF NOT EXISTS first_used timestamptz;
 CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (subject_id);
+CREATE INDEX IF NOT EXISTS data_keys_conversation ON data_keys (conversation_id);
 CREATE TABLE IF NOT EXISTS forgotten_keys (
     key_id           uuid        PRIMARY KEY,
-    conversation_id  text        NOT NULL,
+    conversation_id  text,
     subject_id       text,
     forgotten_at     timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE forgotten_keys ALTER COLUMN conversation_id DROP NOT NULL;
 CREATE INDEX IF NOT EXISTS forgotten_keys_subject ON forgotten_keys (subject_id);
 CREATE INDEX IF NOT EXISTS forgotten_keys_conversation ON forgotten_keys (conversation_id);
+CREATE TABLE IF NOT EXISTS forgotten_subjects (
+    subject_id       text        PRIMARY KEY,
+    forgotten_at     timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forgotten_conversations (
+    conversation_id  text        PRIMARY KEY,
+    forgotten_at     timestamptz NOT NULL
+);
 """
-"""``forgotten_keys``: which keys were deleted, of whom (no key material): a ``forget`` that stopped after
-deleting the keys (the broker away) is run again and finds what it has still to announce. The owner's
-alone."""
+"""``data_keys``: a key is registered before it seals anything (a producer keeps a pool of them), then bound
+to the conversation (and subject) it sealed, in the background (``bind_keys``). ``forgotten_keys``: which
+keys were deleted, of whom (no key material): a ``forget`` that stopped after deleting the keys (the broker
+away) is run again and finds what it has still to announce. ``forgotten_subjects`` and
+``forgotten_conversations``: the tombstones ``bind_keys`` checks, so a key first used before its subject or
+conversation was forgotten, and bound only after (a producer cut off from the store meanwhile), is deleted
+instead of bound."""
+FUNCTIONS = """
+CREATE OR REPLACE FUNCTION bind_keys(p_keys uuid[], p_conversations text[], p_subjects text[],
+                                     p_used timestamptz[])
+RETURNS TABLE (key_id uuid, kept boolean)
+LANGUAGE sql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+  WITH input AS (
+    SELECT DISTINCT ON (i.key_id) i.key_id, i.conversation_id, i.subject_id, i.used
+      FROM unnest(p_keys, p_conversations, p_subjects, p_used) AS i(key_id, conversation_id, subject_id, used)
+     ORDER BY i.key_id, i.used),
+  current AS (
+    SELECT i.key_id, i.used, coalesce(d.conversation_id, i.conversation_id) AS conversation_id,
+           coalesce(d.subject_id, i.subject_id) AS subject_id
+      FROM input i JOIN data_keys d ON d.key_id = i.key_id),
+  doomed AS (
+    SELECT c.key_id, c.conversation_id, c.subject_id FROM current c
+     WHERE EXISTS (SELECT 1 FROM forgotten_subjects f WHERE f.subject_id = c.subject_id AND f.forgotten_at >= c.used)
+        OR EXISTS (SELECT 1 FROM forgotten_conversations f
+                    WHERE f.conversation_id = c.conversation_id AND f.forgotten_at >= c.used)),
+  shredded AS (
+    DELETE FROM data_keys d USING doomed x WHERE d.key_id = x.key_id
+    RETURNING d.key_id, x.conversation_id, x.subject_id),
+  noted AS (
+    INSERT INTO forgotten_keys (key_id, conversation_id, subject_id) SELECT * FROM shredded ON CONFLICT DO NOTHING),
+  bound AS (
+    UPDATE data_keys d SET conversation_id = c.conversation_id, subject_id = c.subject_id,
+                           first_used = coalesce(d.first_used, c.used)
+      FROM current c WHERE d.key_id = c.key_id AND NOT EXISTS (SELECT 1 FROM doomed x WHERE x.key_id = c.key_id)
+    RETURNING d.key_id)
+  SELECT s.key_id, false FROM shredded s UNION ALL SELECT b.key_id, true FROM bound b
+$$;
+CREATE OR REPLACE FUNCTION release_keys(p_keys uuid[]) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+  WITH gone AS (DELETE FROM data_keys WHERE key_id = ANY(p_keys) AND conversation_id IS NULL
+                AND first_used IS NULL RETURNING 1)
+  SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION bind_keys(uuid[], text[], text[], timestamptz[]), release_keys(uuid[]) FROM PUBLIC;
+"""
+"""What the KEYS role may do besides reading and registering keys: bind a key to what it sealed (deleting it
+instead past a tombstone), and let go of registered keys it never used. It can delete no key in use."""
 PRODUCER_CACHE_SECONDS = 30.0
 """How long a producer uses a conversation's key before asking the store again: an event sealed under a key
 deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost. While
@@ -121,32 +178,27 @@ def make_master_key(path: Path) -> bool:
 
 
 def create(settings: Settings) -> None:
-    """The key store's schema and table, made by their owner; the KEYS role may read and add keys."""
+    """The key store's schema, tables and functions, made by their owner; the KEYS role may read, register
+    and bind keys (through the functions) and let go of the ones it never used."""
     with clients.postgres(settings, role=PostgresRole.OWNER, schema=settings.keys_schema) as conn, \
             conn.transaction():
         schema = sql.Identifier(settings.keys_schema)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
         conn.execute(DDL)
+        conn.execute(sql.SQL(FUNCTIONS).format(schema=schema))
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.KEYS.value,)).fetchone():
             role = sql.Identifier(PostgresRole.KEYS.value)
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE (subject_id) ON data_keys TO {}").format(role))
+            conn.execute(sql.SQL("REVOKE UPDATE ON data_keys FROM {}").format(role))
+            conn.execute(sql.SQL("GRANT SELECT, INSERT ON data_keys TO {}").format(role))
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION bind_keys(uuid[], text[], text[], timestamptz[]), "
+                                 "release_keys(uuid[]) TO {}").format(role))
 
 
 def enabled(settings: Settings) -> bool:
     """Whether text is sealed: encryption on and a master key configured."""
     return settings.encryption and settings.master_key_file is not None and settings.master_key_file.exists()
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    """A conversation's key as this process holds it: fetched at ``at``, with the subject the store has on it."""
-
-    key_id: str
-    key: bytes
-    at: float
-    subject: str | None
 
 
 @dataclass
@@ -158,108 +210,116 @@ class Forgotten:
     """The keys this call deleted."""
 
 
-class KeyStore:
-    """The data keys, cached (``ttl``: seconds a cached key is trusted before the store is asked again; None:
-    for as long as the process runs, which suits readers, who evict a key when its forgetting comes by)."""
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A key put to use: it sealed text of ``conversation_id`` (of ``subject_id``), first at ``used``."""
 
-    def __init__(self, settings: Settings, *, master: MasterKey | None = None, ttl: float | None = None) -> None:
+    key_id: str
+    conversation_id: str
+    subject_id: str | None
+    used: datetime
+
+
+class KeyStore:
+    """The data keys in Postgres, their key material cached by id (a reader's cache lasts as long as the
+    process; readers evict a key when its forgetting comes by). Producers take their keys from a
+    ``deploy.producer_keys.ProducerKeys``, which registers and binds them through this."""
+
+    def __init__(self, settings: Settings, *, master: MasterKey | None = None) -> None:
         if master is None and settings.master_key_file is None:
             raise ConfigError("no master key: set AGENTLOG_MASTER_KEY_FILE")
         self.settings = settings
         self.master = master or MasterKey.from_file(settings.master_key_file)  # type: ignore[arg-type]
-        self.ttl = ttl
-        self._by_conversation: OrderedDict[str, _Cached] = OrderedDict()
         self._by_id: OrderedDict[str, bytes] = OrderedDict()
+        self._bound: dict[str, tuple[str | None, str | None]] = {}
+        """Per cached key id, the conversation and subject the store has it bound to."""
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
 
-    # -- the Keys protocol of schemas.sealing ---------------------------------------------------------------
-
-    def key_for(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._by_conversation.get(conversation_id)
-            if cached is not None and self._fresh(cached, now, subject_id):
-                return cached.key_id, cached.key
-        try:
-            key_id, key, subject = self._fetch_or_make(conversation_id, subject_id)
-        except KeyStoreUnavailable:
-            if cached is None:  # a new conversation cannot be sealed: the append fails, as the outage it is
-                raise
-            return cached.key_id, cached.key  # the store is away: the key it gave goes on being used
-        with self._lock:
-            self._by_conversation[conversation_id] = _Cached(key_id, key, now, subject)
-            self._by_id[key_id] = key
-            self._trim()
-        return key_id, key
-
-    def _fresh(self, cached: "_Cached", now: float, subject_id: str | None) -> bool:
-        """A cached key serves unless it is older than the ttl, or a subject is named that the store has not
-        recorded on it yet (a subject that first appears mid-conversation reaches the store at once)."""
-        return (self.ttl is None or now - cached.at < self.ttl) and (subject_id is None or cached.subject is not None)
-
-    def prepare(self, conversations: Iterable[tuple[str, str | None]]) -> None:
-        """The keys of the conversations not cached (or cached too long, or named a subject the store has not
-        recorded), fetched or made in one statement."""
-        now = time.monotonic()
-        wanted: dict[str, str | None] = {}
-        with self._lock:
-            for cid, subject in conversations:
-                cached = self._by_conversation.get(cid)
-                if cached is None or not self._fresh(cached, now, subject):
-                    if wanted.get(cid) is None:
-                        wanted[cid] = subject
-        if not wanted:
-            return
-        made = {cid: (str(uuid.uuid4()), new_key()) for cid in wanted}
-        try:
-            rows = self._run(lambda conn: conn.execute(
-                "INSERT INTO data_keys (key_id, conversation_id, subject_id, wrapped) SELECT * FROM "
-                "unnest(%s::uuid[], %s::text[], %s::text[], %s::bytea[]) ON CONFLICT (conversation_id) DO UPDATE "
-                "SET subject_id = coalesce(data_keys.subject_id, EXCLUDED.subject_id) "
-                "RETURNING key_id::text, conversation_id, wrapped, subject_id",
-                ([k for k, _ in made.values()], list(made), [wanted[c] for c in made],
-                 [self.master.wrap(k, key) for k, key in made.values()])).fetchall())
-        except KeyStoreUnavailable:
-            return  # each conversation asks on its own then: one with a cached key goes on, a new one fails
-        with self._lock:
-            for key_id, cid, wrapped, subject in rows:
-                key = made[cid][1] if made[cid][0] == key_id else self.master.unwrap(key_id, bytes(wrapped))
-                self._by_conversation[cid] = _Cached(key_id, key, now, subject)
-                self._by_id[key_id] = key
-            self._trim()
-
     def keys(self, key_ids: set[str]) -> Mapping[str, bytes]:
+        """The keys of ``key_ids`` that exist (a deleted one is absent)."""
         with self._lock:
             found = {k: self._by_id[k] for k in key_ids if k in self._by_id}
         missing = [k for k in key_ids if k not in found]
         if missing:
             rows = self._run(lambda conn: conn.execute(
-                "SELECT key_id::text, wrapped FROM data_keys WHERE key_id = ANY(%s::uuid[])", (missing,)).fetchall())
-            fetched = {key_id: self.master.unwrap(key_id, bytes(wrapped)) for key_id, wrapped in rows}
+                "SELECT key_id::text, wrapped, conversation_id, subject_id FROM data_keys "
+                "WHERE key_id = ANY(%s::uuid[])", (missing,)).fetchall())
+            fetched = {key_id: self.master.unwrap(key_id, bytes(wrapped)) for key_id, wrapped, _, _ in rows}
             with self._lock:
                 self._by_id.update(fetched)
+                self._bound.update({key_id: (cid, subject) for key_id, _, cid, subject in rows})
                 self._trim()
             found |= fetched
         return found
+
+    def bound(self, key_id: str) -> tuple[str | None, str | None]:
+        """The conversation and subject a cached key is bound to, as the store said when it was fetched."""
+        with self._lock:
+            return self._bound.get(key_id, (None, None))
+
+    def register(self, count: int) -> list[tuple[str, bytes]]:
+        """``count`` new keys, stored (wrapped) before any seals anything: bound later to what they seal."""
+        made = [(str(uuid.uuid4()), new_key()) for _ in range(count)]
+        self._run(lambda conn: conn.execute(
+            "INSERT INTO data_keys (key_id, wrapped) SELECT * FROM unnest(%s::uuid[], %s::bytea[])",
+            ([k for k, _ in made], [self.master.wrap(k, key) for k, key in made])))
+        return made
+
+    def bind(self, bindings: list[Binding]) -> list[str]:
+        """Bind each key to what it sealed (a key keeps the first conversation and subject bound to it);
+        returns the keys deleted instead: their subject or conversation was forgotten after they were first
+        used (a tombstone), so what they sealed reads as erased."""
+        if not bindings:
+            return []
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT key_id::text, kept FROM bind_keys(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[])",
+            ([b.key_id for b in bindings], [b.conversation_id for b in bindings], [b.subject_id for b in bindings],
+             [b.used for b in bindings])).fetchall())
+        shredded = [key_id for key_id, kept in rows if not kept]
+        with self._lock:
+            for binding in bindings:
+                if binding.key_id in self._bound:
+                    was = self._bound[binding.key_id]
+                    self._bound[binding.key_id] = (was[0] or binding.conversation_id, was[1] or binding.subject_id)
+            for key_id in shredded:
+                self._by_id.pop(key_id, None)
+                self._bound.pop(key_id, None)
+        return shredded
+
+    def existing(self, key_ids: list[str]) -> set[str]:
+        """Which of ``key_ids`` the store still has (the others were forgotten)."""
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT key_id::text FROM data_keys WHERE key_id = ANY(%s::uuid[])", (key_ids,)).fetchall())
+        return {key_id for (key_id,) in rows}
+
+    def release(self, key_ids: list[str]) -> int:
+        """Let go of registered keys that never sealed anything."""
+        if not key_ids:
+            return 0
+        row = self._run(lambda conn: conn.execute("SELECT release_keys(%s::uuid[])", (key_ids,)).fetchone())
+        return int(row[0]) if row else 0
 
     def evict(self, key_ids: list[str], conversations: list[str]) -> None:
         """Forget cached keys (their deletion came by)."""
         with self._lock:
             for key_id in key_ids:
                 self._by_id.pop(key_id, None)
-            for cid in conversations:
-                self._by_conversation.pop(cid, None)
+                self._bound.pop(key_id, None)
 
     # -- forgetting (as the owner) ----------------------------------------------------------------------------
 
     def delete(self, *, subject_id: str | None = None, conversation_id: str | None = None) -> Forgotten:
         """Delete the data keys of a subject's conversations, or of one conversation, noting each in
-        ``forgotten_keys`` in the same transaction; returns those and the ones deleted before."""
+        ``forgotten_keys`` and the subject (or conversation) as a tombstone in the same transaction; returns
+        those keys and the ones deleted before."""
         column, value = ("subject_id", subject_id) if subject_id is not None else ("conversation_id", conversation_id)
         where = sql.Identifier(column)
+        tombstones = sql.Identifier("forgotten_subjects" if subject_id is not None else "forgotten_conversations")
         try:
             with clients.postgres(self.settings, role=PostgresRole.OWNER, schema=self.settings.keys_schema) as conn:
+                conn.execute(sql.SQL("INSERT INTO {} ({}, forgotten_at) VALUES (%s, now()) ON CONFLICT ({}) "
+                                     "DO UPDATE SET forgotten_at = now()").format(tombstones, where, where), (value,))
                 deleted = conn.execute(sql.SQL(
                     "WITH gone AS (DELETE FROM data_keys WHERE {} = %s RETURNING key_id, conversation_id, subject_id) "
                     "INSERT INTO forgotten_keys (key_id, conversation_id, subject_id) SELECT * FROM gone "
@@ -270,8 +330,8 @@ class KeyStore:
                 conn.commit()
         except clients.PostgresUnavailable as exc:
             raise KeyStoreUnavailable(f"the key store: {exc}") from exc
-        self.evict([r[0] for r in rows], [r[1] for r in rows])
-        return Forgotten([r[0] for r in rows], sorted({r[1] for r in rows}), len(deleted))
+        self.evict([r[0] for r in rows], [r[1] for r in rows if r[1]])
+        return Forgotten([r[0] for r in rows], sorted({r[1] for r in rows if r[1]}), len(deleted))
 
     def close(self) -> None:
         with self._lock:
@@ -280,21 +340,6 @@ class KeyStore:
                 self._conn = None
 
     # -- the store ------------------------------------------------------------------------------------------
-
-    def _fetch_or_make(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes, str | None]:
-        """The conversation's key and subject; the key made and stored when it has none (two writers at once
-        get the same one). A subject given later is recorded on a key made without one; a key keeps the first
-        subject recorded on it."""
-        key_id = str(uuid.uuid4())
-        key = new_key()
-        row = self._run(lambda conn: conn.execute(
-            "INSERT INTO data_keys (key_id, conversation_id, subject_id, wrapped) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (conversation_id) DO UPDATE SET subject_id = coalesce(data_keys.subject_id, "
-            "EXCLUDED.subject_id) RETURNING key_id::text, wrapped, subject_id",
-            (key_id, conversation_id, subject_id, self.master.wrap(key_id, key))).fetchone())
-        assert row is not None
-        found_id, wrapped, subject = row
-        return found_id, (key if found_id == key_id else self.master.unwrap(found_id, bytes(wrapped))), subject
 
     def _run(self, action: Callable[[psycopg.Connection], T]) -> T:
         with self._lock:
@@ -306,18 +351,17 @@ class KeyStore:
                 return action(self._conn)
             except clients.PostgresUnavailable as exc:
                 raise KeyStoreUnavailable(f"the key store: {exc}") from exc
-            except psycopg.errors.UndefinedTable:
-                raise KeyStoreUnavailable(f"the key store has no table in schema {self.settings.keys_schema}: "
-                                          "run `agentlog stack up`") from None
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction):
+                raise KeyStoreUnavailable(f"the key store has no table or function in schema "
+                                          f"{self.settings.keys_schema}: run `agentlog stack up`") from None
             except psycopg.OperationalError as exc:
                 self._conn = None
                 raise KeyStoreUnavailable(f"the key store: {str(exc).strip().splitlines()[0]}") from exc
 
     def _trim(self) -> None:
         while len(self._by_id) > CACHED:
-            self._by_id.popitem(last=False)
-        while len(self._by_conversation) > CACHED:
-            self._by_conversation.popitem(last=False)
+            gone, _ = self._by_id.popitem(last=False)
+            self._bound.pop(gone, None)
 
 
 class Opener:
@@ -338,8 +382,25 @@ class Opener:
         wanted = {e.key_id for e in events if e.sealed is not None and e.key_id is not None}
         if not wanted:
             return events
-        found = self.store().keys(wanted)
+        store = self.store()
+        found = dict(store.keys(wanted))
+        for key_id in store.bind(self._unbound(store, events, found)):
+            found.pop(key_id, None)
         return [open_sealed(e, found.get(e.key_id)) if e.sealed is not None and e.key_id else e for e in events]
+
+    @staticmethod
+    def _unbound(store: KeyStore, events: list[Event], found: Mapping[str, bytes]) -> list[Binding]:
+        """The keys these events were sealed with that the store has not bound to them yet (their producer
+        stopped before it did): bound here, before anything is opened, so a tombstone is kept (the log is
+        what binds a key when its producer could not)."""
+        needed: dict[str, Binding] = {}
+        for e in events:
+            if e.sealed is None or e.key_id is None or e.key_id not in found or e.key_id in needed:
+                continue
+            conversation, subject = store.bound(e.key_id)
+            if conversation is None or (subject is None and e.subject_id is not None):
+                needed[e.key_id] = Binding(e.key_id, e.conversation_id, e.subject_id, e.occurred_at)
+        return list(needed.values())
 
     def store(self) -> KeyStore:
         if self._store is None:

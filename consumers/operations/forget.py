@@ -80,7 +80,8 @@ def forget(settings: Settings, *, subject: str | None = None, conversation: str 
     conversations = gone.conversations or ([conversation] if conversation is not None else [])
     if not conversations:
         raise NothingToForget(f"subject {subject!r}: the key store holds no conversation of it (was it given as "
-                              "subject_id when its events were written?)")
+                              "subject_id when its events were written?); it is noted as forgotten, so a key bound "
+                              "to it later is deleted")
     done = Forgetting(subject, conversations, gone.key_ids, gone.deleted,
                       in_clear=[] if gone.conversations else list(conversations))
     positions = asyncio.run(_announce(settings, subject, conversations, gone.key_ids, requested_by))

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaException
 
 from agentlog.deploy import kafka, keys
 from agentlog.deploy.credentials import KafkaPrincipal
-from agentlog.deploy.keys import PRODUCER_CACHE_SECONDS, KeyStore
+from agentlog.deploy.producer_keys import ProducerKeys
 from agentlog.deploy.settings import Settings
 from agentlog.deploy.settings import settings as default_settings
 from agentlog.producers import prometheus, tracing
@@ -68,8 +68,7 @@ class EventLog:
                  producer_config: dict[str, Any] | None = None) -> None:
         self.settings = settings or default_settings()
         self.topic = topic or self.settings.events_topic
-        self._keys = KeyStore(self.settings, ttl=PRODUCER_CACHE_SECONDS) if codec is None and keys.enabled(
-            self.settings) else None
+        self._keys = ProducerKeys(self.settings) if codec is None and keys.enabled(self.settings) else None
         self.codec = codec or Codec(keys=self._keys)
         """Seals the events' text under their conversation's data key when the master key is configured."""
         self.timeout = timeout

@@ -20,8 +20,9 @@ from agentlog.consumers.runtime import Projector
 from agentlog.consumers.runtime.dead_letters import ERROR, ID, REASON, SOURCE_OFFSET, SOURCE_PARTITION
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole, SearchUser
-from agentlog.deploy.keys import KeyStore, KeyStoreUnavailable
+from agentlog.deploy.keys import KeyStoreUnavailable
 from agentlog.deploy.local.postgres import Postgres
+from agentlog.deploy.producer_keys import ProducerKeys
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Conversation, EventLog
 from agentlog.producers.traffic import send
@@ -135,34 +136,46 @@ def test_a_postgres_outage_loses_nothing_and_the_projector_resumes_by_itself(sta
     projector = Projector(build("dashboard", isolated), isolated, max_backoff=2)
     thread = threading.Thread(target=projector.run, kwargs={"stop": stop}, daemon=True)
     thread.start()
-    keys = KeyStore(isolated, ttl=0)  # asks the key store at every append
+    keys = ProducerKeys(isolated, ttl=0, pool=3, pool_max=3)  # three keys at hand; each checked at every turn
     known = Event(f"known-{uuid.uuid4().hex[:8]}", 1, EventType.CONVERSATION_STARTED, "a",
                   {"user_message": "hi", "channel": None})
+    new = [replace(known, conversation_id=f"new-{n}-{uuid.uuid4().hex[:8]}", payload={
+        "user_message": f"begun while the key store was away {n}", "channel": None}) for n in range(3)]
     try:
         _wait_for(lambda: _archived(isolated) == first["events"], 60)
         asyncio.run(_append(isolated, keys, [known]))
         postgres.down()
-        # the key store is away: a conversation it gave a key goes on; one it gave none is refused as the outage
+        # the key store is away: a conversation with its key goes on, new ones take keys from the pool while it
+        # has some (bound when the store is back), and the one past it is refused as the outage it is
         asyncio.run(_append(isolated, keys, [replace(known, sequence_number=2, event_type=EventType.RESPONSE_GENERATED,
-                                                     payload={"response": "hello"})]))
-        with pytest.raises(KeyStoreUnavailable, match="the key store: postgres at .* Connection refused"):
-            asyncio.run(_append(isolated, keys, [replace(known, conversation_id="never-keyed")]))
+                                                     payload={"response": "hello"}), *new[:2]]))
+        with pytest.raises(KeyStoreUnavailable, match="no key at hand for a new conversation, and the key store: "
+                                                      "postgres at .* Connection refused"):
+            asyncio.run(_append(isolated, keys, [new[2]]))
         second = fill(replace(isolated, encryption=False), 100, seed=3)  # written in the clear meanwhile
         time.sleep(3)
         assert projector.stats.retries > 0
     finally:
         postgres.up()
         keys.close()
-    _wait_for(lambda: _archived(isolated) == first["events"] + second["events"] + 2, 60)
+    assert keys.unbound_at_close == 0  # the store was back: the pool's conversations were bound
+    _wait_for(lambda: _archived(isolated) == first["events"] + second["events"] + 4, 60)
     stop.set()
     thread.join(30)
     with connect(isolated, role=PostgresRole.OWNER) as conn:
-        assert conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] == 201
+        assert conn.execute("SELECT count(*) FROM conversation_views").fetchone()[0] == 203
         assert conn.execute("SELECT final_response FROM conversation_views WHERE id = %s",
                             (known.conversation_id,)).fetchone()[0] == "hello"
+        assert [m for (m,) in conn.execute("SELECT user_message FROM conversation_views WHERE id = ANY(%s) ORDER BY 1",
+                                           ([e.conversation_id for e in new],)).fetchall()] == [
+            "begun while the key store was away 0", "begun while the key store was away 1"]
+    with clients.postgres(isolated, role=PostgresRole.OWNER, schema=isolated.keys_schema) as conn:
+        bound = conn.execute("SELECT count(*) FROM data_keys WHERE conversation_id = ANY(%s)",
+                             ([known.conversation_id] + [e.conversation_id for e in new],)).fetchone()[0]
+    assert bound == 3
 
 
-async def _append(settings: Settings, keys: KeyStore, events: list[Event]) -> None:
+async def _append(settings: Settings, keys: ProducerKeys, events: list[Event]) -> None:
     async with EventLog(settings, codec=Codec(keys=keys)) as log:
         await log.append_many(events)
 

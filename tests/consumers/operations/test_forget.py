@@ -13,23 +13,25 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
-from agentlog.consumers.operations.forget import forget
+from agentlog.consumers.operations.forget import NothingToForget, forget
 from agentlog.consumers.operations.rebuild import rebuild
 from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector
 from agentlog.consumers.runtime.dead_letters import ERROR
 from agentlog.deploy import clients, kafka
 from agentlog.deploy.credentials import PostgresRole, SearchUser
-from agentlog.deploy.keys import KeyStore
+from agentlog.deploy.keys import Binding, KeyStore, Opener
+from agentlog.deploy.producer_keys import ProducerKeys
 from agentlog.deploy.settings import Settings
 from agentlog.producers import EventLog
 from agentlog.projections.dashboard import connect
 from agentlog.projections.registry import NAMES, build
 from agentlog.schemas import Codec, Event, EventType
 from agentlog.schemas.catalog import AVRO_DIR, Catalog
-from agentlog.schemas.sealing import ERASED
+from agentlog.schemas.sealing import ERASED, seal
 from tests.conftest import agentlog, clickhouse_rows, env_of
 from tests.consumers.test_end_to_end import _dead_letters, project
 
@@ -196,7 +198,7 @@ def test_v3_events_in_the_clear_and_v4_sealed_ones_live_in_one_conversation(isol
 def test_a_seal_altered_in_the_log_is_dead_lettered_and_the_rest_is_applied(isolated: Settings) -> None:
     cid = f"tampered-{uuid.uuid4().hex[:10]}"
     events = _conversation(cid, None, "zqtamper")
-    keys = KeyStore(isolated)
+    keys = ProducerKeys(isolated)
     codec = Codec(keys=keys)
     values = [codec.encode(e) for e in events]
     keys.close()
@@ -216,3 +218,56 @@ def test_a_seal_altered_in_the_log_is_dead_lettered_and_the_rest_is_applied(isol
     letters = _dead_letters(isolated, 3)
     assert len(letters) == 3 and all(b"do not open" in dict(m.headers())[ERROR] for m in letters), \
         [m.headers() for m in letters]
+
+
+def test_a_key_bound_after_its_subject_or_conversation_was_forgotten_is_deleted_instead(isolated: Settings) -> None:
+    store = KeyStore(isolated)
+    try:
+        tag = uuid.uuid4().hex[:10]
+        subject, conversation = f"late-{tag}", f"late-conv-{tag}"
+        [(early, _), (later, _), (by_conversation, _), (other, _)] = store.register(4)
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        with pytest.raises(NothingToForget, match="a key bound to it later is deleted"):
+            forget(isolated, subject=subject, requested_by="privacy-team", wait=1)  # no key of it yet: a tombstone
+        store.delete(conversation_id=conversation)
+        after = datetime.now(UTC) + timedelta(seconds=5)
+        shredded = store.bind([Binding(early, f"c1-{tag}", subject, before),  # first used before the forgetting
+                               Binding(later, f"c2-{tag}", subject, after),  # a new conversation of the subject
+                               Binding(by_conversation, conversation, None, before),
+                               Binding(other, f"c3-{tag}", f"someone-{tag}", before)])
+        assert sorted(shredded) == sorted([early, by_conversation])
+        assert store.existing([early, later, by_conversation, other]) == {later, other}
+        with clients.postgres(isolated, role=PostgresRole.OWNER, schema=isolated.keys_schema) as conn:
+            noted = dict(conn.execute("SELECT key_id::text, subject_id FROM forgotten_keys WHERE key_id = ANY(%s)",
+                                      ([early, by_conversation],)).fetchall())
+            bound = conn.execute("SELECT conversation_id, subject_id FROM data_keys WHERE key_id = %s",
+                                 (later,)).fetchone()
+        assert noted == {early: subject, by_conversation: None} and bound == (f"c2-{tag}", subject)
+    finally:
+        store.close()
+
+
+def test_a_reader_binds_what_a_stopped_producer_left_unbound_and_keeps_the_tombstone(isolated: Settings) -> None:
+    """A producer that stopped before binding (the key store away) leaves its keys unbound: the reader of the
+    log binds them before it opens anything, or finds them forgotten and reads the text as erased."""
+    tag = uuid.uuid4().hex[:10]
+    kept, gone = f"kept-{tag}", f"gone-{tag}"
+    store = KeyStore(isolated)
+    [(kept_key, kept_bytes), (gone_key, gone_bytes)] = store.register(2)  # taken from its pool, never bound
+    store.close()
+    values = [Codec().encode(seal(e, kept_key, kept_bytes)) for e in _conversation(f"k-{tag}", kept, "zqunboundkept")]
+    values += [Codec().encode(seal(e, gone_key, gone_bytes)) for e in _conversation(f"g-{tag}", gone, "zqunboundgone")]
+    with pytest.raises(NothingToForget):
+        forget(isolated, subject=gone, requested_by="privacy-team", wait=1)
+    opener = Opener(isolated)
+    try:
+        opened = opener.open_all([Codec().decode(v) for v in values])
+    finally:
+        opener.close()
+    texts = [e.payload.get("user_message") for e in opened if e.event_type == EventType.CONVERSATION_STARTED]
+    assert texts == ["hello, I am zqunboundkept", "[erased]"]
+    store = KeyStore(isolated)
+    try:
+        assert sorted(store.delete(subject_id=kept).conversations) == [f"k-{tag}"]  # bound by the reader, to kept
+    finally:
+        store.close()
