@@ -78,17 +78,23 @@ class Codec:
             self.keys.prepare((e.conversation_id, e.subject_id) for e in events if sealed_fields(e.payload))
         return [self.encode(event, now=now) for event in events]
 
-    def to_record(self, event: Event, *, now: datetime | None = None) -> dict[str, Any]:
-        """The Avro record of an event that keeps the rule (``now``: the moment its time may not pass)."""
+    def sealed(self, event: Event, *, now: datetime | None = None) -> Event:
+        """The event as the log keeps it, once it keeps the rule: its text sealed when this codec has keys."""
         event_type = TYPES.get(event.event_type)
         if event_type is None:
             known = ", ".join(TYPES)
             raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}")
-        record_name = TYPE_TO_RECORD[event_type]
-        check_payload(event_type, event.payload, self._checks[record_name])
+        check_payload(event_type, event.payload, self._checks[TYPE_TO_RECORD[event_type]])
         check_event(event, now=now, skew=self.skew)
         if self.keys is not None and event.sealed is None and sealed_fields(event.payload):
-            event = seal(event, *self.keys.key_for(event.conversation_id, event.subject_id))
+            return seal(event, *self.keys.key_for(event.conversation_id, event.subject_id))
+        return event
+
+    def to_record(self, event: Event, *, now: datetime | None = None) -> dict[str, Any]:
+        """The Avro record of an event that keeps the rule (``now``: the moment its time may not pass)."""
+        event = self.sealed(event, now=now)
+        event_type = TYPES[event.event_type]
+        record_name = TYPE_TO_RECORD[event_type]
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,

@@ -120,6 +120,20 @@ def open_sealed(event: Event, key: bytes | None) -> Event:
     return _with(event, {**event.payload, **restored}, None, None)
 
 
+def seal_bytes(key: bytes, plain: bytes, associated: bytes) -> bytes:
+    """``plain`` sealed under ``key`` (a 12-byte nonce, then AES-256-GCM), bound to ``associated``."""
+    nonce = os.urandom(NONCE)
+    return nonce + _aead(key).encrypt(nonce, plain, associated)
+
+
+def open_bytes(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+    """What ``seal_bytes`` sealed; BrokenSeal when it does not open with ``key`` and ``associated``."""
+    try:
+        return _aead(key).decrypt(sealed[:NONCE], sealed[NONCE:], associated)
+    except (InvalidTag, ValueError):
+        raise BrokenSeal("a seal that does not open with its key") from None
+
+
 def erase(payload: Mapping[str, Any]) -> dict[str, Any]:
     """A payload with its text fields erased (what a store keeps after ``forget``)."""
     return {**payload, **{name: _erased(name) for name in sealed_fields(payload)}}

@@ -52,6 +52,7 @@ class Ingest:
 
     def close(self) -> None:
         self.flusher.close()
+        self.staging.close()
 
 
 def _status(kind: str, code: int, message: str) -> bytes:

@@ -10,12 +10,18 @@
    A crash after the append and before the delete sends the same events again — same ids, same sequence
    numbers — and every projection skips what it already applied.
 
+No text waits in the clear (when the master key is configured, as for the log): a staged span is kept sealed
+under a data key of its trace (bound to the trace's conversation and the span's subject, so forgetting the
+subject makes it unreadable), the outbox holds events sealed as the log does, and a span once flushed keeps
+only its ids (what a retried export is recognised by).
+
 One process at a time flushes and sends (an advisory lock); any number stage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 import time
@@ -29,8 +35,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from agentlog.deploy import clients
+from agentlog.deploy import clients, keys
 from agentlog.deploy.credentials import PostgresRole
+from agentlog.deploy.producer_keys import ProducerKeys
 from agentlog.deploy.settings import Settings
 from agentlog.producers import Durability, EventLog, ProducerError
 from agentlog.producers.errors import EventTooLarge
@@ -39,6 +46,7 @@ from agentlog.producers.otel.genai import conversation_of_trace
 from agentlog.producers.tracing import TraceContext
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.events import Event, EventType
+from agentlog.schemas.sealing import open_bytes, seal_bytes
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,9 @@ class Staging:
     def __init__(self, settings: Settings, *, settle: float = 0.5, deadline: float = 10.0,
                  max_backlog: int = 200_000, keep_flushed: float = 86_400.0) -> None:
         self.settings = settings
+        self._sealing = keys.enabled(settings)
+        self._keys: ProducerKeys | None = None
+        self._codec: Codec | None = None
         self.schema = settings.ingest_schema
         self.settle = settle
         self.deadline = deadline
@@ -153,7 +164,7 @@ class Staging:
                             "span jsonb) ON COMMIT DELETE ROWS")
                 with cur.copy("COPY incoming (trace_id, span_id, is_root, span) FROM STDIN") as copy:
                     for span in spans:
-                        copy.write_row((span.trace_id, span.span_id, span.is_root, _dumps(span_json(span))))
+                        copy.write_row((span.trace_id, span.span_id, span.is_root, _dumps(self._kept(span))))
                 cur.execute("INSERT INTO spans (trace_id, span_id, is_root, span) SELECT * FROM incoming "
                             "ON CONFLICT DO NOTHING")
                 new = max(cur.rowcount, 0)
@@ -166,6 +177,52 @@ class Staging:
             self._local.conn = None
             raise clients.PostgresUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
         return new
+
+    @property
+    def keys(self) -> ProducerKeys | None:
+        """What seals the staged spans and the outbox's events (None with sealing off), made on first use."""
+        if self._keys is None and self._sealing:
+            self._keys = ProducerKeys(self.settings)
+        return self._keys
+
+    @property
+    def codec(self) -> Codec:
+        if self._codec is None:
+            self._codec = Codec(keys=self.keys)
+        return self._codec
+
+    def _kept(self, span: Span) -> dict[str, Any]:
+        """What the spans table keeps of a span: sealed under its trace's key when sealing is on."""
+        data = span_json(span)
+        sealer = self.keys
+        if sealer is None:
+            return data
+        key_id, key = sealer.key_for(conversation_of_trace(span.trace_id), span.subject)
+        sealed = seal_bytes(key, orjson.dumps(data), f"{span.trace_id}/{span.span_id}".encode())
+        return {"key_id": key_id, "sealed": base64.b64encode(sealed).decode()}
+
+    def _opened(self, rows: list[tuple[str, str, Any]]) -> list[tuple[str, Span]]:
+        """The staged spans, opened; one whose key was deleted meanwhile (its subject forgotten) is left out."""
+        wanted = {data["key_id"] for _, _, data in rows if "sealed" in data}
+        sealer = self.keys
+        found = sealer.keys(wanted) if wanted and sealer is not None else {}
+        spans: list[tuple[str, Span]] = []
+        for trace_id, span_id, data in rows:
+            if "sealed" not in data:
+                spans.append((trace_id, span_from(data)))
+                continue
+            key = found.get(data["key_id"])
+            if key is None:
+                log.warning("ingest: span %s of trace %s is sealed under a key the store no longer has (its subject "
+                            "was forgotten): left out", span_id, trace_id)
+                continue
+            plain = open_bytes(key, base64.b64decode(data["sealed"]), f"{trace_id}/{span_id}".encode())
+            spans.append((trace_id, span_from(orjson.loads(plain))))
+        return spans
+
+    def close(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
 
     # -- 2. flush ------------------------------------------------------------------------------------
 
@@ -186,8 +243,8 @@ class Staging:
         rows = conn.execute("SELECT trace_id, span_id, span FROM spans WHERE trace_id = ANY(%s) AND NOT flushed "
                             "FOR UPDATE", (due,)).fetchall()
         by_trace: dict[str, list[Span]] = {}
-        for trace_id, _, data in rows:
-            by_trace.setdefault(trace_id, []).append(span_from(data))
+        for trace_id, span in self._opened(rows):
+            by_trace.setdefault(trace_id, []).append(span)
         named: dict[str, str] = dict(conn.execute("SELECT trace_id, conversation_id FROM traces WHERE trace_id = ANY(%s)",
                                   (list(by_trace),)).fetchall())
         conversation_of = {t: named.get(t) or conversation_of_trace(t) for t in by_trace}
@@ -197,7 +254,7 @@ class Staging:
         states: dict[str, Any] = dict(conn.execute("SELECT conversation_id, state FROM conversations WHERE conversation_id = ANY(%s) "
                                    "ORDER BY conversation_id FOR UPDATE", (conversations,)).fetchall())
         timelines: dict[str, Timeline] = {}
-        codec = Codec()
+        codec = self.codec
         outbox: list[tuple[str, int, bytes, str]] = []
         fresh: Fresh = []
         for trace_id in sorted(by_trace, key=lambda t: min(s.start_ns for s in by_trace[t])):
@@ -229,8 +286,8 @@ class Staging:
             cur.execute("UPDATE conversations AS c SET state = s.state FROM unnest(%s::text[], %s::jsonb[]) AS "
                         "s(conversation_id, state) WHERE c.conversation_id = s.conversation_id",
                         ([c for c in timelines], [Jsonb(t.state.to_json()) for t in timelines.values()]))
-            cur.execute("UPDATE spans SET flushed = true FROM unnest(%s::text[], %s::text[]) AS d(trace_id, span_id) "
-                        "WHERE spans.trace_id = d.trace_id AND spans.span_id = d.span_id",
+            cur.execute("UPDATE spans SET flushed = true, span = '{}' FROM unnest(%s::text[], %s::text[]) "
+                        "AS d(trace_id, span_id) WHERE spans.trace_id = d.trace_id AND spans.span_id = d.span_id",
                         ([r[0] for r in rows], [r[1] for r in rows]), binary=True)  # binary: arrays unescaped
         return fresh
 
@@ -268,14 +325,16 @@ class Staging:
 
 
 def _fitting(event: Event, codec: Codec) -> tuple[Event, bytes]:
-    """The event and its bytes, when they fit in a Kafka message; else, under the same number and id, an
-    error_occurred event that says how large it was (each text was already cut at otlp.MAX_TEXT, so only a
-    span of many such texts gets here). Never an event the broker refuses, which would be retried forever."""
-    value = codec.encode(event)
+    """The event as the log keeps it (sealed) and its bytes, when they fit in a Kafka message; else, under the
+    same number and id, an error_occurred event that says how large it was (each text was already cut at
+    otlp.MAX_TEXT, so only a span of many such texts gets here). Never an event the broker refuses, which
+    would be retried forever."""
+    kept = codec.sealed(event)
+    value = codec.encode(kept)
     if len(value) <= MAX_EVENT:
-        return event, value
-    event = too_large(event, len(value))
-    return event, codec.encode(event)
+        return kept, value
+    kept = codec.sealed(too_large(event, len(value)))
+    return kept, codec.encode(kept)
 
 
 def too_large(event: Event, size: int) -> Event:
