@@ -65,6 +65,9 @@ def spool_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.
     if found.failed:
         console.print(f"[red]{found.failed:,} event(s) the broker refused for good[/] are kept in "
                       f"{found.root / 'failed.log'}", soft_wrap=True)
+    if found.dropped:
+        console.print(f"[red]{found.dropped:,} more event(s) the broker refused for good were not kept[/]: "
+                      f"{found.root / 'failed.log'} reached its limit (look at it, then remove it)", soft_wrap=True)
 
 
 @spool_app.command("flush")

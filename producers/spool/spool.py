@@ -6,7 +6,9 @@ Layout under the spool's root (``AGENTLOG_SPOOL_DIR``, mode 0700)::
     <id>/status.json     its figures, for ``agentlog spool status`` and a ``serve`` on the same machine
     <id>/00000001.log    records (see ``records``), fsynced before an append is told it is spooled
     <id>/00000001.ack    the indexes of the records the broker has since acknowledged
-    failed.log           records the broker refused for good (kept, never sent again by itself)
+    failed.log           records the broker refused for good (kept, never sent again by itself), up to
+                         ``FAILED_BYTES``; past it a refused record is not kept, only counted:
+    failed.dropped       one line per refusal past the limit: how many records it dropped
 
 A directory whose lock nobody holds was left by a process that stopped: the next EventLog that
 opens the root adopts it and sends its records, oldest first, before anything new.
@@ -34,6 +36,8 @@ from agentlog.producers.spool.segments import Segment
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 32 << 20
+FAILED_BYTES = 64 << 20
+"""What failed.log may grow to (the refused records it keeps for someone to look at)."""
 RecordId = tuple[Segment, int]
 
 
@@ -48,6 +52,8 @@ class Figures:
     """When the oldest of them was spooled (seconds since the epoch)."""
     failed: int = 0
     """Records the broker refused for good, kept in failed.log."""
+    dropped: int = 0
+    """Records the broker refused for good past failed.log's limit: counted, not kept."""
 
 
 def prepare(root: Path) -> Path:
@@ -82,9 +88,10 @@ class _Cursor:
 class Spool:
     """The spool of one EventLog: its own directory (made on first write) and the directories it adopted."""
 
-    def __init__(self, root: Path, *, max_bytes: int) -> None:
+    def __init__(self, root: Path, *, max_bytes: int, failed_bytes: int = FAILED_BYTES) -> None:
         self.root = prepare(root)
         self.max_bytes = max_bytes
+        self.failed_bytes = failed_bytes
         self.directory: Path | None = None
         self._lock_fd: int | None = None
         self._own: list[Segment] = []
@@ -103,12 +110,14 @@ class Spool:
         self._status_written = 0.0
         self._failed = failed_count(self.root)
         """Records in failed.log (read once; this spool adds to it)."""
+        self._dropped = dropped_count(self.root)
 
     # -- what is there ------------------------------------------------------------------------------------
 
     def figures(self) -> Figures:
         oldest = [t for t in (s.oldest() for s in self._segments()) if t is not None]
-        return Figures(self.events, len(self._waiting), self._bytes, min(oldest) if oldest else None, self._failed)
+        return Figures(self.events, len(self._waiting), self._bytes, min(oldest) if oldest else None, self._failed,
+                       self._dropped)
 
     def _segments(self) -> list[Segment]:
         return [s for _, _, segments in self._adopted for s in segments] + list(self._own)
@@ -241,16 +250,35 @@ class Spool:
         self._tidy()
 
     def fail(self, ids: list[tuple[RecordId, Record]], reason: str) -> None:
-        """Records the broker refused for good: kept in failed.log, no longer sent."""
+        """Records the broker refused for good: kept in failed.log while it is under ``failed_bytes``, counted
+        in failed.dropped past it; no longer sent either way."""
         with open(os.open(self.root / "failed.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
-            if out.tell() == 0:
+            room = self.failed_bytes - max(os.fstat(out.fileno()).st_size, len(MAGIC))
+            kept: list[bytes] = []
+            for _, record in ids:
+                encoded = record.encode()
+                if len(encoded) <= room:
+                    kept.append(encoded)
+                    room -= len(encoded)
+            if os.fstat(out.fileno()).st_size == 0:
                 out.write(MAGIC)
-            out.write(b"".join(record.encode() for _, record in ids))
+            out.write(b"".join(kept))
             out.flush()
             os.fsync(out.fileno())
-        self._failed += len(ids)
-        log.error("%d spooled event(s) refused for good (%s): kept in %s", len(ids), reason,
-                  self.root / "failed.log")
+        dropped = len(ids) - len(kept)
+        self._failed += len(kept)
+        if kept:
+            log.error("%d spooled event(s) refused for good (%s): kept in %s", len(kept), reason,
+                      self.root / "failed.log")
+        if dropped:
+            with open(os.open(self.root / "failed.dropped", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                      "ab") as out:
+                out.write(f"{dropped}\n".encode())
+                os.fsync(out.fileno())
+            self._dropped += dropped
+            log.error("%d spooled event(s) refused for good (%s) and not kept: %s is at its limit of %d MiB "
+                      "(look at it, then remove it)", dropped, reason, self.root / "failed.log",
+                      self.failed_bytes >> 20)
         self.ack([rid for rid, _ in ids])
 
     def _tidy(self) -> None:
@@ -392,6 +420,15 @@ def failed_count(root: Path) -> int:
                 break  # cut short
             count += 1
     return count
+
+
+def dropped_count(root: Path) -> int:
+    """The records refused past failed.log's limit (failed.dropped: one count per line)."""
+    try:
+        text = (root / "failed.dropped").read_text()
+    except FileNotFoundError:
+        return 0
+    return sum(int(line) for line in text.split() if line.isdigit())
 
 
 def _try_lock(path: Path) -> int | None:

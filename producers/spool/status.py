@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlog.producers.spool.records import MAGIC, CorruptRecord, read, read_acks
-from agentlog.producers.spool.spool import Figures, failed_count
+from agentlog.producers.spool.spool import Figures, dropped_count, failed_count
 
 _STATUS_BYTES = 64 << 10
 
@@ -35,18 +35,21 @@ class Status:
     root: Path
     directories: list[Directory]
     failed: int
+    dropped: int = 0
+    """Refused for good past failed.log's limit: counted, not kept."""
 
     @property
     def total(self) -> Figures:
         figures = [d.figures for d in self.directories]
         oldest = [f.oldest for f in figures if f.oldest is not None]
         return Figures(sum(f.events for f in figures), sum(f.conversations for f in figures),
-                       sum(f.bytes for f in figures), min(oldest) if oldest else None, self.failed)
+                       sum(f.bytes for f in figures), min(oldest) if oldest else None, self.failed, self.dropped)
 
     def as_json(self) -> dict[str, Any]:
         total = self.total
         return {"root": str(self.root), "events": total.events, "conversations": total.conversations,
                 "bytes": total.bytes, "oldest": total.oldest, "failed": self.failed,
+                "dropped": self.dropped,
                 "directories": [{"path": str(d.path), "live": d.live, "pid": d.pid, "events": d.figures.events,
                                  "conversations": d.figures.conversations, "bytes": d.figures.bytes,
                                  "oldest": d.figures.oldest, "problems": d.problems} for d in self.directories]}
@@ -66,7 +69,9 @@ def status(root: Path) -> Status:
             if path.name.startswith(".") or path.is_symlink() or not path.is_dir():
                 continue
             directories.append(_directory(path))
-    return Status(root, directories, failed_count(root) if root.is_dir() else 0)
+    if not root.is_dir():
+        return Status(root, directories, 0)
+    return Status(root, directories, failed_count(root), dropped_count(root))
 
 
 def _directory(path: Path) -> Directory:

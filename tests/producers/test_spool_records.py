@@ -73,3 +73,22 @@ def test_a_segment_with_a_torn_tail_keeps_its_records_and_sets_the_tail_aside(
     assert segment.count == len(written) and segment.unacked == len(written)
     assert (directory / "00000001.log").read_bytes() == whole
     assert (directory.parent / f"{directory.name}-00000001.corrupt").read_bytes() == tail
+
+
+def test_failed_log_keeps_refused_records_up_to_its_limit_and_counts_the_rest(tmp_path: Path) -> None:
+    from agentlog.producers.spool import Spool
+    from agentlog.producers.spool.spool import failed_count
+    from agentlog.producers.spool.status import status
+
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, failed_bytes=4096)
+    spool.claim()
+    records = [Record("t", b"conv-1", bytes(1000), n, 0.0) for n in range(1, 11)]
+    ids = spool.write(records)
+    spool.fail([(rid, record) for rid, record in zip(ids, records)], "refused: too large")
+    kept = failed_count(spool.root)
+    assert 0 < kept < 10 and (spool.root / "failed.log").stat().st_size <= 4096
+    assert spool.figures().failed == kept and spool.figures().dropped == 10 - kept
+    found = status(spool.root)
+    assert (found.failed, found.dropped) == (kept, 10 - kept) and found.as_json()["dropped"] == 10 - kept
+    assert spool.figures().events == 0  # refused either way: nothing is sent again
+    spool.close()
