@@ -84,7 +84,7 @@ def test_failed_log_keeps_refused_records_up_to_its_limit_and_counts_the_rest(tm
     spool.claim()
     records = [Record("t", b"conv-1", bytes(1000), n, 0.0) for n in range(1, 11)]
     ids = spool.write(records)
-    spool.fail([(rid, record) for rid, record in zip(ids, records)], "refused: too large")
+    spool.fail([(rid, record) for rid, record in zip(ids, records, strict=True)], "refused: too large")
     kept = failed_count(spool.root)
     assert 0 < kept < 10 and (spool.root / "failed.log").stat().st_size <= 4096
     assert spool.figures().failed == kept and spool.figures().dropped == 10 - kept
