@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator, TypeVar, cast
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -143,19 +143,23 @@ def committed(settings: Settings, group: str, topic: str, partitions: Iterable[i
 
 
 def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None, *,
-                stall: float = 120.0) -> Iterator[Message]:
-    """Every message of ``partitions`` (default: all), from the beginning to the end each had when the read
-    began; StackError when no message comes for ``stall`` seconds before that end."""
+                stall: float = 120.0, start: Mapping[int, int] | None = None) -> Iterator[Message]:
+    """Every message of ``partitions`` (default: all), from the beginning (or from ``start``, per partition)
+    to the end each had when the read began; StackError when no message comes for ``stall`` seconds before
+    that end."""
     reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=KafkaPrincipal.READER)
     try:
         wanted = list(partitions) if partitions is not None else retrying(
             settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")
         ends: dict[int, int] = {}
+        begins: dict[int, int] = {}
         for p in wanted:
             low, high = offsets(settings, reader, topic, p)
-            if high > low:
+            begins[p] = max(low, (start or {}).get(p, low))
+            if high > begins[p]:
                 ends[p] = high
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        reader.assign([TopicPartition(topic, p, begins[p] if start and p in start else OFFSET_BEGINNING)
+                       for p in ends])
         moved = time.monotonic()
         while ends:
             if time.monotonic() - moved > stall:

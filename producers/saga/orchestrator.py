@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 from agentlog.producers.event_log import Durability, EventLog
 from agentlog.producers.recorder import Conversation, to_json
+from agentlog.producers.saga.checkpoint import Checkpoints
 from agentlog.producers.saga.definition import Retry, Saga, Step, call
 from agentlog.producers.saga.errors import SagaBusy
 from agentlog.producers.saga.lease import Leases
@@ -46,8 +47,10 @@ class Orchestrator:
     """Runs sagas inside conversations. ``leases`` keeps two orchestrators off the same saga."""
 
     def __init__(self, *, leases: Leases | None = None, agent: str = "saga-orchestrator",
-                 observer: Callable[[Event], Any] | None = None) -> None:
+                 observer: Callable[[Event], Any] | None = None, checkpoints: Checkpoints | None = None) -> None:
         self.leases = leases
+        self.checkpoints = checkpoints or (Checkpoints(leases.settings) if leases is not None else None)
+        """Where recovery starts reading the log (with leases, beside them; without, from the beginning)."""
         self.agent = agent
         self.observer = observer
 
@@ -70,7 +73,7 @@ class Orchestrator:
         holds. Sagas of names not in ``sagas`` are left alone (and logged)."""
         known = {saga.name: saga for saga in sagas}
         outcomes = []
-        for found in await asyncio.to_thread(unfinished, log.settings, log.topic):
+        for found in await asyncio.to_thread(unfinished, log.settings, log.topic, checkpoints=self.checkpoints):
             saga = known.get(found.progress.name)
             if saga is None:
                 logger.error("saga %s (%s) is unfinished and has no definition here", found.progress.saga_id,
