@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from agentlog.deploy.errors import StackError
 from agentlog.deploy.settings import Settings
 from agentlog.producers.event_log import EventLog, Receipts
 from agentlog.producers.outcomes import Outcomes
@@ -37,7 +38,12 @@ async def send(settings: Settings, count: int, *, seed: int = 0, rate: float | N
     async with EventLog(settings, topic=topic) as log:
         in_flight = 0
         for events in conversations(count, seed=seed):
-            pending.append((events[0].conversation_id, len(events), log.append_many(events)))
+            try:
+                handed = log.append_many(events)
+            except StackError as exc:  # refused before sending (the key store away, no key at hand): counted
+                outcomes.add_batch(events[0].conversation_id, exc, len(events))
+            else:
+                pending.append((events[0].conversation_id, len(events), handed))
             by_type.update(event.event_type.value for event in events)
             sent += len(events)
             in_flight += len(events)
