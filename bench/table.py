@@ -112,6 +112,18 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
             out.append(f"| {name} projection of sealed events ({_n(sealed['events_projected'])}) | {_n(p['on'])} "
                        f"events/s ({p['on_vs_off']:.0%} of clear) | the same events in the clear {_n(p['off'])} | "
                        "reported |")
+    outage = _load("key_outage")
+    if outage:
+        o = outage["outcomes"]
+        verified = all(v["ok"] for v in outage["verify"].values())
+        out.append(f"| a Postgres (key store) outage of {outage['seconds']['outage']:.0f} s under "
+                   f"{_n(outage['rate_events_per_s'])} events/s of simulated traffic, sealed | "
+                   f"{_n(o['failed']['events'])} events refused of {_n(outage['events'])}; "
+                   f"{_n(outage['conversations_begun_while_postgres_was_away'])} conversations begun while it was "
+                   f"away; keys bound {outage['keys_bound_within_s_of_return']} s after it returned | "
+                   f"{_n(outage['views_with_text_erased'])} of {_n(outage['views'])} views with text erased; verify "
+                   f"{'passes' if verified else '**fails**'} | nothing lost, nothing refused: "
+                   f"{_met(o['failed']['events'] == 0 and verified and outage['views_with_text_erased'] == 0)} |")
     out += _cluster()
     return out
 
