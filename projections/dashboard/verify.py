@@ -46,7 +46,10 @@ def snapshot(settings: Settings, topic: str, conversation: str | None, *, schema
 
 
 def positions(settings: Settings, topic: str) -> dict[int, int]:
-    """The dashboard's positions, as the read-only role."""
+    """The dashboard's positions, as the read-only role (none while no projector has set the store up)."""
     with connect(settings, role=PostgresRole.READER) as conn:
-        return dict(conn.execute("SELECT partition, next_offset FROM projection_offsets "
-                                 "WHERE projection = 'dashboard' AND topic = %s", (topic,)).fetchall())
+        try:
+            return dict(conn.execute("SELECT partition, next_offset FROM projection_offsets "
+                                     "WHERE projection = 'dashboard' AND topic = %s", (topic,)).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return {}

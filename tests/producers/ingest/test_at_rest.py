@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from agentlog.consumers.operations.forget import forget
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole
-from agentlog.deploy.keys import Opener
+from agentlog.deploy.keys import KeyStore, Opener
 from agentlog.deploy.settings import Settings
 from agentlog.producers.ingest.staging import Staging
 from agentlog.producers.otel import Span
@@ -56,8 +55,11 @@ def test_staged_spans_and_the_outbox_hold_no_text_in_the_clear(isolated: Setting
         staged = _raw(staging, "spans")
         assert len(staged) == 4 and not any(kept.encode() in s or gone.encode() in s for s in staged)
         _bound(isolated, f"gone-{tag}")  # the staged spans' key, bound to the trace and its subject
-        done = forget(isolated, subject=f"gone-{tag}", requested_by="privacy-team", wait=1)
-        assert done.conversations == [f"trace-{forgotten[0].trace_id}"]
+        store = KeyStore(isolated)
+        try:  # what `agentlog forget --subject` does to the key store
+            assert store.delete(subject_id=f"gone-{tag}").conversations == [f"trace-{forgotten[0].trace_id}"]
+        finally:
+            store.close()
         with staging.connect() as conn:
             made = staging.flush(conn)
         assert {e.subject_id for e, _ in made} == {f"user-{tag}"}  # the forgotten subject's spans were left out
