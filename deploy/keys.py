@@ -212,10 +212,11 @@ class Forgotten:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """A key put to use: it sealed text of ``conversation_id`` (of ``subject_id``), first at ``used``."""
+    """A key put to use: it sealed text of ``conversation_id`` (of ``subject_id``), first at ``used``; a key
+    that sealed something else of the subject (an ingest's staged span) has no conversation."""
 
     key_id: str
-    conversation_id: str
+    conversation_id: str | None
     subject_id: str | None
     used: datetime
 

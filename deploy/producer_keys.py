@@ -74,13 +74,17 @@ class ProducerKeys:
 
     # -- the Keys protocol (on the append path: no I/O while the pool has keys) -------------------------------
 
-    def key_for(self, conversation_id: str, subject_id: str | None) -> tuple[str, bytes]:
+    def key_for(self, conversation_id: str, subject_id: str | None, *, of_conversation: bool = True
+                ) -> tuple[str, bytes]:
+        """The key that seals ``conversation_id``'s text; ``of_conversation=False``: ``conversation_id`` names
+        something else to seal (a staged span's trace), and the key is bound to the subject alone."""
+        bound_to = conversation_id if of_conversation else None
         with self._lock:
             found = self._in_use.get(conversation_id)
             if found is not None:
                 if subject_id is not None and found.subject is None:  # named mid-conversation: bound from now on
                     self._in_use[conversation_id] = replace(found, subject=subject_id)
-                    self._bind(Binding(found.key_id, conversation_id, subject_id, datetime.now(UTC)))
+                    self._bind(Binding(found.key_id, bound_to, subject_id, datetime.now(UTC)))
                 return found.key_id, found.key
             if not self._pool:
                 self._fill_now()
@@ -90,7 +94,7 @@ class ProducerKeys:
             while len(self._in_use) > CACHED:
                 self._in_use.popitem(last=False)
             self._taken.append(now)
-            self._bind(Binding(key_id, conversation_id, subject_id, datetime.now(UTC)))
+            self._bind(Binding(key_id, bound_to, subject_id, datetime.now(UTC)))
             if len(self._pool) < self._target() // 2:
                 self._wake.notify()
             return key_id, key

@@ -11,9 +11,10 @@
    numbers — and every projection skips what it already applied.
 
 No text waits in the clear (when the master key is configured, as for the log): a staged span is kept sealed
-under a data key of its trace (bound to the trace's conversation and the span's subject, so forgetting the
-subject makes it unreadable), the outbox holds events sealed as the log does, and a span once flushed keeps
-only its ids (what a retried export is recognised by).
+under a data key of its trace (bound to the span's subject, so forgetting the subject makes it unreadable;
+to no conversation, since a trace's conversation may be named by a span still to come), the outbox holds
+events sealed as the log does, and a span once flushed keeps only its ids (what a retried export is
+recognised by).
 
 One process at a time flushes and sends (an advisory lock); any number stage.
 """
@@ -197,7 +198,7 @@ class Staging:
         sealer = self.keys
         if sealer is None:
             return data
-        key_id, key = sealer.key_for(conversation_of_trace(span.trace_id), span.subject)
+        key_id, key = sealer.key_for(f"staged:{span.trace_id}", span.subject, of_conversation=False)
         sealed = seal_bytes(key, orjson.dumps(data), f"{span.trace_id}/{span.span_id}".encode())
         return {"key_id": key_id, "sealed": base64.b64encode(sealed).decode()}
 

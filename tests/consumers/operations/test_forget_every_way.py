@@ -52,7 +52,7 @@ def _through_otlp(settings: Settings, tmp_path: Path, subject: str, marker: str)
     auth.setup()
     _, token = auth.create_token("agent", name="exporter")
     process, url = _start(settings, tmp_path / "ingest-spool", tmp_path / "ingest.log")
-    conversation = f"otel-{marker}"
+    conversation = f"otel-{uuid.uuid4().hex[:12]}"
     try:
         provider = TracerProvider(resource=Resource.create({"service.name": "support-bot", "user.id": subject}))
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
