@@ -34,11 +34,13 @@ from agentlog.deploy.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POOL_MIN = 256
+POOL_MIN = 1_024
 POOL_MAX = 50_000
 HORIZON = 300.0
 """Seconds of new conversations the pool keeps keys for (at the rate seen over the last minute)."""
 _BIND_EVERY = 0.05
+_REGISTER = 5_000
+"""Keys registered in one statement."""
 _BACKOFF_MAX = 5.0
 
 
@@ -100,12 +102,14 @@ class ProducerKeys:
             return key_id, key
 
     def prepare(self, conversations: Iterable[tuple[str, str | None]]) -> None:
-        """A batch's new conversations take their keys one by one from the pool; it is filled first when it
-        has too few (one round trip for the batch, not one per conversation)."""
+        """A batch's new conversations take their keys one by one from the pool; when it has too few, it is
+        filled here first, with what the batch needs beyond what it holds (one round trip for the batch)."""
         with self._lock:
             new = {cid for cid, _ in conversations if cid not in self._in_use}
             if len(new) > len(self._pool):
                 self._fill_now(len(new) - len(self._pool))
+            elif len(self._pool) - len(new) < self._target() // 2:
+                self._wake.notify()
 
     def keys(self, key_ids: set[str]) -> Mapping[str, bytes]:
         return self.store.keys(key_ids)
@@ -147,7 +151,7 @@ class ProducerKeys:
 
     def _fill_now(self, at_least: int = 1) -> None:
         """The pool is empty (or too small for a batch): fill it here, the lock released meanwhile."""
-        wanted = max(at_least, self._target())
+        wanted = max(at_least, min(self._target(), _REGISTER))
         self._lock.release()
         try:
             made = self.store.register(wanted)
@@ -169,14 +173,16 @@ class ProducerKeys:
                 if self._closing:
                     return
                 binds, self._binds = self._binds, []
-                short = self._target() - len(self._pool)
+                target = self._target()
+                short = target - len(self._pool) if len(self._pool) < target // 2 else 0
             try:
-                self._bound(self.store.bind(binds))
-                binds = []
-                if short > self._target() // 2 or not self._pool:
-                    made = self.store.register(min(short, 5_000))
+                while short > 0 and not self._closing:  # keys first (appends may wait for them), up to the target
+                    made = self.store.register(min(short, _REGISTER))
                     with self._lock:
                         self._pool.extend(made)
+                        short = self._target() - len(self._pool)
+                self._bound(self.store.bind(binds))
+                binds = []
                 if time.monotonic() - last_check >= self.ttl:
                     self._check()
                     last_check = time.monotonic()

@@ -21,7 +21,7 @@ from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import NO_ATTRIBUTES, RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
 from agentlog.schemas.rules import DEFAULT_SKEW, check_event
-from agentlog.schemas.sealing import Keys, seal, sealed_fields
+from agentlog.schemas.sealing import Keys, seal, sealed_fields, sealed_parts
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
 
@@ -80,37 +80,46 @@ class Codec:
 
     def sealed(self, event: Event, *, now: datetime | None = None) -> Event:
         """The event as the log keeps it, once it keeps the rule: its text sealed when this codec has keys."""
-        event_type = TYPES.get(event.event_type)
-        if event_type is None:
-            known = ", ".join(TYPES)
-            raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}")
-        check_payload(event_type, event.payload, self._checks[TYPE_TO_RECORD[event_type]])
-        check_event(event, now=now, skew=self.skew)
+        self._check(event, now)
         if self.keys is not None and event.sealed is None and sealed_fields(event.payload):
             return seal(event, *self.keys.key_for(event.conversation_id, event.subject_id))
         return event
 
-    def to_record(self, event: Event, *, now: datetime | None = None) -> dict[str, Any]:
-        """The Avro record of an event that keeps the rule (``now``: the moment its time may not pass)."""
-        event = self.sealed(event, now=now)
-        event_type = TYPES[event.event_type]
+    def _check(self, event: Event, now: datetime | None) -> str:
+        """The event's record name, once it keeps the rule; SchemaError naming what breaks it."""
+        event_type = TYPES.get(event.event_type)
+        if event_type is None:
+            known = ", ".join(TYPES)
+            raise SchemaError(f"unknown event type {event.event_type!r}; known types: {known}")
         record_name = TYPE_TO_RECORD[event_type]
+        check_payload(event_type, event.payload, self._checks[record_name])
+        check_event(event, now=now, skew=self.skew)
+        return record_name
+
+    def to_record(self, event: Event, *, now: datetime | None = None) -> dict[str, Any]:
+        """The Avro record of an event that keeps the rule (``now``: the moment its time may not pass), its text
+        sealed when this codec has keys."""
+        record_name = self._check(event, now)
+        payload, key_id, sealed = event.payload, event.key_id, event.sealed
+        if self.keys is not None and sealed is None and sealed_fields(payload):
+            key_id, key = self.keys.key_for(event.conversation_id, event.subject_id)
+            payload, sealed = sealed_parts(event, key) or (payload, sealed)
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,
             "sequence_number": event.sequence_number,
-            "event_type": event_type,
+            "event_type": TYPES[event.event_type],
             "occurred_at": event.occurred_at,
             "agent_name": event.agent_name,
             "tenant_id": event.tenant_id,
             "correlation_id": event.correlation_id,
             "causation_id": event.causation_id,
             "schema_version": self._version,
-            "payload": (record_name, event.payload),
+            "payload": (record_name, payload),
             "attributes": event.attributes,
             "subject_id": event.subject_id,
-            "key_id": event.key_id,
-            "sealed": event.sealed,
+            "key_id": key_id,
+            "sealed": sealed,
         }
 
     def decode(self, data: bytes, *, key: bytes | None = None, written_at: datetime | None = None) -> Event:
