@@ -37,6 +37,23 @@ def unbound(world, ids: list[str]) -> int:
     return len(ids) - int(bound[0] if bound else 0)
 
 
+def bound_during(world, down: float, up: float) -> int:
+    """Keys first used while Postgres was away that the store has bound by now."""
+    with clients.postgres(world, role=PostgresRole.OWNER, schema=world.keys_schema) as conn:
+        row = conn.execute("SELECT count(*) FROM data_keys WHERE first_used BETWEEN to_timestamp(%s) AND "
+                           "to_timestamp(%s)", (down, up)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def watch_bindings(world, marks: dict[str, float], samples: list[tuple[float, int]], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            samples.append((time.monotonic(), bound_during(world, marks["down_wall"], marks["up_wall"])))
+        except Exception:
+            pass
+        time.sleep(0.25)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--before", type=float, default=45)
@@ -65,22 +82,26 @@ def main() -> None:
         sender.start()
         time.sleep(args.before)
         postgres.down()
-        marks["down"] = time.monotonic()
+        marks["down"], marks["down_wall"] = time.monotonic(), time.time()
         print(f"postgres down at {marks['down'] - started:.0f}s", flush=True)
         time.sleep(args.outage)
         postgres.up()
-        marks["up"] = time.monotonic()
+        marks["up"], marks["up_wall"] = time.monotonic(), time.time()
         print(f"postgres up at {marks['up'] - started:.0f}s", flush=True)
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_bindings, args=(world, marks, samples, stop), daemon=True)
+        watcher.start()
         sender.join()
         ids = summary["ids"]
         during = ids[int(len(ids) * (marks["down"] - started) / (marks["sent"] - started)):
                      int(len(ids) * (marks["up"] - started) / (marks["sent"] - started))]
-        bound_by = None
-        while time.monotonic() - marks["up"] < 120:
-            if unbound(world, ids) == 0:
-                bound_by = time.monotonic()
-                break
+        while time.monotonic() - marks["up"] < 120 and unbound(world, ids):
             time.sleep(0.5)
+        stop.set()
+        watcher.join()
+        final = bound_during(world, marks["down_wall"], marks["up_wall"])
+        bound_by = next((at for at, n in samples if n >= final), None)
         for name in NAMES:
             Projector(build(name, world), world).run(until_caught_up=True)
         reports = verify(world, list(NAMES))
@@ -96,6 +117,7 @@ def main() -> None:
             "conversations_begun_while_postgres_was_away": len(during),
             "outcomes": outcomes,
             "keys_bound_within_s_of_return": round(bound_by - marks["up"], 1) if bound_by else None,
+            "keys_first_used_while_away": final,
             "views": views, "views_with_text_erased": erased,
             "verify": {r.store: {"ok": r.ok, "checked": r.checked, "equal": r.equal} for r in reports},
         }
