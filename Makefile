@@ -57,6 +57,7 @@ bench: stack
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/encryption.py
 	$(BIN)/python bench/key_outage.py
+	$(BIN)/python bench/saga_recovery.py
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/table.py
 

@@ -124,6 +124,13 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
                    f"{_n(outage['views_with_text_erased'])} of {_n(outage['views'])} views with text erased; verify "
                    f"{'passes' if verified else '**fails**'} | nothing lost, nothing refused: "
                    f"{_met(o['failed']['events'] == 0 and verified and outage['views_with_text_erased'] == 0)} |")
+    saga = _load("saga_recovery")
+    if saga:
+        t = saga["seconds"]
+        out.append(f"| saga recovery on a log of {_n(saga['log_events'])} events, "
+                   f"{_n(saga['events_after_the_checkpoint'])} after its checkpoint (one saga left open near the "
+                   f"beginning holds its partition there) | {t['from_checkpoint_after_more_traffic']} s from the "
+                   f"checkpoint | the whole log read, as before: {t['full_read_after_more_traffic']} s | reported |")
     out += _cluster()
     return out
 

@@ -1,14 +1,16 @@
 """The key store: one data key per conversation, in Postgres, each wrapped by the master key.
 
-A data key is 32 random bytes, made the first time a conversation's text is sealed
-(``schemas.sealing``). Postgres keeps it wrapped (AES-256-GCM under the master key, the key id as
-associated data) beside the conversation and its subject. The master key is 32 bytes in
+A data key is 32 random bytes, registered in the store before it seals anything (a producer keeps a pool
+of them, ``deploy.producer_keys``) and bound afterwards to the conversation and subject whose text it
+sealed (``schemas.sealing``). Postgres keeps it wrapped (AES-256-GCM under the master key, the key id as
+associated data) beside them. The master key is 32 bytes in
 ``AGENTLOG_MASTER_KEY_FILE`` (mode 0600; ``agentlog stack up`` makes the local stack's); a KMS can take
 its place behind ``MasterKey``'s two methods. Forgetting deletes data keys: what they sealed in the log
 can then never be read again.
 
-The producers and projectors connect as the KEYS role (read and add keys, never delete); ``forget``
-deletes as the owner. A store that is down is a StoreUnavailable, which the projectors retry and a
+The producers and projectors connect as the KEYS role (read and register keys, bind them through
+``bind_keys``, let go of unused ones through ``release_keys``; never delete a key in use); ``forget`` deletes
+as the owner and leaves a tombstone that ``bind_keys`` keeps. A store that is down is a StoreUnavailable, which the projectors retry and a
 producer reports as the outage it is.
 """
 
@@ -116,9 +118,8 @@ REVOKE ALL ON FUNCTION bind_keys(uuid[], text[], text[], timestamptz[]), release
 """What the KEYS role may do besides reading and registering keys: bind a key to what it sealed (deleting it
 instead past a tombstone), and let go of registered keys it never used. It can delete no key in use."""
 PRODUCER_CACHE_SECONDS = 30.0
-"""How long a producer uses a conversation's key before asking the store again: an event sealed under a key
-deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost. While
-the store is away, a key it gave goes on being used; a conversation it gave none cannot be begun."""
+"""How often a producer checks that the keys it uses are still in the store: an event sealed under a key
+deleted meanwhile reads as erased, so this is how long text written after a ``forget`` may be lost."""
 T = TypeVar("T")
 CACHED = 100_000
 """Keys a process keeps in memory."""
