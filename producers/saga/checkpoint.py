@@ -9,11 +9,11 @@ two safe values is safe: a saga below it was seen finished, and a finished saga 
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import PostgresRole
 from agentlog.deploy.settings import Settings
+from agentlog.producers.saga.lease import saga_table
 
 DDL = """CREATE TABLE IF NOT EXISTS saga_checkpoints (
     topic       text    NOT NULL,
@@ -55,12 +55,4 @@ class Checkpoints:
 
     def setup(self) -> None:
         """The table, made by the schema's owner for the saga role alone (once per schema)."""
-        with clients.postgres(self.settings, role=PostgresRole.OWNER) as owner:
-            owner.autocommit = True
-            schema = sql.Identifier(self.settings.postgres_schema)
-            owner.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            owner.execute(DDL)
-            if owner.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.SAGA.value,)).fetchone():
-                role = sql.Identifier(PostgresRole.SAGA.value)
-                owner.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-                owner.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON saga_checkpoints TO {}").format(role))
+        saga_table(self.settings, DDL, "saga_checkpoints", "SELECT, INSERT, UPDATE")

@@ -19,6 +19,20 @@ DDL = """CREATE TABLE IF NOT EXISTS saga_leases (
     expires_at timestamptz NOT NULL)"""
 
 
+def saga_table(settings: Settings, ddl: str, table: str, privileges: str) -> None:
+    """Create a table of the saga orchestrator's as the schema's owner, for the saga role alone to use with
+    ``privileges`` (once per schema)."""
+    with clients.postgres(settings, role=PostgresRole.OWNER) as owner:
+        owner.autocommit = True
+        schema = sql.Identifier(settings.postgres_schema)
+        owner.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        owner.execute(ddl)
+        if owner.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.SAGA.value,)).fetchone():
+            role = sql.Identifier(PostgresRole.SAGA.value)
+            owner.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+            owner.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privileges), sql.Identifier(table), role))
+
+
 class Leases:
     def __init__(self, settings: Settings, *, owner: str, ttl: float = 10.0) -> None:
         self.settings = settings
@@ -41,15 +55,7 @@ class Leases:
 
     def setup(self) -> None:
         """Create the lease table as the schema's owner, for the saga role alone to use (once per schema)."""
-        with clients.postgres(self.settings, role=PostgresRole.OWNER) as owner:
-            owner.autocommit = True
-            schema = sql.Identifier(self.settings.postgres_schema)
-            owner.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            owner.execute(DDL)
-            if owner.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PostgresRole.SAGA.value,)).fetchone():
-                role = sql.Identifier(PostgresRole.SAGA.value)
-                owner.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-                owner.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON saga_leases TO {}").format(role))
+        saga_table(self.settings, DDL, "saga_leases", "SELECT, INSERT, UPDATE, DELETE")
 
     def acquire(self, saga_id: str) -> bool:
         """Take or renew the lease; False while another owner's lease runs."""
