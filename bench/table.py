@@ -102,6 +102,9 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
                    f"events, {_n(checked['conversations'])} conversations) | {checked['verify_seconds']} s, "
                    f"{_n(checked['verify_events_per_s'])} events/s read and compared | reading the log alone "
                    f"{_n(checked['reading_the_log_alone_events_per_s'])} events/s | reported |")
+        if "peak_memory_of_agentlog_verify_mib" in checked:
+            out.append(f"| peak memory of `agentlog verify` (its own process) on those | "
+                       f"{checked['peak_memory_of_agentlog_verify_mib']:,} MiB | | reported (not bounded yet) |")
     sealed = _load("encryption")
     if sealed:
         a = sealed["append_many_events_per_s"]

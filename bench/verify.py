@@ -1,6 +1,7 @@
 """``agentlog verify``'s speed: events read from the log and compared per second, on the three stores projected
 from a filled topic, beside reading the same log alone (``kafka.read_to_end``, decoding nothing: its
-ceiling). Writes bench/results/verify.json.
+ceiling); and the peak memory of ``agentlog verify`` run as its own process on the same stores (it holds
+every conversation of the log and the stores while it compares). Writes bench/results/verify.json.
 
     .venv/bin/python bench/verify.py [--events 200000]
 """
@@ -10,9 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
+
+from processes import ROOT, env_of
 
 from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector, collector
@@ -23,6 +29,18 @@ from agentlog.producers.traffic import send
 from agentlog.projections.registry import NAMES, build
 
 RESULTS = Path(__file__).resolve().parent / "results" / "verify.json"
+
+
+def command_peak(world) -> float:
+    """The peak resident memory of ``agentlog verify --json`` run alone on ``world``, in MiB."""
+    process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "verify", "--json"], env=env_of(world),
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"agentlog verify exited with {process.returncode}: {process.stderr.read().decode()[-500:]}"
+                         if process.stderr else "agentlog verify failed")
+    return round(usage.ru_maxrss / 1024, 1)
 
 
 def main() -> None:
@@ -42,13 +60,15 @@ def main() -> None:
         started = time.perf_counter()
         reports = verify(world, list(NAMES))
         seconds = time.perf_counter() - started
+        peak_mib = command_peak(world)
     finally:
         drop(world)
     report = reports[0]
     result = {"stores": "the three stores", "events": report.events_read, "conversations": report.checked,
               "ok": all(r.ok for r in reports),
               "verify_seconds": round(seconds, 2), "verify_events_per_s": round(report.events_read / seconds),
-              "reading_the_log_alone_events_per_s": round(alone)}
+              "reading_the_log_alone_events_per_s": round(alone),
+              "peak_memory_of_agentlog_verify_mib": peak_mib}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
