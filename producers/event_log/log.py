@@ -75,8 +75,7 @@ class EventLog:
         self.spool_after = spool_after
         self.durability = Durability(durability)
         self.spool = Spool(spool_dir or self.settings.spool_dir,
-                           max_bytes=spool_max_bytes or self.settings.spool_max_bytes,
-                           cluster=self.settings.kafka_bootstrap)
+                           max_bytes=spool_max_bytes or self.settings.spool_max_bytes)
         self._complaints = Complaints(self.settings.kafka_bootstrap, self.topic)
         config: dict[str, Any] = {
             "compression.type": "lz4",

@@ -3,8 +3,6 @@
 Layout under the spool's root (``AGENTLOG_SPOOL_DIR``, mode 0700)::
 
     <id>/lock            held (flock) by the EventLog that writes here, for as long as it lives
-    <id>/cluster         the Kafka cluster its records were written for (the bootstrap addresses): an
-                         EventLog talking to another cluster leaves the directory alone and says so
     <id>/status.json     its figures, for ``agentlog spool status`` and a ``serve`` on the same machine
     <id>/00000001.log    records (see ``records``), fsynced before an append is told it is spooled
     <id>/00000001.ack    the indexes of the records the broker has since acknowledged
@@ -90,10 +88,8 @@ class _Cursor:
 class Spool:
     """The spool of one EventLog: its own directory (made on first write) and the directories it adopted."""
 
-    def __init__(self, root: Path, *, max_bytes: int, failed_bytes: int = FAILED_BYTES, cluster: str = "") -> None:
+    def __init__(self, root: Path, *, max_bytes: int, failed_bytes: int = FAILED_BYTES) -> None:
         self.root = prepare(root)
-        self.cluster = cluster
-        """The cluster this spool's records are for (its bootstrap addresses, comma-separated); "": unnamed."""
         self.max_bytes = max_bytes
         self.failed_bytes = failed_bytes
         self.directory: Path | None = None
@@ -139,12 +135,6 @@ class Spool:
         for directory in sorted(self.root.iterdir(), key=_mtime):
             if directory.name.startswith(".") or directory == self.directory or directory.is_symlink() \
                     or not directory.is_dir():
-                continue
-            theirs = _cluster_of(directory)
-            if theirs and self.cluster and not _same_cluster(theirs, self.cluster):
-                self.problems.append(f"{directory} holds events written for Kafka at {theirs}; this process writes "
-                                     f"to {self.cluster}: left alone (send them with `agentlog spool flush` and "
-                                     f"AGENTLOG_KAFKA_BOOTSTRAP={theirs})")
                 continue
             lock = _try_lock(directory / "lock")
             if lock is not None:
@@ -237,11 +227,6 @@ class Spool:
         fresh.mkdir(mode=0o700)
         self._lock_fd = _try_lock(fresh / "lock")
         assert self._lock_fd is not None
-        if self.cluster:
-            with open(os.open(fresh / "cluster", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-                out.write(self.cluster + "\n")
-                out.flush()
-                os.fsync(out.fileno())
         final = self.root / name
         fresh.rename(final)
         _sync_dir(self.root)
@@ -435,22 +420,6 @@ def failed_count(root: Path) -> int:
                 break  # cut short
             count += 1
     return count
-
-
-def _cluster_of(directory: Path) -> str:
-    """The cluster a spool directory's records were written for ("": a directory that does not say)."""
-    try:
-        return (directory / "cluster").read_text(errors="replace").strip()[:1000]
-    except OSError:
-        return ""
-
-
-def _same_cluster(one: str, other: str) -> bool:
-    """Two bootstrap lists name the same cluster when they share an address (a cluster is reached through any
-    of its brokers, and two processes may list different ones)."""
-    def addresses(text: str) -> set[str]:
-        return {part.strip().lower() for part in text.split(",") if part.strip()}
-    return bool(addresses(one) & addresses(other))
 
 
 def dropped_count(root: Path) -> int:

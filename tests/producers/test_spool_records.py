@@ -92,24 +92,3 @@ def test_failed_log_keeps_refused_records_up_to_its_limit_and_counts_the_rest(tm
     assert (found.failed, found.dropped) == (kept, 10 - kept) and found.as_json()["dropped"] == 10 - kept
     assert spool.figures().events == 0  # refused either way: nothing is sent again
     spool.close()
-
-
-def test_an_orphan_spool_is_claimed_only_by_a_process_writing_to_its_cluster(tmp_path: Path) -> None:
-    from agentlog.producers.spool import Spool
-
-    root = tmp_path / "spool"
-    left = Spool(root, max_bytes=1 << 20, cluster="kafka-a:9092,kafka-b:9092")
-    left.write([Record("t", b"conv-1", b"x", 1, 0.0)])
-    left.close()  # a stopped process: its directory waits, naming its cluster
-    old = Spool(root, max_bytes=1 << 20)
-    old.write([Record("t", b"conv-2", b"y", 1, 0.0)])
-    old.close()  # one that names none (written before spools named their cluster): anyone's
-
-    other = Spool(root, max_bytes=1 << 20, cluster="elsewhere:9092")
-    assert other.claim() and len(other._claimed) == 1  # the unnamed one only
-    assert len(other.problems) == 1 and "kafka-a:9092,kafka-b:9092" in other.problems[0] \
-        and "elsewhere:9092" in other.problems[0] and "agentlog spool flush" in other.problems[0]
-    other.close()
-    same = Spool(root, max_bytes=1 << 20, cluster="KAFKA-B:9092")  # another broker of the same cluster
-    assert same.claim() and len(same._claimed) == 2 and same.problems == []
-    same.close()
