@@ -47,7 +47,7 @@ from agentlog.producers.otel.genai import conversation_of_trace
 from agentlog.producers.tracing import TraceContext
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.events import Event, EventType
-from agentlog.schemas.sealing import open_bytes, seal_bytes
+from agentlog.schemas.sealing import BrokenSeal, open_bytes, seal_bytes
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class Staging:
         return {"key_id": key_id, "sealed": base64.b64encode(sealed).decode()}
 
     def _opened(self, rows: list[tuple[str, str, Any]]) -> list[tuple[str, Span]]:
-        """The staged spans, opened; one whose key was deleted meanwhile (its subject forgotten) is left out."""
+        """The staged spans, opened; one whose key was deleted meanwhile (its subject forgotten), or whose seal
+        does not open (altered in the table), is left out."""
         wanted = {data["key_id"] for _, _, data in rows if "sealed" in data}
         sealer = self.keys
         found = sealer.keys(wanted) if wanted and sealer is not None else {}
@@ -217,8 +218,11 @@ class Staging:
                 log.warning("ingest: span %s of trace %s is sealed under a key the store no longer has (its subject "
                             "was forgotten): left out", span_id, trace_id)
                 continue
-            plain = open_bytes(key, base64.b64decode(data["sealed"]), f"{trace_id}/{span_id}".encode())
-            spans.append((trace_id, span_from(orjson.loads(plain))))
+            try:
+                plain = open_bytes(key, base64.b64decode(data["sealed"]), f"{trace_id}/{span_id}".encode())
+                spans.append((trace_id, span_from(orjson.loads(plain))))
+            except (BrokenSeal, ValueError, KeyError, TypeError) as exc:  # one bad row holds no other back
+                log.error("ingest: span %s of trace %s does not open (%s): left out", span_id, trace_id, exc)
         return spans
 
     def close(self) -> None:
