@@ -15,6 +15,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable
 
+from confluent_kafka import Producer
+
 from agentlog.producers import prometheus
 from agentlog.producers.errors import ProducerError
 from agentlog.producers.event_log.receipts import AppendsFailed, Durability, Receipt, Receipts, outcome
@@ -76,7 +78,8 @@ class Entry:
     failed: bool = False
     expired: bool = False
     resolved: bool = False
-
+    resent: bool = False
+    """Handed to a producer that failed for good: the spool sends it again (a broker-only append waits for that)."""
     def as_record(self, topic: str) -> Record:
         """The spool's record of this event."""
         event = self.event
@@ -111,6 +114,11 @@ class Pending:
         self.waiting_for: dict[RecordId, Entry] = {}
         """Held broker-only appends, by the record the spool sends for them."""
         self.resolutions: list[tuple[Entry, Receipt | ProducerError]] = []
+        self.resend: Producer | None = None
+        """A producer failed for good: the spool thread takes this new one and sends through it, first, everything
+        not acknowledged (``Spool.resend``)."""
+        self.renewing = False
+        """While the reports of a producer that failed for good are taken: what it held is sent again."""
         self.resolving = False
         self.unresolved = 0
 

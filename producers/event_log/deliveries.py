@@ -4,7 +4,7 @@ then applies them all under one lock (``take``).
 A report is of an event handed to the producer (``delivered``) or of a record the spool sent (``sent``). An
 acknowledgement resolves the append and tells the spool its record may go; a refusal fails the append (and the
 spool's record); a purge (this process is closing, or its credentials were refused) leaves a spooled event
-spooled.
+spooled and fails the others, except the purge of a producer that failed for good: the spool sends those again.
 """
 
 from __future__ import annotations
@@ -70,10 +70,13 @@ class Deliveries:
             pending.resolve(entry, Receipt(Durability.BROKER, Position.of(msg)))
             return
         if err.code() in GONE:
-            if entry.record is None:
-                entry.failed = not entry.queued  # queued: it is spooled still
-                if entry.failed:
-                    pending.resolve(entry, self.complaints.delivery(msg, err))
+            if entry.record is None and not entry.queued:  # queued: it is spooled still
+                if pending.renewing:  # its producer failed for good: the spool sends it again
+                    entry.resent = True
+                    pending.queue(entry)
+                    return
+                entry.failed = True
+                pending.resolve(entry, self.complaints.delivery(msg, err))
             return
         entry.failed = True
         if entry.record is not None:
@@ -83,13 +86,15 @@ class Deliveries:
 
     def _sent(self, rid: RecordId, record: Record, err: KafkaError | None, msg: Message) -> None:
         pending = self.pending
+        if err is not None and err.code() in GONE:
+            return  # sent again by the spool (a broker-only append waiting for it goes on waiting)
         waiting = pending.waiting_for.pop(rid, None)
         if err is None:
             pending.spool_acks.append(rid)
             if waiting is not None:
                 waiting.acked = True
                 pending.resolve(waiting, Receipt(Durability.BROKER, Position.of(msg)))
-        elif err.code() not in GONE:
+        else:
             pending.spool_fails.append((rid, record, err.str()))
             if waiting is not None:
                 waiting.failed = True

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from agentlog.deploy import kafka, keys
 from agentlog.deploy.credentials import KafkaPrincipal
@@ -89,7 +89,11 @@ class EventLog:
             "error_cb": self._complaints.on_error,
             **(producer_config or {}),
         }
+        self._config = config
         self._producer = kafka.producer(self.settings, principal=KafkaPrincipal.PRODUCER, **config)
+        self._renewal = threading.Lock()
+        self.renewals = 0
+        """Producers replaced after a fatal error."""
         self._sequences = Sequences()
         self._pending = Pending(self._sequences, adopting=self.spool.claim())
         self._deliveries = Deliveries(self._pending, self._complaints, self.topic)
@@ -98,7 +102,7 @@ class EventLog:
         self._stopping = threading.Event()
         self._pump = SpoolPump(self._pending, self.spool, self._producer, self._deliveries, codec=self.codec,
                                complaints=self._complaints, not_acknowledged=self._not_acknowledged,
-                               topic=self.topic, closed=self._closed, stopping=self._stopping)
+                               topic=self.topic, closed=self._closed, stopping=self._stopping, renew=self._renew)
         self._poller = threading.Thread(target=self._poll, name="agentlog-event-log-poller", daemon=True)
         self._spooler = threading.Thread(target=self._pump.run, name="agentlog-spool", daemon=True)
         prometheus.OPEN.add(self.spool)
@@ -184,13 +188,21 @@ class EventLog:
         """Give the producer an encoded event, or hold it for the spool to send (see the module)."""
         event = entry.event
         pending = self._pending
+        producer = self._producer  # read first: a new producer is set only once new appends are held (``_renew``)
         if not (pending.held or pending.adopting):  # nothing is held: no lock (only the spool thread lowers these)
             try:
-                self._producer.produce(self.topic, value=entry.value, key=event.conversation_id.encode(),
+                producer.produce(self.topic, value=entry.value, key=event.conversation_id.encode(),
                                        headers=entry.headers, on_delivery=partial(self._deliveries.delivered, entry))
             except BufferError:
                 pass  # the client's queue is full: held below
             except KafkaException as exc:
+                if exc.args[0].code() == KafkaError._FATAL:
+                    self._renew(producer, exc.args[0])  # what the failed producer held goes first; this one is held behind it
+                    with pending.lock:
+                        pending.hold(entry)
+                    if single:
+                        self._sequences.handed(event)
+                    return
                 if single:
                     pending.unresolved -= 1
                     raise self._complaints.produce(event, exc.args[0]) from exc
@@ -275,7 +287,13 @@ class EventLog:
     def _poll(self) -> None:
         """Serve delivery reports, fail what waits on refused credentials, and keep the deadlines."""
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            producer = self._producer
+            try:
+                producer.poll(0.05)
+            except KafkaException as exc:  # a fatal error is raised here, once
+                if not exc.args[0].fatal():
+                    raise
+                self._renew(producer, exc.args[0])
             self._deliveries.take()
             if self._complaints.refused is not None and len(self._producer):
                 self._producer.purge()  # refused credentials stay refused: fail the waiting appends now
@@ -283,5 +301,51 @@ class EventLog:
                 self._pending.expire(time.monotonic(), self._not_acknowledged)
             self._pending.hand_over()
 
+    def _renew(self, failed: Producer, error: KafkaError | None = None) -> None:
+        """Replace a producer that failed for good (a fatal error: its idempotence can no longer keep order).
+
+        Exactly once, argued: from now on every new append is held behind the spool (``adopting``); what
+        the failed producer held and the spool had no copy of is queued for the spool, in the order it was
+        handed over, before anything held after; then the spool sends every record it has not seen
+        acknowledged (``Spool.resend``) through the new producer, oldest first, and new events after them.
+        An event the broker acknowledged is noted so and never sent again; one it took whose acknowledgement
+        the failed producer never reported (at most what was in flight, up to five requests per broker) is
+        sent again under the new producer's id: the log then holds it twice, with the same event id and
+        sequence number, and every store applies it once. Nothing handed over is lost or failed.
+        """
+        with self._renewal:
+            if failed is not self._producer or self._closed.is_set():
+                return  # renewed already (by another thread), or closed
+            self.renewals += 1
+            reason = error.str() if error is not None else "a fatal error"
+            log.error("the Kafka producer failed for good (%s): a new one sends again, from the spool at %s, "
+                      "what it held", reason, self.spool.root)
+            pending = self._pending
+            with pending.lock:
+                pending.adopting = True
+                held = [e for mode in Durability for e in pending.inflight[mode]
+                        if e.produced and not (e.acked or e.failed or e.queued)]
+                held.sort(key=lambda e: e.deadline - self._wait(e.durability))
+                for entry in held:
+                    entry.resent = True
+                    pending.queue(entry)
+                successor = kafka.producer(self.settings, principal=KafkaPrincipal.PRODUCER, **self._config)
+                pending.resend = successor  # the spool thread sends through it once it has queued what to resend
+                pending.wake.notify_all()
+            self._producer = successor
+            with pending.lock:
+                pending.renewing = True
+            try:
+                failed.purge()
+                try:
+                    failed.poll(0)  # its last reports: acknowledgements noted, the rest gone (sent again)
+                except KafkaException:
+                    pass
+                self._deliveries.take()
+            finally:
+                with pending.lock:
+                    pending.renewing = False
+
     def _not_acknowledged(self, event: Event) -> ProducerError:
         return self._complaints.not_acknowledged(event, self.timeout, self.spool.root)
+

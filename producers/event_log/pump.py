@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from functools import partial
+from typing import Callable
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from agentlog.producers.errors import ProducerError
 from agentlog.producers.event_log.appends import Entry, NotAcknowledged, Pending
@@ -37,7 +38,7 @@ _SEND_QUEUE = 100_000
 class SpoolPump:
     def __init__(self, pending: Pending, spool: Spool, producer: Producer, deliveries: Deliveries, *,
                  codec: Codec, complaints: Complaints, not_acknowledged: NotAcknowledged, topic: str,
-                 closed: threading.Event, stopping: threading.Event) -> None:
+                 closed: threading.Event, stopping: threading.Event, renew: Callable[[Producer], None]) -> None:
         self.pending = pending
         self.spool = spool
         self.producer = producer
@@ -50,6 +51,8 @@ class SpoolPump:
         """The log is closed: send nothing more."""
         self.stopping = stopping
         """Note what is left to note, then stop."""
+        self.renew = renew
+        """Replaces a producer that failed for good (``EventLog._renew``)."""
         self.left: Figures | None = None
         """What the spool still held when the thread stopped."""
 
@@ -72,12 +75,15 @@ class SpoolPump:
                     pending.to_write = []
                     acks, pending.spool_acks = pending.spool_acks, []
                     fails, pending.spool_fails = pending.spool_fails, []
+                    resend, pending.resend = pending.resend, None
                     stopping = self.stopping.is_set()
                 try:
                     self._write(batch)
                     self.spool.ack(acks)
                     for reason, group in _by_reason(fails).items():
                         self.spool.fail(group, reason)
+                    if resend is not None:
+                        self._resend(resend)
                     blocked = self._send()
                     self.spool.write_status()
                 except OSError as exc:  # the disk failed: what needed the spool fails, the broker path goes on
@@ -89,6 +95,15 @@ class SpoolPump:
                     break
         finally:
             self.left = self.spool.close()
+
+    def _resend(self, successor: Producer) -> None:
+        """A producer failed for good: what it held is in the spool (the EventLog queued it before asking), and
+        the spool sends every record not acknowledged again, through the new producer, before anything new."""
+        self.producer = successor
+        self.spool.resend()
+        with self.pending.lock:
+            self.pending.adopting = True
+            self.pending.held = sum(1 for e in self.pending.to_write if e.held)  # the rest: in resend's cursors
 
     def _give_up(self, batch: list[Entry], problem: str) -> None:
         """Fail what waited for a spool that failed; nothing is held any more (what is on disk stays there)."""
@@ -125,7 +140,7 @@ class SpoolPump:
                     pending.resolve(entry, Receipt(Durability.SPOOL))
                 elif entry.expired:
                     pending.resolve(entry, self.not_acknowledged(entry.event))
-                elif entry.held:
+                elif entry.held or entry.resent:
                     pending.waiting_for[rid] = entry
 
     def _unspooled(self, entry: Entry, problem: str | None) -> None:
@@ -164,8 +179,12 @@ class SpoolPump:
                         self.spool.give_back(chunk[position:])
                         return True
                     except KafkaException as exc:
+                        if exc.args[0].code() == KafkaError._FATAL:  # a new producer takes over and resends
+                            self.spool.give_back(chunk[position:])
+                            self.renew(self.producer)
+                            return True
                         self.spool.fail([(rid, record)], exc.args[0].str())
-                if rid[0].directory == self.spool.directory and record.held:
+                if record.held and self.spool.held_here(rid):
                     with self.pending.lock:
                         self.pending.held -= 1
             if not chunk:

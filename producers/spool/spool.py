@@ -106,6 +106,8 @@ class Spool:
         self._sending: deque[_Cursor] = deque()
         self._given_back: list[tuple[RecordId, Record]] = []
         self._holding = False
+        self.resent_before: tuple[int, int] = (0, 0)
+        """(segment number, index): own held records before it are sent by ``resend``'s cursors, not the held one."""
         self.problems: list[str] = []
         self._status_written = 0.0
         self._failed = failed_count(self.root)
@@ -316,6 +318,46 @@ class Spool:
         for cursor in [c for c in self._sending if not c.everything]:
             self._sending.remove(cursor)
 
+    def resend(self) -> None:
+        """The producer that held what was handed to it is gone (it failed for good): every record not
+        acknowledged, adopted or own, copy or held, is sent again, first, before what is held from now on.
+
+        They are read into memory (the spool's size bounds them) and sent in the order they were written, except
+        that each conversation's records take its sequence numbers in order (a copy of what the producer held
+        may have been written after records held behind it; within a process numbers only go up)."""
+        records: list[tuple[RecordId, Record]] = []
+        for segment in self._segments():
+            if not segment.unacked:
+                continue
+            with open(segment.path, "rb") as file:
+                try:
+                    for item in read(file, start=len(MAGIC), index=0):
+                        if not segment.acked[item.index]:
+                            records.append(((segment, item.index), item.record))
+                except CorruptRecord as exc:
+                    self.problems.append(f"{segment.path}: {exc.args[0]} while sending again")
+                    log.error("spool segment %s changed under this process: %s", segment.path, exc.args[0])
+        slots: dict[bytes, list[int]] = {}
+        for place, (_, record) in enumerate(records):
+            slots.setdefault(record.key, []).append(place)
+        ordered = list(records)
+        for places in slots.values():
+            mine = sorted((records[p] for p in places), key=lambda found: found[1].sequence_number)
+            for place, taken in zip(places, mine, strict=True):
+                ordered[place] = taken
+        self._given_back = ordered
+        self._sending.clear()
+        if self._own:
+            self.resent_before = (self._own[-1].number, self._own[-1].count)
+        if self._holding:
+            segment = self._active()
+            self._sending.append(_Cursor(segment, segment.size, segment.count, everything=False))
+
+    def held_here(self, rid: RecordId) -> bool:
+        """Whether a held record sent now is one the EventLog counts as held (its own, held since the last resend)."""
+        segment, index = rid
+        return segment.directory == self.directory and (segment.number, index) >= self.resent_before
+
     @property
     def sending(self) -> bool:
         """Records remain that this spool must hand to the producer itself."""
@@ -323,9 +365,9 @@ class Spool:
 
     @property
     def adopting(self) -> bool:
-        """Records that stopped processes left remain to be handed to the producer."""
-        return any(c.everything for c in self._sending) or any(
-            rid[0].directory != self.directory for rid, _ in self._given_back)
+        """Records that stopped processes left (or that a failed producer held) remain to be handed to the producer;
+        while any record is given back, too (held ones, behind which new events wait anyway, among them)."""
+        return any(c.everything for c in self._sending) or bool(self._given_back)
 
     def give_back(self, records: list[tuple[RecordId, Record]]) -> None:
         """Records ``unsent`` gave that the producer could not take yet: they come first next time."""
