@@ -45,6 +45,7 @@ def bindings(settings: Settings) -> list[AclBinding]:
             (principal, _GROUP, group, _PREFIXED, AclOperation.READ),
             (principal, _TOPIC, letters, _LITERAL, AclOperation.WRITE),
             (principal, _TOPIC, letters, _LITERAL, AclOperation.DESCRIBE),
+            (principal, _TOPIC, letters, _LITERAL, AclOperation.READ),  # its own letters: none is sent twice
         ]
     return [AclBinding(kind, name, pattern, f"User:{who.value}", "*", operation, AclPermissionType.ALLOW)
             for who, kind, name, pattern, operation in rules]

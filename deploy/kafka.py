@@ -59,6 +59,20 @@ def offsets(settings: Settings, reader: Consumer, topic: str, partition: int, *,
     return retrying(settings, ask, what=f"offsets of {topic}", deadline=deadline)
 
 
+def offsets_since(settings: Settings, topic: str, timestamp_ms: int, *,
+                  principal: KafkaPrincipal = KafkaPrincipal.READER) -> dict[int, int]:
+    """Per partition of ``topic``, the first offset of a message stamped at or after ``timestamp_ms`` (partitions
+    with none are left out)."""
+    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=principal)
+    try:
+        wanted = [TopicPartition(topic, p, timestamp_ms)
+                  for p in retrying(settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")]
+        found = retrying(settings, lambda: reader.offsets_for_times(wanted, timeout=10), what=f"offsets of {topic}")
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        reader.close()
+
+
 def retrying(settings: Settings, action: Callable[[], T], *, what: str, deadline: float = 30.0) -> T:
     """``action()``, again while the broker gives a retriable answer (at most ``deadline`` seconds)."""
     started = time.monotonic()
@@ -143,11 +157,12 @@ def committed(settings: Settings, group: str, topic: str, partitions: Iterable[i
 
 
 def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None, *,
-                stall: float = 120.0, start: Mapping[int, int] | None = None) -> Iterator[Message]:
+                stall: float = 120.0, start: Mapping[int, int] | None = None,
+                principal: KafkaPrincipal = KafkaPrincipal.READER) -> Iterator[Message]:
     """Every message of ``partitions`` (default: all), from the beginning (or from ``start``, per partition)
-    to the end each had when the read began; StackError when no message comes for ``stall`` seconds before
-    that end."""
-    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=KafkaPrincipal.READER)
+    to the end each had when the read began, as ``principal``; StackError when no message comes for ``stall``
+    seconds before that end."""
+    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=principal)
     try:
         wanted = list(partitions) if partitions is not None else retrying(
             settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")

@@ -40,6 +40,9 @@ ORIGINAL_SIZE = "agentlog.dlq.original.size"
 ORIGINAL_SHA256 = "agentlog.dlq.original.sha256"
 ORIGINAL_HEADERS = "agentlog.dlq.original.headers"
 
+CLOCKS_MS = 10 * 60 * 1000
+"""How much earlier than the message it is about a letter may be stamped (the clocks of its producer and ours)."""
+
 MAX_LETTER = 512_000
 """Bytes of value and headers sent whole; a larger message goes as a record (well under Kafka's 1 MB default)."""
 FIRST_BYTES = 4096
@@ -59,6 +62,7 @@ class DeadLetters:
     position moves past them)."""
 
     def __init__(self, settings: Settings, *, projection: str, topic: str | None = None) -> None:
+        self.settings = settings
         self.topic = topic or settings.dlq_topic
         self.projection = projection
         self._producer = kafka.producer(settings, principal=KafkaPrincipal.of_projection(projection),
@@ -74,6 +78,34 @@ class DeadLetters:
         size = len(_bytes(message.value())) + sum(len(k) + len(_bytes(v)) for k, v in _headers_of(message))
         self._produce(message, self._headers(message, reason, error), as_record=size > MAX_LETTER)
         self.sent += 1
+
+    def sent_since(self, message: Message) -> set[tuple[int, int]]:
+        """The (partition, offset) of each message of ``message``'s topic this projection has dead-lettered since
+        ``message`` was written (less ``CLOCKS_MS``), read from the dead-letter topic.
+
+        Once after any crash, argued: a letter is on the topic before the store's position moves past its
+        message (``flush``), so the only letters a projector can send twice are of messages at or after its
+        store's position, sent by a process that stopped before the store kept that position (or by a rebuild
+        replaying the log). Before the first letter of a partition since its assignment the loop asks this,
+        from the first message it must dead-letter: a letter of a later message was written after it. Letters
+        are few; the read covers the dead-letter topic since then, not the log."""
+        kind, stamp = message.timestamp()
+        since = max(0, stamp - CLOCKS_MS) if kind and stamp > 0 else 0
+        principal = KafkaPrincipal.of_projection(self.projection)
+        start = kafka.offsets_since(self.settings, self.topic, since, principal=principal)
+        found: set[tuple[int, int]] = set()
+        if not start:
+            return found
+        ours = self.projection.encode()
+        source = (message.topic() or "").encode()
+        for letter in kafka.read_to_end(self.settings, self.topic, list(start), start=start, principal=principal):
+            headers = dict(_headers_of(letter))
+            if headers.get(PROJECTION) == ours and headers.get(SOURCE_TOPIC) == source:
+                try:
+                    found.add((int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET])))
+                except (KeyError, ValueError):
+                    continue  # not one of ours after all
+        return found
 
     def flush(self, timeout: float = 30) -> None:
         """Returns once the broker has every dead letter sent so far. One the broker found too large goes

@@ -103,7 +103,9 @@ class Projector:
         self._assigned: dict[int, int] = {}
         self._lag_checked = 0.0
         self._lettered: set[tuple[int, int]] = set()
-        """(partition, offset) of the messages this process has dead-lettered."""
+        """(partition, offset) of the messages this process has dead-lettered, or found dead-lettered."""
+        self._letters_read: set[int] = set()
+        """Partitions whose letters sent by others were read since their assignment (``DeadLetters.sent_since``)."""
         self._targets: dict[int, int] | None = None
         """With ``until_caught_up``: per partition, the end of the log when the run first looked at it."""
 
@@ -289,6 +291,9 @@ class Projector:
     def _dead_letter(self, message: Message, reason: str, exc: Exception) -> None:
         """Once per message in this process: a batch read again after a rewind does not send it twice."""
         where = _where(message)
+        if where[0] not in self._letters_read:  # what a stopped process sent before its store kept the position
+            self._lettered |= self.dead_letters.sent_since(message)
+            self._letters_read.add(where[0])
         if where in self._lettered:
             return
         self._lettered.add(where)
@@ -379,6 +384,7 @@ class Projector:
         log.info("%s: assigned %s", self.projection.name, [(tp.partition, tp.offset) for tp in partitions])
         self.assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         self._assigned = {tp.partition: tp.offset for tp in partitions if tp.offset >= 0}
+        self._letters_read -= {tp.partition for tp in partitions}  # another process may have had them meanwhile
         consumer.assign(partitions)
         self.started.set()
 

@@ -120,3 +120,22 @@ def _groups(settings: Settings) -> list[str]:
     admin = AdminClient(settings.kafka_config())
     listed = admin.list_consumer_groups(request_timeout=10).result()
     return [g.group_id for g in listed.valid]
+
+
+def test_a_dead_letter_is_sent_once_when_its_position_was_not_kept(isolated: Settings) -> None:
+    """A projector that stopped after the broker had its letters and before its store kept the position past
+    them (a rebuild replaying the log is the same case): the next one finds them on the dead-letter topic."""
+    cid = f"conv-{uuid.uuid4().hex[:8]}"
+    good = _conversation(cid, 2)
+    producer = Producer(isolated.kafka_config(**{"compression.type": "lz4"}))
+    for value in [codec.encode(good[0]), codec.encode(good[1]) + b"junk", codec.encode(good[1])]:
+        producer.produce(isolated.events_topic, key=cid, value=value)
+    assert producer.flush(20) == 0
+
+    first = project(isolated)
+    assert {name: s.dead_letters for name, s in first.items()} == {name: 1 for name in NAMES}
+    for name in NAMES:  # the log read again from its beginning, the letters already there
+        rebuild(isolated, name)
+    letters = _dead_letters(isolated, 3 + 1)
+    assert sorted(dict(m.headers())[ID].decode().split("/")[0] for m in letters) == sorted(NAMES)
+    assert store_counts(isolated)["views"] == 1
