@@ -105,9 +105,11 @@ class EventLog:
                                topic=self.topic, closed=self._closed, stopping=self._stopping, renew=self._renew)
         self._poller = threading.Thread(target=self._poll, name="agentlog-event-log-poller", daemon=True)
         self._spooler = threading.Thread(target=self._pump.run, name="agentlog-spool", daemon=True)
+        self._naming = threading.Thread(target=self._learn_cluster, name="agentlog-cluster", daemon=True)
         prometheus.OPEN.add(self.spool)
         self._poller.start()
         self._spooler.start()
+        self._naming.start()
 
     @property
     def counts(self) -> Counter[str]:
@@ -300,6 +302,20 @@ class EventLog:
             with self._pending.lock:
                 self._pending.expire(time.monotonic(), self._not_acknowledged)
             self._pending.hand_over()
+
+    def _learn_cluster(self) -> None:
+        """Ask the broker which cluster it is until it says (the spool names it, and adopts what was left for it)."""
+        while not self._closed.is_set():
+            try:
+                cluster = self._producer.list_topics(self.topic, timeout=5).cluster_id
+            except KafkaException:
+                cluster = None
+            if cluster:
+                with self._pending.lock:
+                    self._pump.cluster = cluster
+                    self._pending.wake.notify_all()
+                return
+            self._closed.wait(1.0)
 
     def _renew(self, failed: Producer, error: KafkaError | None = None) -> None:
         """Replace a producer that failed for good (a fatal error: its idempotence can no longer keep order).

@@ -1,8 +1,8 @@
 """The spool thread: writes what must be spooled (one fsync for all waiting), notes what the broker
 acknowledged or refused, and sends what the spool holds, oldest first, as far as the producer's queue takes.
 
-It starts by adopting what stopped processes left in the spool directory; until that is sent, new events
-go behind it (``Pending.adopting``). When the disk fails, what needed the spool fails and the broker path
+Once the broker has said which cluster it is, it adopts what stopped processes left in the spool directory
+for that cluster; until that is sent, new events go behind it (``Pending.adopting``). When the disk fails, what needed the spool fails and the broker path
 goes on.
 """
 
@@ -53,20 +53,20 @@ class SpoolPump:
         """Note what is left to note, then stop."""
         self.renew = renew
         """Replaces a producer that failed for good (``EventLog._renew``)."""
+        self.cluster: str | None = None
+        """The id of the cluster the broker said it is (set by the EventLog once it answers)."""
         self.left: Figures | None = None
         """What the spool still held when the thread stopped."""
 
     def run(self) -> None:
         pending = self.pending
         try:
-            try:
-                self.spool.adopt()
-            except OSError as exc:  # what a stopped process left cannot be read: said, and left where it is
-                self.spool.problems.append(f"cannot adopt what stopped processes left ({exc})")
-            for problem in self.spool.problems:
-                log.error("spool: %s", problem)
             blocked = False
+            named = False
             while True:
+                if not named and self.cluster is not None:
+                    named = True
+                    self._adopt(self.cluster)
                 with pending.lock:
                     if not (pending.to_write or pending.spool_acks or pending.spool_fails or self.stopping.is_set()
                             or (self.spool.sending and not blocked and len(self.producer) < _SEND_QUEUE)):
@@ -95,6 +95,16 @@ class SpoolPump:
                     break
         finally:
             self.left = self.spool.close()
+
+    def _adopt(self, cluster: str) -> None:
+        """The broker said which cluster it is: adopt what stopped processes left for it (or for none named)."""
+        self.spool.name_cluster(cluster)
+        try:
+            self.spool.adopt()
+        except OSError as exc:  # what a stopped process left cannot be read: said, and left where it is
+            self.spool.problems.append(f"cannot adopt what stopped processes left ({exc})")
+        for problem in self.spool.problems:
+            log.error("spool: %s", problem)
 
     def _resend(self, successor: Producer) -> None:
         """A producer failed for good: what it held is in the spool (the EventLog queued it before asking), and

@@ -3,6 +3,7 @@
 Layout under the spool's root (``AGENTLOG_SPOOL_DIR``, mode 0700)::
 
     <id>/lock            held (flock) by the EventLog that writes here, for as long as it lives
+    <id>/cluster         the id of the Kafka cluster its records were written for, once the broker answered
     <id>/status.json     its figures, for ``agentlog spool status`` and a ``serve`` on the same machine
     <id>/00000001.log    records (see ``records``), fsynced before an append is told it is spooled
     <id>/00000001.ack    the indexes of the records the broker has since acknowledged
@@ -11,7 +12,9 @@ Layout under the spool's root (``AGENTLOG_SPOOL_DIR``, mode 0700)::
     failed.dropped       one line per refusal past the limit: how many records it dropped
 
 A directory whose lock nobody holds was left by a process that stopped: the next EventLog that
-opens the root adopts it and sends its records, oldest first, before anything new.
+opens the root claims it and, once its broker has said which cluster it is, adopts it and sends its
+records, oldest first, before anything new. A directory written for another cluster is left alone, said
+in one line naming both (a directory whose writer never reached its broker names none, and is adopted).
 
 Not thread-safe: one thread (the EventLog's spool thread) calls everything but ``figures``.
 """
@@ -97,6 +100,8 @@ class Spool:
         self._own: list[Segment] = []
         self._next_number = 1
         self._claimed: list[tuple[Path, int]] = []
+        self.cluster: str | None = None
+        """The Kafka cluster this spool's records are written for, once its broker has said."""
         self._adopted: list[tuple[Path, int, list[Segment]]] = []
         """(directory, its lock, its segments not yet all acknowledged)."""
         self._keys: dict[bytes, int] = {}
@@ -143,10 +148,33 @@ class Spool:
                 self._claimed.append((directory, lock))
         return bool(self._claimed)
 
+    def name_cluster(self, cluster: str) -> None:
+        """The broker said which cluster it is: the own directory says so (now, or when it is made)."""
+        self.cluster = cluster
+        if self.directory is not None:
+            self._write_cluster()
+
+    def _write_cluster(self) -> None:
+        assert self.directory is not None and self.cluster is not None
+        temporary = self.directory / ".cluster"
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(self.cluster.encode())
+            os.fsync(out.fileno())
+        temporary.replace(self.directory / "cluster")
+        _sync_dir(self.directory)
+
     def adopt(self) -> int:
-        """Read the claimed directories and take their records to send; returns how many were taken."""
+        """Read the claimed directories written for this spool's cluster (or for none named) and take their
+        records to send; returns how many were taken. Those of another cluster are let go, and said."""
         taken = 0
         for directory, lock in self._claimed:
+            written_for = cluster_of(directory)
+            if written_for is not None and written_for != self.cluster:
+                self.problems.append(f"{directory} holds events written for Kafka cluster {written_for}, and this "
+                                     f"process writes to cluster {self.cluster}: left alone (send it with an "
+                                     "EventLog configured for that cluster, or remove it)")
+                os.close(lock)
+                continue
             segments = []
             for path in sorted(directory.glob("*.log")):
                 if not path.stem.isdigit():
@@ -233,6 +261,8 @@ class Spool:
         fresh.rename(final)
         _sync_dir(self.root)
         self.directory = final
+        if self.cluster is not None:
+            self._write_cluster()
         self._write_status(force=True)
 
     # -- acknowledgements ------------------------------------------------------------------------------------
@@ -365,9 +395,10 @@ class Spool:
 
     @property
     def adopting(self) -> bool:
-        """Records that stopped processes left (or that a failed producer held) remain to be handed to the producer;
-        while any record is given back, too (held ones, behind which new events wait anyway, among them)."""
-        return any(c.everything for c in self._sending) or bool(self._given_back)
+        """Records that stopped processes left (or that a failed producer held) remain to be handed to the producer,
+        or directories left are claimed and not yet adopted; while any record is given back, too (held ones,
+        behind which new events wait anyway, among them)."""
+        return any(c.everything for c in self._sending) or bool(self._given_back or self._claimed)
 
     def give_back(self, records: list[tuple[RecordId, Record]]) -> None:
         """Records ``unsent`` gave that the producer could not take yet: they come first next time."""
@@ -441,6 +472,15 @@ class Spool:
         self._given_back.clear()
         self.directory = self._lock_fd = None
         return left
+
+
+def cluster_of(directory: Path) -> str | None:
+    """The cluster a spool directory's records were written for, if its writer knew it."""
+    try:
+        text = (directory / "cluster").read_bytes()[:256].decode(errors="replace").strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def failed_count(root: Path) -> int:

@@ -260,3 +260,38 @@ def test_a_spool_left_that_cannot_be_read_is_reported_and_appends_go_on(stack: S
     assert len(asyncio.run(run())) == len(events)  # they were waiting (held) for the adoption, which failed
     assert any("cannot adopt" in r.getMessage() for r in caplog.records)
     assert [e.event_id for e in _log_of(stack, topic)] == [e.event_id for e in events]
+
+
+def test_a_spool_left_for_another_cluster_is_left_alone_and_said_and_one_for_this_cluster_is_sent(
+        stack: Settings, topic: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    codec = Codec()
+    ours, theirs = make_conversation(tools=2), make_conversation(tools=2)
+
+    async def learn() -> str:  # an EventLog names the cluster in its own directory once the broker says it
+        async with EventLog(stack, topic=topic, spool_dir=tmp_path / "probe", spool_after=0.01,
+                            producer_config={"queue.buffering.max.messages": 1}) as log:
+            await asyncio.gather(*(log.append_nowait(e) for e in make_conversation(tools=3)))
+            for _ in range(100):
+                named = [d / "cluster" for d in (tmp_path / "probe").iterdir() if (d / "cluster").exists()]
+                if named:
+                    return named[0].read_text()
+                await asyncio.sleep(0.05)
+        raise AssertionError("no spool directory named its cluster")
+
+    cluster = asyncio.run(learn())
+    for name, conversation, written_for in (("this", ours, cluster), ("other", theirs, "another-cluster-id")):
+        spool = Spool(tmp_path / "left", max_bytes=1 << 20)
+        spool.write([Record(topic, e.conversation_id.encode(), codec.encode(e), e.sequence_number, time.time())
+                     for e in conversation])
+        directory = spool.directory
+        spool.close()
+        (directory / "cluster").write_text(written_for)
+        if name == "other":
+            left_alone = directory
+    with caplog.at_level("ERROR"):
+        _flush(stack, topic, tmp_path / "left")
+    sent = {e.conversation_id for e in _log_of(stack, topic)}
+    assert ours[0].conversation_id in sent and theirs[0].conversation_id not in sent
+    assert left_alone.exists() and len(list(left_alone.glob("*.log"))) == 1
+    [said] = [r.getMessage() for r in caplog.records if "another-cluster-id" in r.getMessage()]
+    assert cluster in said and str(left_alone) in said
