@@ -1,7 +1,8 @@
 """``agentlog verify``'s speed: events read from the log and compared per second, on the three stores projected
 from a filled topic, beside reading the same log alone (``kafka.read_to_end``, decoding nothing: its
-ceiling); and the peak memory of ``agentlog verify`` run as its own process on the same stores (it holds
-every conversation of the log and the stores while it compares). Writes bench/results/verify.json.
+ceiling); and the peak memory of ``agentlog verify`` run as its own process on the same stores (it compares a
+bucket of conversations at a time, each of at most ``EVENTS_PER_PASS`` events, so its memory is bounded
+whatever the log's size). Writes bench/results/verify.json.
 
     .venv/bin/python bench/verify.py [--events 200000]
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from processes import ROOT, env_of
 
-from agentlog.consumers.operations.verify import verify
+from agentlog.consumers.operations.verify import EVENTS_PER_PASS, PREFETCH_KB, verify
 from agentlog.consumers.runtime import Projector, collector
 from agentlog.deploy import kafka
 from agentlog.deploy.sandbox import drop, private
@@ -65,6 +66,7 @@ def main() -> None:
         drop(world)
     report = reports[0]
     result = {"stores": "the three stores", "events": report.events_read, "conversations": report.checked,
+              "events_per_pass": EVENTS_PER_PASS, "prefetch_kib": PREFETCH_KB,
               "ok": all(r.ok for r in reports),
               "verify_seconds": round(seconds, 2), "verify_events_per_s": round(report.events_read / seconds),
               "reading_the_log_alone_events_per_s": round(alone),

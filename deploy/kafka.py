@@ -158,11 +158,14 @@ def committed(settings: Settings, group: str, topic: str, partitions: Iterable[i
 
 def read_to_end(settings: Settings, topic: str, partitions: Iterable[int] | None = None, *,
                 stall: float = 120.0, start: Mapping[int, int] | None = None,
-                principal: KafkaPrincipal = KafkaPrincipal.READER) -> Iterator[Message]:
+                principal: KafkaPrincipal = KafkaPrincipal.READER, prefetch_kb: int | None = None) -> Iterator[Message]:
     """Every message of ``partitions`` (default: all), from the beginning (or from ``start``, per partition)
     to the end each had when the read began, as ``principal``; StackError when no message comes for ``stall``
-    seconds before that end."""
-    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=principal)
+    seconds before that end. ``prefetch_kb`` bounds what the client fetches ahead (its default: 64 MiB)."""
+    bounded = {} if prefetch_kb is None else {  # fetched again 5 ms after it drains, not librdkafka's 1 s
+        "queued.max.messages.kbytes": prefetch_kb, "fetch.max.bytes": max(prefetch_kb, 2048) * 1024,
+        "fetch.queue.backoff.ms": 5}
+    reader = consumer(settings, f"agentlog.read.{uuid.uuid4().hex}", principal=principal, **bounded)
     try:
         wanted = list(partitions) if partitions is not None else retrying(
             settings, lambda: partitions_of(reader, topic), what=f"listing {topic}")

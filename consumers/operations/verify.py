@@ -2,8 +2,8 @@
 
 Every store keeps, per conversation, the digest of the events it applied (``projections.base.digest``),
 their count and the last sequence number, in the same write as its rows (analytics computes them from its
-rows). ``verify`` reads each store's positions and conversations (its ``Store.snapshot``), then the
-log, and folds each conversation's events the way the stores apply them (in log order, the first of each
+rows). ``verify`` reads each store's positions and conversations (its ``Store.snapshot``, streamed into
+files by bucket of conversations), then the log, a bucket at a time (see ``check``), and folds each conversation's events the way the stores apply them (in log order, the first of each
 sequence number) up to that store's positions, so it runs while the projectors run. Per store it reports
 conversations checked, equal, missing (in the log, not in the store), extra (in the store, not in the log)
 and different, and what the cross-checks a digest cannot make found: the dashboard's counters against its
@@ -15,13 +15,18 @@ the log reaches after the positions is accepted for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import hashlib
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 from agentlog.deploy import kafka
 from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base.digest import Held, Snapshot
+from agentlog.projections.base.digest import Held, Snapshot, stream
 from agentlog.projections.registry import NAMES, store
 from agentlog.schemas.codec import Codec
 from agentlog.schemas.errors import SchemaError
@@ -56,6 +61,15 @@ class Report:
                                      ("different", self.different))},
                 "problems": self.problems[:SHOWN], "problem_count": len(self.problems),
                 "events_read": self.events_read}
+
+    def add(self, part: "Report") -> None:
+        """The comparison of one bucket of conversations, added to this one."""
+        self.checked += part.checked
+        self.equal += part.equal
+        self.missing += part.missing
+        self.extra += part.extra
+        self.different += part.different
+        self.problems += part.problems
 
     def summary(self) -> str:
         """The differences in one line."""
@@ -98,20 +112,24 @@ class _Expected:
 
 
 def fold_log(settings: Settings, topic: str, snapshots: dict[str, Snapshot], conversation: str | None,
-             progress: Progress = lambda n: None) -> tuple[dict[str, _Expected], int]:
+             progress: Progress = lambda n: None, *, bucket: tuple[int, int] = (0, 1)) -> tuple[dict[str, _Expected], int]:
     """Per store, each conversation as the log says it should be; and the events read. Messages that are
-    not events are skipped (the stores dead-lettered them)."""
+    not events are skipped (the stores dead-lettered them). ``bucket`` (index, count): only the conversations
+    of that bucket are folded (the others' messages are read and skipped before decoding)."""
     expected = {name: _Expected(s.positions, s.ahead) for name, s in snapshots.items()}
     codec = Codec()
     key = conversation.encode() if conversation else None
+    index, count = bucket
     read = 0
     partitions = None if conversation is None else [  # one conversation: its partition alone
         partition_for(conversation, len(kafka.watermarks(settings, topic)))]
-    for message in kafka.read_to_end(settings, topic, partitions):
+    for message in kafka.read_to_end(settings, topic, partitions, prefetch_kb=PREFETCH_KB):
         read += 1
         if read % 1000 == 0:
             progress(1000)
         if key is not None and message.key() != key:
+            continue
+        if count > 1 and bucket_of(message.key() or b"", count) != index:
             continue
         try:
             event = codec.decode(message.value() or b"", key=message.key())
@@ -124,6 +142,11 @@ def fold_log(settings: Settings, topic: str, snapshots: dict[str, Snapshot], con
             each.take(partition, offset, event.conversation_id, event.sequence_number, event.event_id)
     progress(read % 1000)
     return expected, read
+
+
+def bucket_of(conversation: bytes, count: int) -> int:
+    """Which of ``count`` buckets a conversation id falls in (the same for the log's keys and the stores' ids)."""
+    return int.from_bytes(hashlib.blake2b(conversation, digest_size=4).digest(), "big") % count
 
 
 def compare(store: str, expected: _Expected, snapshot: Snapshot) -> Report:
@@ -165,11 +188,66 @@ def verify(settings: Settings, names: list[str], *, conversation: str | None = N
 
 def check(settings: Settings, topic: str, snapshots: dict[str, Snapshot], conversation: str | None = None,
           progress: Progress = lambda n: None) -> list[Report]:
-    """The snapshots against one read of the log."""
-    expected, read = fold_log(settings, topic, snapshots, conversation, progress)
-    reports = []
-    for name, snapshot in snapshots.items():
-        report = compare(name, expected[name], snapshot)
+    """The snapshots against the log. One conversation: one read of its partition. Every conversation:
+    in buckets of conversations, each of at most about ``EVENTS_PER_PASS`` events of the log, so that memory
+    holds one bucket whatever the log's size. Each store's conversations are streamed once, into a file per
+    bucket (a private temporary directory); then, per bucket, the log is read (the messages of other buckets
+    skipped before decoding) and compared with each store's file of that bucket."""
+    if conversation is not None:
+        expected, read = fold_log(settings, topic, snapshots, conversation, progress)
+        single = [compare(name, expected[name], snapshot) for name, snapshot in snapshots.items()]
+        for report in single:
+            report.events_read = read
+        return single
+    size = sum(high - low for low, high in kafka.watermarks(settings, topic).values())
+    buckets = max(1, math.ceil(size / EVENTS_PER_PASS))
+    reports = {name: Report(name, problems=list(snapshot.problems)) for name, snapshot in snapshots.items()}
+    with tempfile.TemporaryDirectory(prefix="agentlog-verify-") as spill:
+        files = {name: _spill(Path(spill) / name, snapshot.conversations, buckets)
+                 for name, snapshot in snapshots.items()}
+        read = 0
+        for index in range(buckets):
+            expected, count = fold_log(settings, topic, snapshots, None, progress if index == 0 else _quiet,
+                                       bucket=(index, buckets))
+            read = max(read, count)
+            for name, snapshot in snapshots.items():
+                held = dict(_unspill(files[name][index]))
+                part = compare(name, expected[name], replace(snapshot, conversations=held, problems=[]))
+                reports[name].add(part)
+                del held
+            del expected
+    for report in reports.values():
         report.events_read = read
-        reports.append(report)
-    return reports
+    return list(reports.values())
+
+
+PREFETCH_KB = 2 * 1024
+"""What the log's reader fetches ahead (librdkafka's default, 64 MiB, was most of verify's memory)."""
+EVENTS_PER_PASS = 500_000
+"""Events of the log folded in one pass of ``check`` (its memory is about their conversations')."""
+
+
+def _quiet(_: int) -> None:
+    pass
+
+
+def _spill(directory: Path, conversations: Mapping[str, Held], buckets: int) -> list[Path]:
+    """A store's conversations into one file per bucket, as they are streamed from the store."""
+    directory.mkdir(mode=0o700)
+    paths = [directory / f"{index}" for index in range(buckets)]
+    outs = [open(path, "wb") for path in paths]
+    try:
+        for cid, held in stream(conversations):
+            out = outs[bucket_of(cid.encode(), buckets)] if buckets > 1 else outs[0]
+            out.write(json.dumps([cid, held.digest, held.events, held.last_sequence]).encode() + b"\n")
+    finally:
+        for out in outs:
+            out.close()
+    return paths
+
+
+def _unspill(path: Path) -> Iterator[tuple[str, Held]]:
+    with open(path, "rb") as file:
+        for line in file:
+            cid, digest, events, last = json.loads(line)
+            yield cid, Held(digest, events, last)

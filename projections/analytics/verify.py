@@ -11,10 +11,10 @@ another does) or a projection's own client (a rebuild's new database).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from agentlog.projections.analytics.schema import AGGREGATES
-from agentlog.projections.base.digest import Held, Snapshot
+from agentlog.projections.base.digest import Held, Snapshot, Streamed
 
 Query = Callable[[str], Sequence[Sequence[Any]]]
 PAGE = 2_000
@@ -40,12 +40,15 @@ def positions(query: Query, database: str) -> dict[int, int]:
 
 
 def snapshot(query: Query, database: str, conversation: str | None, *, page: int = PAGE) -> Snapshot:
-    """``page``: conversations per query (the SQL box's row limit)."""
+    """``page``: conversations per query (the SQL box's row limit); they are read a page at a time as they are
+    streamed."""
     stored = positions(query, database)
-    held: dict[str, Held] = {}
-    if stored:
-        below = "multiIf(" + ", ".join(f"kafka_partition = {p}, {o}" for p, o in sorted(stored.items())) + ", 0)"
-        only = f" AND conversation_id = {literal(conversation)}" if conversation is not None else ""
+    if not stored:
+        return Snapshot(stored, {}, aggregates(query, database))
+    below = "multiIf(" + ", ".join(f"kafka_partition = {p}, {o}" for p, o in sorted(stored.items())) + ", 0)"
+    only = f" AND conversation_id = {literal(conversation)}" if conversation is not None else ""
+
+    def conversations() -> Iterator[tuple[str, Held]]:
         after = ""
         while True:
             rows = query(f"SELECT conversation_id, count(), arraySort(groupArray((sequence_number, "
@@ -57,11 +60,12 @@ def snapshot(query: Query, database: str, conversation: str | None, *, page: int
                 for sequence_number, event_id in pairs:
                     state.apply(int(sequence_number), str(event_id))
                 state.events = int(count)
-                held[str(cid)] = state
+                yield str(cid), state
             if len(rows) < page:
-                break
+                return
             after = f" AND conversation_id > {literal(str(rows[-1][0]))}"
-    return Snapshot(stored, held, aggregates(query, database))
+
+    return Snapshot(stored, Streamed(conversations()), aggregates(query, database))
 
 
 def aggregates(query: Query, database: str) -> list[str]:

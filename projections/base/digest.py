@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator, Mapping
 
 EMPTY = ""
 """The digest of a conversation nothing was applied of (stored as text: hex)."""
@@ -33,7 +33,7 @@ def of(events: list[tuple[int, str]]) -> str:
     return digest
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """What a store holds of a conversation (or what the log says it should): its digest, the events it
     counts and the last sequence number."""
@@ -63,8 +63,46 @@ class Snapshot:
     conversations again, as of now, where the first read may lag (a search index between refreshes)."""
 
     positions: dict[int, int]
-    conversations: dict[str, Held]
+    conversations: Mapping[str, Held]
+    """Read in full on first use as a mapping, or once, as they come, through ``stream`` (see ``Streamed``)."""
     problems: list[str] = field(default_factory=list)
     """What the cross-checks found (a counter that disagrees with the archive), one line each."""
     ahead: bool = False
     recheck: Callable[[list[str]], dict[str, Held]] | None = None
+
+
+class Streamed(Mapping[str, Held]):
+    """A store's conversations as its read yields them: ``stream`` goes through them once without keeping
+    them (``agentlog verify``, whatever the store's size); used as a mapping, they are all read first."""
+
+    def __init__(self, rows: Iterable[tuple[str, Held]]) -> None:
+        self._rows: Iterator[tuple[str, Held]] | None = iter(rows)
+        self._held: dict[str, Held] | None = None
+
+    def stream(self) -> Iterator[tuple[str, Held]]:
+        if self._held is not None:
+            yield from self._held.items()
+            return
+        rows, self._rows = self._rows, None
+        if rows is None:
+            raise RuntimeError("a store's conversations were streamed already")
+        yield from rows
+
+    def _all(self) -> dict[str, Held]:
+        if self._held is None:
+            self._held = dict(self.stream())
+        return self._held
+
+    def __getitem__(self, cid: str) -> Held:
+        return self._all()[cid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def stream(conversations: Mapping[str, Held]) -> Iterator[tuple[str, Held]]:
+    """A snapshot's conversations one by one: streamed when the store streams them, else from the mapping."""
+    return conversations.stream() if isinstance(conversations, Streamed) else iter(conversations.items())

@@ -7,14 +7,14 @@ finds missing or different are read again with a real-time get before they are c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from elasticsearch import Elasticsearch, helpers
 
 from agentlog.deploy import clients
 from agentlog.deploy.credentials import SearchUser
 from agentlog.deploy.settings import Settings
-from agentlog.projections.base.digest import EMPTY, Held, Snapshot
+from agentlog.projections.base.digest import EMPTY, Held, Snapshot, Streamed
 from agentlog.projections.search.index import current_index, positions_index
 
 _FIELDS = ["digest", "event_count", "last_sequence"]
@@ -25,7 +25,8 @@ def _held(source: dict[str, Any]) -> Held:
 
 
 def snapshot(settings: Settings, topic: str, conversation: str | None, *, index: str | None = None) -> Snapshot:
-    """As the read-only user: the positions of ``index`` (default: the one behind the alias), then its documents."""
+    """As the read-only user: the positions of ``index`` (default: the one behind the alias), then its documents,
+    streamed (a scroll; the client closes when they are all read)."""
     es = clients.elasticsearch(settings, user=SearchUser.READER)
     try:
         name = index or current_index(es, settings.search_alias)
@@ -33,17 +34,25 @@ def snapshot(settings: Settings, topic: str, conversation: str | None, *, index:
             es.close()
             return Snapshot({}, {}, ahead=True)
         positions = _positions(es, name, topic)
-        query = {"ids": {"values": [conversation]}} if conversation else {"match_all": {}}
-        held = {hit["_id"]: _held(hit["_source"])
-                for hit in helpers.scan(es, index=name, query={"query": query}, _source=_FIELDS, size=2_000)}
     except BaseException:
         es.close()
         raise
-    return Snapshot(positions, held, ahead=True, recheck=lambda ids: _get(es, name, ids))
+    query = {"ids": {"values": [conversation]}} if conversation else {"match_all": {}}
+
+    def documents() -> Iterator[tuple[str, Held]]:
+        try:
+            for hit in helpers.scan(es, index=name, query={"query": query}, _source=_FIELDS, size=2_000):
+                yield hit["_id"], _held(hit["_source"])
+        finally:
+            es.close()
+
+    return Snapshot(positions, Streamed(documents()), ahead=True,
+                    recheck=lambda ids: _get(settings, name, ids))
 
 
-def _get(es: Elasticsearch, index: str, ids: list[str]) -> dict[str, Held]:
-    """``ids`` as they are now (a real-time get sees what no refresh has shown yet); closes the client."""
+def _get(settings: Settings, index: str, ids: list[str]) -> dict[str, Held]:
+    """``ids`` as they are now (a real-time get sees what no refresh has shown yet)."""
+    es = clients.elasticsearch(settings, user=SearchUser.READER)
     try:
         held: dict[str, Held] = {}
         for start in range(0, len(ids), 1_000):

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from agentlog.consumers.operations import rebuild as rebuilding
+from agentlog.consumers.operations import verify as verifying
 from agentlog.consumers.operations.rebuild import RebuildRefused, rebuild
 from agentlog.consumers.operations.verify import verify
 from agentlog.consumers.runtime import Projector
@@ -151,3 +152,22 @@ def _an_event_of(settings: Settings, conversation: str) -> str:
         if event.conversation_id == conversation and event.sequence_number == 3:
             return event.event_id
     raise AssertionError(f"conversation {conversation} has no third event")
+
+
+def test_in_buckets_of_conversations_verify_finds_the_same(isolated: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``EVENTS_PER_PASS`` events the log is compared a bucket of conversations at a time (memory holds one
+    bucket): a clean store passes whole, and a missing, an extra and a different conversation are each found once."""
+    ids = _fill_and_project(isolated, 40, seed=8, names=NAMES)
+    monkeypatch.setattr(verifying, "EVENTS_PER_PASS", 60)  # about ten buckets
+    clean = verify(isolated, list(NAMES))
+    assert all(r.ok and r.checked == r.equal == 40 for r in clean), [r.as_json() for r in clean]
+    assert {r.events_read for r in clean} == {sum(h - low for low, h in kafka.watermarks(isolated, isolated.events_topic).values())}
+
+    deleted, altered = ids[5], ids[17]
+    with connect(isolated, role=PostgresRole.OWNER) as conn:
+        conn.execute("DELETE FROM conversation_views WHERE id = %s", (deleted,))
+        conn.execute("UPDATE conversation_views SET digest = md5(digest) WHERE id = %s", (altered,))
+        conn.execute("UPDATE conversation_views SET id = 'conv-not-in-the-log' WHERE id = %s", (ids[23],))
+    [found] = verify(isolated, ["dashboard"])
+    assert (sorted(found.missing), found.different) == (sorted([deleted, ids[23]]), [altered]), found.as_json()
+    assert found.extra == ["conv-not-in-the-log"] and found.checked == 41
