@@ -21,7 +21,7 @@ from agentlog.schemas.catalog import Catalog, catalog
 from agentlog.schemas.errors import KeyMismatch, NotSingleObjectEncoded, SchemaError
 from agentlog.schemas.events import NO_ATTRIBUTES, RECORD_TO_TYPE, TYPE_TO_RECORD, TYPES, Event
 from agentlog.schemas.rules import DEFAULT_SKEW, check_event
-from agentlog.schemas.sealing import Keys, seal, sealed_fields, sealed_parts
+from agentlog.schemas.sealing import Keys, seal, sealed_fields, sealed_with
 from agentlog.schemas.upcasters import UPCASTERS
 from agentlog.schemas.validation import check_payload, payload_checks
 
@@ -100,10 +100,10 @@ class Codec:
         """The Avro record of an event that keeps the rule (``now``: the moment its time may not pass), its text
         sealed when this codec has keys."""
         record_name = self._check(event, now)
-        payload, key_id, sealed = event.payload, event.key_id, event.sealed
-        if self.keys is not None and sealed is None and sealed_fields(payload):
-            key_id, key = self.keys.key_for(event.conversation_id, event.subject_id)
-            payload, sealed = sealed_parts(event, key) or (payload, sealed)
+        if self.keys is None:
+            payload, key_id, sealed = event.payload, event.key_id, event.sealed
+        else:
+            key_id, payload, sealed = sealed_with(event, self.keys)
         return {
             "event_id": event.event_id,
             "conversation_id": event.conversation_id,

@@ -52,8 +52,26 @@ class Keys(Protocol):
         """Have the keys of these (conversation, subject) pairs at hand: a batch asks for them at once."""
 
 
-def sealed_fields(payload: Mapping[str, Any]) -> list[str]:
-    return [name for name in payload if name in TEXT]
+def sealed_fields(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """The payload's text fields (those sealed), in its order."""
+    return _text_of(payload)[0]
+
+
+_SHAPES: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, str]]] = {}
+"""Per payload shape (its field names): its text fields and their blanks. The schema's payloads have a few dozen
+shapes; a payload of another shape (it fails the schema's check) is not kept past ``_MAX_SHAPES``."""
+_MAX_SHAPES = 1024
+
+
+def _text_of(payload: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+    shape = tuple(payload)
+    found = _SHAPES.get(shape)
+    if found is None:
+        fields = tuple(name for name in shape if name in TEXT)
+        found = (fields, {name: _blank(name) for name in fields})
+        if len(_SHAPES) < _MAX_SHAPES:
+            _SHAPES[shape] = found
+    return found
 
 
 def _blank(name: str) -> str:
@@ -119,13 +137,31 @@ def sealed_parts(event: Event, key: bytes) -> tuple[dict[str, Any], bytes] | Non
     """What sealing changes of an event: its payload with the text fields blank, and the seal (None when it
     has no text field, or is sealed already). The codec writes these without making a new Event."""
     payload = event.payload
-    fields = [name for name in payload if name in TEXT]
+    fields, blanks = _text_of(payload)
     if not fields or event.sealed is not None:
         return None
+    return _sealed(event, key, fields, blanks)
+
+
+def sealed_with(event: Event, keys: Keys) -> tuple[str | None, Mapping[str, Any], bytes | None]:
+    """The event's key id, payload and seal as the log keeps them: sealed under its conversation's key when it
+    has text fields and is not sealed yet (the key is asked for only then), else as they are."""
+    payload = event.payload
+    if event.sealed is None:
+        fields, blanks = _text_of(payload)
+        if fields:
+            key_id, key = keys.key_for(event.conversation_id, event.subject_id)
+            sealed_payload, sealed = _sealed(event, key, fields, blanks)
+            return key_id, sealed_payload, sealed
+    return event.key_id, payload, event.sealed
+
+
+def _sealed(event: Event, key: bytes, fields: tuple[str, ...], blanks: dict[str, str]) -> tuple[dict[str, Any], bytes]:
+    payload = event.payload
     plain = orjson.dumps({name: payload[name] for name in fields})
     nonce = _NONCES.next()
     sealed = nonce + _aead(key).encrypt(nonce, plain, _associated(event))
-    return {**payload, **{name: _blank(name) for name in fields}}, sealed
+    return {**payload, **blanks}, sealed
 
 
 def open_sealed(event: Event, key: bytes | None) -> Event:

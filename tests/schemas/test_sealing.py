@@ -113,4 +113,4 @@ def test_a_seal_that_opens_to_what_the_rule_refuses_does_not_open() -> None:
 
 def test_the_sealed_fields_are_the_free_text_ones() -> None:
     assert JSON <= TEXT
-    assert sealed_fields({"tool_name": "x", "input_json": "{}", "tool_call_id": "t"}) == ["input_json"]
+    assert sealed_fields({"tool_name": "x", "input_json": "{}", "tool_call_id": "t"}) == ("input_json",)
