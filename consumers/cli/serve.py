@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import typer
 
@@ -17,10 +18,15 @@ from agentlog.deploy.settings import settings
 def serve(host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on."),
           port: int = typer.Option(8000, "--port", min=0, max=65535, help="The port (0: any free one)."),
           projectors: bool = typer.Option(True, "--projectors/--no-projectors",
-                                          help="Run the three projectors in this process too.")) -> None:
+                                          help="Run the three projectors in this process too."),
+          clickhouse_port: Optional[int] = typer.Option(
+              None, "--clickhouse-port", min=0, max=65535,
+              help="ClickHouse's HTTP protocol for analysts' tools on the embedded store (default 8123 when free; "
+                   "0: off).")) -> None:
     """The web dashboard on http://127.0.0.1:8000, its JSON API (/api) and metrics (/metrics), and the projectors."""
 
     logging.getLogger("agentlog.auth").setLevel(logging.INFO)  # logins, failed logins, users and tokens made
+    logging.getLogger("agentlog.consumers.web.server").setLevel(logging.INFO)  # where ClickHouse's protocol answers
 
     def ready(url: str) -> None:
         collector.settle()  # this process projects analytics too: see consumers.runtime.collector
@@ -32,7 +38,7 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="The address to l
                       highlight=False)
         console.print("Ctrl-C to stop", style="dim")
 
-    run_server(settings(), host=host, port=port, projectors=projectors, ready=ready)
+    run_server(settings(), host=host, port=port, projectors=projectors, clickhouse_port=clickhouse_port, ready=ready)
 
 
 @app.command()

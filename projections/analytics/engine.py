@@ -208,9 +208,10 @@ class Handler(BaseHTTPRequestHandler):
             self._error(_Refused(164, "READONLY", str(exc), 400))
         except QueryFailed as exc:
             self._error(_Refused(_code(str(exc)) or 62, "SYNTAX_ERROR", str(exc), 400))
-        except Exception as exc:  # chDB's errors carry ClickHouse's code and message
+        except Exception as exc:  # chDB's errors carry ClickHouse's code and message: the statement's, a 400
             message = str(exc).strip()
-            self._error(_Refused(_code(message) or 1001, _name(message), _message(message)))
+            code = _code(message)
+            self._error(_Refused(code or 1001, _name(message), _message(message), 400 if code else 500))
 
     def _query(self, principal: str, params: dict[str, str], body: bytes) -> tuple[bytes, dict[str, str]]:
         database = params.get("database") or "default"

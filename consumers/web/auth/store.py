@@ -181,7 +181,19 @@ class AuthStore:
 
     def login(self, name: str, password: str) -> tuple[Principal, str]:
         """A new session for the user whose password this is: (who, session id); BadCredentials otherwise,
-        and for a while after ``FAILURES`` wrong passwords for that name (guessing is slowed to a trickle).
+        and for a while after ``FAILURES`` wrong passwords for that name (guessing is slowed to a trickle)."""
+        principal = self.check_password(name, password)
+        session = secrets.token_urlsafe(32)
+        with self._connect() as conn:
+            conn.execute("INSERT INTO sessions (id_sha256, user_name, expires_at) VALUES (%s, %s, %s)",
+                         (_digest(session), name, datetime.now(UTC) + timedelta(hours=SESSION_HOURS)))
+            conn.execute("DELETE FROM sessions WHERE expires_at < now()")
+        log.info("login of %s (%s)", name, principal.role)
+        return principal, session
+
+    def check_password(self, name: str, password: str) -> Principal:
+        """The user whose password this is; BadCredentials otherwise, and for a while after ``FAILURES`` wrong
+        passwords for that name, whichever way they came (the login page, ClickHouse's protocol).
 
         Each attempt is counted in Postgres before its password is checked, under a lock on the name, so
         attempts in parallel, on any replica of ``serve`` or after a restart, are counted all the same; a name
@@ -201,12 +213,7 @@ class AuthStore:
                 raise BadCredentials("that name and password do not match a user; ask an admin for an account "
                                      "(`agentlog user add NAME --role ROLE`)") from None
             conn.execute("DELETE FROM login_attempts WHERE id = %s", (attempt,))  # it was no failure
-            session = secrets.token_urlsafe(32)
-            conn.execute("INSERT INTO sessions (id_sha256, user_name, expires_at) VALUES (%s, %s, %s)",
-                         (_digest(session), name, datetime.now(UTC) + timedelta(hours=SESSION_HOURS)))
-            conn.execute("DELETE FROM sessions WHERE expires_at < now()")
-        log.info("login of %s (%s)", name, row[0])
-        return Principal(name, Role(row[0]), "user"), session
+        return Principal(name, Role(row[0]), "user")
 
     def _attempt(self, conn: psycopg.Connection, key: str) -> int:
         """Count one attempt for ``key`` (as a failure until its password matches): its id, or BadCredentials

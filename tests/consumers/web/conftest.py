@@ -43,6 +43,8 @@ class Served:
     """An admin user's name and password, for the browser's login."""
     log: Path | None = None
     """What the server printed."""
+    clickhouse_port: int = 0
+    """Where ClickHouse's HTTP protocol answers."""
 
     def auth(self, token: str | None | object = ...) -> dict[str, str]:
         token = self.token if token is ... else token
@@ -101,13 +103,14 @@ def served(stack: Settings, tmp_path_factory) -> Served:
     auth.setup()
     _, token = auth.create_token("admin", name="tests")
     admin = ("ada", auth.add_user("ada", "admin"))
-    port = free_port()
+    port, clickhouse_port = free_port(), free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     log = log_path.open("w+")
-    process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "serve", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "agentlog.consumers.cli", "serve", "--port", str(port),
+                                "--clickhouse-port", str(clickhouse_port)],
                                env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     served = Served(f"http://127.0.0.1:{port}", world, env, refund_id, saga_id, simulated + 9 + 9, token, admin,
-                    log_path)
+                    log_path, clickhouse_port)
     try:
         _wait_caught_up(served, process, log)
         yield served
