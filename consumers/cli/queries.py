@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -12,6 +14,7 @@ from agentlog.consumers.cli.app import app, console, print_json
 from agentlog.consumers.operations.read_models import ReadModels
 from agentlog.deploy.settings import settings
 from agentlog.projections.reads import marked
+from agentlog.schemas.errors import AgentlogError
 
 
 def read_models() -> ReadModels:
@@ -61,8 +64,26 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
 
 @app.command()
 def sql(statement: str = typer.Argument(..., help="A read-only statement: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN."),
-        as_json: bool = typer.Option(False, "--json", help="Print a list of row objects.")) -> None:
+        as_json: bool = typer.Option(False, "--json", help="Print a list of row objects."),
+        kind: Optional[str] = typer.Option(None, "--format", help="Write the result as a file: csv, parquet or jsonl."),
+        to: Optional[str] = typer.Option(None, "--output", "-o", help="The file to write (with --format; csv and "
+                                         "jsonl default to standard output).")) -> None:
     """Analytics SQL on ClickHouse (read-only)."""
+    output = Path(to) if to is not None else None
+    if kind is not None or output is not None:
+        kind = kind or (output.suffix.lstrip(".") if output is not None else "")
+        if kind == "parquet" and output is None:
+            raise AgentlogError("--format parquet writes a binary file: give it one with --output FILE")
+        data = read_models().sql_file(statement, kind)  # refused whole past a limit: no file is written
+        if output is None:
+            sys.stdout.buffer.write(data)
+        else:
+            try:
+                output.write_bytes(data)
+            except OSError as exc:
+                raise AgentlogError(f"cannot write {output}: {exc.strerror}; choose another --output") from None
+            console.print(f"wrote {len(data):,} bytes to {output}", highlight=False)
+        return
     rows = read_models().sql(statement)
     if as_json:
         print_json(rows)

@@ -169,6 +169,10 @@ class ReadModels:
         """A statement in the SQL box (the embedded store's engine admits and runs it, behind its walls)."""
         return analytics_queries.run(self.settings, statement, box=self._box)
 
+    def sql_file(self, statement: str, kind: str) -> bytes:
+        """A statement's result as a file (csv, parquet or jsonl), written by the engine within the box's limits."""
+        return self._box.export(statement, kind)
+
     def charts(self) -> dict[str, Any]:
         """The analytics page's charts: tool calls over time, failures by type, tokens and cost by model."""
         return analytics_charts(self.sql)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from agentlog.consumers.operations.answers import dumps
 from agentlog.consumers.operations.read_models import ReadModels
@@ -18,6 +18,7 @@ from agentlog.consumers.operations.replay import UnknownConversation
 from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
 from agentlog.projections.base import StoreUnavailable
+from agentlog.projections.reads import sql as analytics_queries
 from agentlog.schemas.errors import AgentlogError
 
 
@@ -100,14 +101,26 @@ def sql_get(request: Request) -> JSON:
                 status_code=405, headers={"Allow": "POST"})
 
 
-@router.post("/sql")
-def sql_post(request: Request, body: Annotated[Any, Body()]) -> JSON:
+@router.post("/sql", response_model=None)
+def sql_post(request: Request, body: Annotated[Any, Body()]) -> JSON | Response:
     """A statement in the SQL box (one SELECT over the analytics tables, within the limits), with
-    ``{"sql": "SELECT ..."}`` in the body: ``agentlog sql Q --json`` gives the same rows."""
+    ``{"sql": "SELECT ..."}`` in the body: ``agentlog sql Q --json`` gives the same rows. With ``"format"``
+    (csv, parquet or jsonl) the result comes as that file; one past the row or byte limit is refused whole."""
     statement = body.get("sql") if isinstance(body, dict) else None
     if not isinstance(statement, str):
         raise AgentlogError('the body must be JSON: {"sql": "SELECT ..."}')
-    return JSON({"rows": models(request).sql(statement)})
+    kind = body.get("format", "json")
+    if kind == "json":
+        return JSON({"rows": models(request).sql(statement)})
+    if not isinstance(kind, str) or kind not in analytics_queries.FILE_FORMATS:
+        raise AgentlogError(f"format: choose json or one of {', '.join(analytics_queries.FILE_FORMATS)}")
+    return file_response(models(request).sql_file(statement, kind), kind)
+
+
+def file_response(data: bytes, kind: str) -> Response:
+    """A result file, downloaded as ``result.<kind>``."""
+    return Response(data, media_type=analytics_queries.MEDIA_TYPES[kind],
+                    headers={"Content-Disposition": f'attachment; filename="result.{kind}"'})
 
 
 @router.get("/charts")

@@ -15,8 +15,9 @@ authentication error (516).
 What: the request goes on to the engine as the SQL box's principal, with the box's limits in place of any the
 client sent; the engine admits the statement with the box's parser and runs it read-only behind its walls
 (``projections/analytics/engine.py``), so what a client may do here is exactly what the SQL box allows. A
-client's ``readonly`` other than 1 is refused as ClickHouse refuses it (164); the engine runs at most four
-analysts' queries at once and refuses the next as ClickHouse does (202, TOO_MANY_SIMULTANEOUS_QUERIES).
+client's ``readonly`` other than 1 is refused as ClickHouse refuses it (164). The engine runs four analysts'
+queries at once (whichever way they came); the next one here waits for a slot as long as a query may run
+(the box's time limit), then gets ClickHouse's refusal (202, TOO_MANY_SIMULTANEOUS_QUERIES).
 """
 
 from __future__ import annotations
@@ -214,16 +215,21 @@ class _Handler(BaseHTTPRequestHandler):
         kept = [(k, v) for k, v in params if k not in _LIMITS and k not in ("user", "password")]
         server = self.server
         endpoint = engine.ensure(chdb_path(server.settings.clickhouse_url))
-        connection = http.client.HTTPConnection("127.0.0.1", endpoint.port,
-                                                timeout=float(server.limits["max_execution_time"]) + 30)
-        try:
-            connection.request("POST", "/?" + urlencode(kept + list(server.limits.items())), body=body,
-                               headers={"X-ClickHouse-User": "analyst", "X-ClickHouse-Key": endpoint.analyst,
-                                        "Content-Length": str(len(body))})
-            response = connection.getresponse()
-            data = response.read()
-        finally:
-            connection.close()
+        seconds = float(server.limits["max_execution_time"])
+        deadline = time.monotonic() + seconds
+        while True:  # the engine's four slots taken: wait for one, as long as a query may take, then say so
+            connection = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=seconds + 30)
+            try:
+                connection.request("POST", "/?" + urlencode(kept + list(server.limits.items())), body=body,
+                                   headers={"X-ClickHouse-User": "analyst", "X-ClickHouse-Key": endpoint.analyst,
+                                            "Content-Length": str(len(body))})
+                response = connection.getresponse()
+                data = response.read()
+            finally:
+                connection.close()
+            if response.getheader("X-ClickHouse-Exception-Code") != "202" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         headers = {name: found for name in _RELAYED if (found := response.getheader(name)) is not None}
         return response.status, headers, data
 

@@ -12,14 +12,15 @@ from typing import Any, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from agentlog.consumers.operations.read_models import ReadModels
-from agentlog.consumers.web.api import status_of
+from agentlog.consumers.web.api import file_response, status_of
 from agentlog.consumers.web.security import Forbidden, csrf_token, form, set_csrf_cookie
 from agentlog.projections.reads import marked, page_after
+from agentlog.projections.reads import sql as analytics_queries
 from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import ConversationStatus
 
@@ -120,6 +121,22 @@ async def analytics_run(request: Request) -> HTMLResponse:
     statement = fields.get("sql", "")
     rows = await run_in_threadpool(Part, lambda: models(request).sql(statement))
     return _analytics(request, statement, rows)
+
+
+@router.post("/analytics/download", response_model=None)
+async def analytics_download(request: Request) -> HTMLResponse | Response:
+    """The box's statement's result as a file (``kind``: csv or parquet), from the page's own form."""
+    try:
+        fields = await form(request)
+    except Forbidden as exc:
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc), "page": ""}, status_code=403)
+    statement, kind = fields.get("sql", ""), fields.get("kind", "csv")
+    if kind not in analytics_queries.FILE_FORMATS:
+        kind = "csv"
+    made = await run_in_threadpool(Part, lambda: models(request).sql_file(statement, kind))
+    if made.error is not None:  # past a limit, or refused: said on the page, in the file's place
+        return _analytics(request, statement, made)
+    return file_response(made.value, kind)
 
 
 def _analytics(request: Request, statement: str, rows: Part | None) -> HTMLResponse:

@@ -278,6 +278,18 @@ class SQLBox:
         self._slot_count = slots
 
     def run(self, statement: str) -> list[dict[str, Any]]:
+        result = self._ask(statement, lambda client, canonical: client.query(canonical))
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def export(self, statement: str, kind: str) -> bytes:
+        """The statement's result as a file of ``kind`` (``FILE_FORMATS``: csv, parquet, jsonl), written by the
+        engine. A result past the row or byte limit is refused whole (QueryFailed saying which), never cut."""
+        fmt = FILE_FORMATS.get(kind)
+        if fmt is None:
+            raise QueryFailed(f"format {kind[:40]!r}: choose one of {', '.join(FILE_FORMATS)}")
+        return bytes(self._ask(statement, lambda client, canonical: client.raw_query(canonical, fmt=fmt)))
+
+    def _ask(self, statement: str, query: Callable[[Any, str], Any]) -> Any:
         sized(statement)
         if not self._slots.acquire(timeout=self.limits.seconds):
             raise Busy(f"the SQL box is running {self._slot_count} queries already; try again in a moment")
@@ -288,14 +300,13 @@ class SQLBox:
             try:
                 canonical = statement if self.settings.embedded_clickhouse else admit(
                     client_parse(client), statement, self.database)
-                result = client.query(canonical)
+                return query(client, canonical)
             except AgentlogError:
                 raise
             except Exception as exc:
                 raise self._refusal(exc) from exc
             finally:
                 client.close()
-            return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         finally:
             self._slots.release()
 
@@ -312,6 +323,12 @@ class SQLBox:
 def _code(exc: Exception) -> int:
     match = re.search(r"Code: (\d+)", str(exc))
     return int(match.group(1)) if match else 0
+
+
+FILE_FORMATS = {"csv": "CSVWithNames", "parquet": "Parquet", "jsonl": "JSONEachRow"}
+"""The files the box writes results as: ClickHouse's format for each."""
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
+               "jsonl": "application/x-ndjson"}
 
 
 def run(settings: Settings, statement: str, *, box: SQLBox | None = None) -> list[dict[str, Any]]:

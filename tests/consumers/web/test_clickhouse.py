@@ -120,3 +120,100 @@ def test_bad_input_gets_a_clickhouse_error_never_a_500(served: Served) -> None:
                                  params={"enable_http_compression": "1"}, headers={"Accept-Encoding": "gzip"}, auth=admin)
     assert status == 200 and headers["Content-Encoding"] == "gzip", (status, headers)
     assert len(gzip.decompress(body).splitlines()) == 100
+
+
+def test_ten_clients_at_once_while_the_projectors_apply_all_get_their_answers(served: Served) -> None:
+    """Four run at a time in the engine; the others wait for a slot, none is refused or wrong."""
+    import asyncio
+    import threading
+    import time
+
+    from agentlog.producers.traffic import send
+
+    token = served.token_for("analyst")
+    answers: list[tuple[int, int]] = []
+    waits: list[float] = []
+    failures: list[BaseException] = []
+
+    def analyst_at_work() -> None:
+        try:
+            client = _client(served, "analyst", token)
+            for _ in range(3):
+                started = time.monotonic()
+                [row] = client.query(COUNT).result_rows
+                waits.append(time.monotonic() - started)
+                answers.append((int(row[0]), int(row[1])))
+        except BaseException as exc:  # noqa: BLE001 (reported below, with the others)
+            failures.append(exc)
+
+    writing = threading.Thread(target=lambda: asyncio.run(send(served.settings, 40, seed=23, rate=400)))
+    writing.start()
+    clients = [threading.Thread(target=analyst_at_work) for _ in range(10)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(120)
+    writing.join(120)
+    assert failures == [] and len(answers) == 30, failures[:3]
+    assert all(events > 0 and conversations > 0 for events, conversations in answers)
+    assert max(waits) < served.settings.sql_timeout + 5, sorted(waits)[-3:]
+
+
+def test_wrong_passwords_through_the_protocol_count_toward_the_login_pages_lockout(served: Served) -> None:
+    from agentlog.consumers.web.auth.store import FAILURES, BadCredentials
+
+    auth = AuthStore(served.settings)
+    name, password = "lou", auth.add_user("lou", "analyst")
+    for _ in range(FAILURES):
+        status, headers, _ = _raw(served, "SELECT 1", auth=(name, "not-the-password"))
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "516")
+    status, _, body = _raw(served, "SELECT 1", auth=(name, password))
+    assert status == 403 and b"too many failed logins" in body, body
+    with pytest.raises(BadCredentials, match="too many failed logins"):
+        auth.login(name, password)
+
+
+def _post(served: Served, body: dict) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(served.url + "/api/sql", data=__import__("json").dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **served.auth()})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def test_results_as_files_from_the_api_and_the_command_line_and_never_cut_at_a_limit(served: Served,
+                                                                                   tmp_path) -> None:
+    import csv
+    import json
+
+    from tests.conftest import agentlog
+
+    statement = "SELECT event_type, count() AS n FROM agent_events GROUP BY event_type ORDER BY event_type"
+    _, rows = served.post("/api/sql", {"sql": statement})
+    expected = [(r["event_type"], r["n"]) for r in rows["rows"]]
+
+    status, headers, body = _post(served, {"sql": statement, "format": "csv"})
+    assert status == 200 and headers["content-type"].startswith("text/csv") and "result.csv" in headers[
+        "content-disposition"]
+    assert [(t, int(n)) for t, n in list(csv.reader(io.StringIO(body.decode())))[1:]] == expected
+    status, _, body = _post(served, {"sql": statement, "format": "parquet"})
+    assert status == 200 and [(r["event_type"], r["n"]) for r in parquet.read_table(io.BytesIO(body)).to_pylist()] \
+        == expected
+    status, _, body = _post(served, {"sql": statement, "format": "jsonl"})
+    assert status == 200 and [(r["event_type"], int(r["n"])) for r in map(json.loads, body.splitlines())] == expected
+    status, _, body = _post(served, {"sql": statement, "format": "xlsx"})
+    assert status == 400 and b"csv" in body
+
+    written = tmp_path / "result.parquet"
+    done = agentlog("sql", statement, "--format", "parquet", "--output", str(written), env=served.env)
+    assert done.returncode == 0, done.stderr
+    assert [(r["event_type"], r["n"]) for r in parquet.read_table(written).to_pylist()] == expected
+
+    too_many = f"SELECT n FROM (SELECT arrayJoin(range({2 * served.settings.sql_rows + 1})) AS n)"
+    status, _, body = _post(served, {"sql": too_many, "format": "csv"})
+    assert status == 400 and b"rows" in body, body
+    refused = tmp_path / "too-many.csv"
+    done = agentlog("sql", too_many, "--format", "csv", "--output", str(refused), env=served.env)
+    assert done.returncode != 0 and not refused.exists() and "rows" in done.stdout + done.stderr
