@@ -92,19 +92,25 @@ class DeadLetters:
         kind, stamp = message.timestamp()
         since = max(0, stamp - CLOCKS_MS) if kind and stamp > 0 else 0
         principal = KafkaPrincipal.of_projection(self.projection)
-        start = kafka.offsets_since(self.settings, self.topic, since, principal=principal)
         found: set[tuple[int, int]] = set()
-        if not start:
-            return found
         ours = self.projection.encode()
         source = (message.topic() or "").encode()
-        for letter in kafka.read_to_end(self.settings, self.topic, list(start), start=start, principal=principal):
-            headers = dict(_headers_of(letter))
-            if headers.get(PROJECTION) == ours and headers.get(SOURCE_TOPIC) == source:
-                try:
-                    found.add((int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET])))
-                except (KeyError, ValueError):
-                    continue  # not one of ours after all
+        try:
+            start = kafka.offsets_since(self.settings, self.topic, since, principal=principal)
+            if not start:
+                return found
+            for letter in kafka.read_to_end(self.settings, self.topic, list(start), start=start,
+                                            principal=principal):
+                headers = dict(_headers_of(letter))
+                if headers.get(PROJECTION) == ours and headers.get(SOURCE_TOPIC) == source:
+                    try:
+                        found.add((int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET])))
+                    except (KeyError, ValueError):
+                        continue  # not one of ours after all
+        except (KafkaException, AgentlogError) as exc:  # no READ on the topic (ACLs of before), or no broker
+            log.warning("%s: cannot read the dead letters already sent (%s); a letter sent before a crash may "
+                        "be sent again (`agentlog stack up` grants the projection READ on %s)",
+                        self.projection, exc, self.topic)
         return found
 
     def flush(self, timeout: float = 30) -> None:
