@@ -12,8 +12,8 @@ user name). A wrong password counts toward the login page's lockout; a right one
 (checking its hash costs tens of milliseconds, a query may take less). Anyone else gets ClickHouse's
 authentication error (516).
 
-What: the request goes on to the engine as the SQL box's principal, with the box's limits in place of any the
-client sent; the engine admits the statement with the box's parser and runs it read-only behind its walls
+What: the request goes on to the engine as the SQL box's principal, on the analytics database (another is
+ClickHouse's UNKNOWN_DATABASE), with the box's limits in place of any the client sent; the engine admits the statement with the box's parser and runs it read-only behind its walls
 (``projections/analytics/engine.py``), so what a client may do here is exactly what the SQL box allows. A
 client's ``readonly`` other than 1 is refused as ClickHouse refuses it (164). The engine runs four analysts'
 queries at once (whichever way they came); the next one here waits for a slot as long as a query may run
@@ -212,8 +212,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in params:
             if name == "readonly" and value.strip() not in ("1", ""):
                 raise Refused(164, "READONLY", "Cannot modify 'readonly' setting in readonly mode", 400)
-        kept = [(k, v) for k, v in params if k not in _LIMITS and k not in ("user", "password")]
         server = self.server
+        database = server.settings.clickhouse_database
+        for name, value in params:
+            if name == "database" and value not in ("", "default", database):
+                raise Refused(81, "UNKNOWN_DATABASE", f"Database {value[:100]} does not exist: analysts read "
+                              f"{database}", 404)
+        kept = [(k, v) for k, v in params if k not in _LIMITS and k not in ("user", "password", "database")]
+        kept.append(("database", database))
         endpoint = engine.ensure(chdb_path(server.settings.clickhouse_url))
         seconds = float(server.limits["max_execution_time"])
         deadline = time.monotonic() + seconds

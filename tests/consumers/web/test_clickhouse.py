@@ -110,10 +110,12 @@ def test_bad_input_gets_a_clickhouse_error_never_a_500(served: Served) -> None:
         "gzip bomb": _raw(served, body=gzip.compress(b"SELECT 1 " + b" " * (64 << 20)),
                           headers={"Content-Encoding": "gzip"}, auth=admin),
         "not SQL": _raw(served, "SELEKT", auth=admin),
+        "another database": _raw(served, "SELECT 1", params={"database": "system"}, auth=admin),
     }
     for name, (status, headers, body) in cases.items():
         assert 400 <= status < 500, (name, status, body)
         assert body.startswith(b"Code: ") and "X-ClickHouse-Exception-Code" in headers, (name, body)
+    assert cases["another database"][1]["X-ClickHouse-Exception-Code"] == "81"
     ok = _raw(served, body=gzip.compress(b"SELECT 41 + 1"), headers={"Content-Encoding": "gzip"}, auth=admin)
     assert ok[0] == 200 and ok[2] == b"42\n", ok
     status, headers, body = _raw(served, "SELECT event_id FROM agent_events LIMIT 100",
