@@ -40,6 +40,7 @@ from agentlog.consumers.web.auth.roles import Principal, Role
 from agentlog.consumers.web.auth.store import TOKEN_PREFIX, BadCredentials
 from agentlog.deploy import engine
 from agentlog.deploy.clients import chdb_path
+from agentlog.deploy.http_body import BodyTooLarge, MalformedBody, read_body
 from agentlog.deploy.settings import Settings
 from agentlog.projections.reads import sql
 
@@ -139,9 +140,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"a malformed query string ({exc})") from None
             self._who(dict(params))
             body = self._body()
+        except Refused as exc:
+            self.close_connection = True  # the body may be left unread: nothing more is read from this connection
+            return self._error(exc)
+        try:
             status, headers, data = self._forward(params, body)
         except Refused as exc:
-            self.close_connection = exc.status in (411, 413)
             return self._error(exc)
         except (OSError, http.client.HTTPException) as exc:
             return self._error(Refused(210, "NETWORK_ERROR", f"the analytics engine does not answer ({exc}); "
@@ -165,16 +169,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.principal(user, key)
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raw = self._chunked()
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a malformed Content-Length", 400) from None
-            if not 0 <= length <= MAX_BODY:
-                raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"a body over {MAX_BODY:,} bytes", 413)
-            raw = self.rfile.read(length) if length else b""
+        try:
+            raw = read_body(self.rfile, self.headers, MAX_BODY)
+        except BodyTooLarge as exc:
+            raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", str(exc), 413) from None
+        except MalformedBody as exc:
+            raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", str(exc), 400) from None
         encoding = self.headers.get("Content-Encoding", "").strip().lower()
         if encoding in ("", "identity"):
             return raw
@@ -189,23 +189,6 @@ class _Handler(BaseHTTPRequestHandler):
         if len(data) > MAX_BODY:
             raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"a body over {MAX_BODY:,} bytes inflated", 413)
         return data
-
-    def _chunked(self) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            try:
-                size = int(self.rfile.readline(100).split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a malformed chunk", 400) from None
-            if size == 0:
-                self.rfile.readline(100)
-                return b"".join(chunks)
-            total += size
-            if total > MAX_BODY:
-                raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"a body over {MAX_BODY:,} bytes", 413)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(100)
 
     def _forward(self, params: list[tuple[str, str]], body: bytes) -> tuple[int, dict[str, str], bytes]:
         """The request to the engine as the SQL box's principal, the box's limits in place of the client's."""

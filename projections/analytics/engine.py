@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import chdb
 
 from agentlog.deploy import walls
+from agentlog.deploy.http_body import BodyTooLarge, MalformedBody, read_body
 from agentlog.projections.analytics.queries import MAX_STATEMENT, NotReadOnly, QueryFailed, admit
 
 WRITER, ANALYST = "agentlog", "analyst"
@@ -258,23 +259,12 @@ class Handler(BaseHTTPRequestHandler):
         return principal
 
     def _body(self, limit: int) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                total += size
-                if total > limit:
-                    raise _Refused(27, "CANNOT_PARSE_INPUT", f"a body over {limit:,} bytes", 413)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 <= length <= limit:
-            raise _Refused(27, "CANNOT_PARSE_INPUT", f"a body over {limit:,} bytes", 413)
-        return self.rfile.read(length) if length else b""
+        try:
+            return read_body(self.rfile, self.headers, limit)
+        except BodyTooLarge as exc:
+            raise _Refused(27, "CANNOT_PARSE_INPUT", str(exc), 413) from None
+        except MalformedBody as exc:
+            raise _Refused(27, "CANNOT_PARSE_INPUT", str(exc), 400) from None
 
     def _error(self, exc: _Refused) -> None:
         text = f"Code: {exc.code}. DB::Exception: {exc}. ({exc.name}) (version {self.server.engine.version})\n"
