@@ -32,6 +32,8 @@ class Script:
     clock: datetime
     tenant: str
     agent: str = "triage-agent"
+    subject: str | None = None
+    """The customer whose conversation it is (whose personal data it carries)."""
 
     def __post_init__(self) -> None:
         self.events: list[Event] = []
@@ -42,7 +44,8 @@ class Script:
         self.events.append(Event(
             conversation_id=self.conversation_id, sequence_number=len(self.events) + 1, event_type=kind,
             agent_name=agent or self.agent, payload=payload, occurred_at=self.clock,
-            tenant_id=self.tenant, correlation_id=self.conversation_id, causation_id=previous))
+            tenant_id=self.tenant, correlation_id=self.conversation_id, causation_id=previous,
+            subject_id=self.subject))
 
     def llm(self, model: str | None = None) -> None:
         model = model or self.rng.choice(list(MODELS))
@@ -213,15 +216,17 @@ def _follow_up(s: Script) -> None:
 def conversations(count: int, *, seed: int = 0, run_id: str | None = None, tenant: str = "default",
                   start: datetime | None = None) -> Iterator[list[Event]]:
     """Yield ``count`` conversations, each a list of events; the same seed gives the same traffic. They start
-    half a second apart and the last one two hours before now, so no event lies in the future."""
+    half a second apart and the last one two hours before now, so no event lies in the future. Each is a
+    customer's (``customer-N``, the subject), of about ``count`` / 3 customers, some of whom come back often."""
     rng = random.Random(seed)
     run_id = run_id or uuid.uuid4().hex[:8]
     clock = start or datetime.now(UTC) - timedelta(hours=2, seconds=count * 0.5)  # all of it in the past
     weights = [w for w, _ in SCENARIOS]
     for index in range(count):
         scenario = rng.choices([f for _, f in SCENARIOS], weights)[0]
+        customer = int(max(count // 3, 1) * random.Random(f"{seed}:{index}").random() ** 2)  # few come back often
         script = Script(f"conv-{run_id}-{index:06d}", random.Random(rng.getrandbits(64)),
-                        clock + timedelta(seconds=index * 0.5), tenant)
+                        clock + timedelta(seconds=index * 0.5), tenant, subject=f"customer-{customer:05d}")
         scenario(script)
         if script.rng.random() < 0.3:
             _follow_up(script)

@@ -39,7 +39,7 @@ def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
     tool = p.get("tool_name", "") if kind in (EventType.TOOL_CALLED, EventType.TOOL_RESULT) else ""
     return [
         event.event_id, event.conversation_id, event.sequence_number, kind.value, event.occurred_at,
-        event.agent_name, event.tenant_id, tool, p.get("tool_call_id") or "",
+        event.agent_name, event.tenant_id, event.subject_id or "", tool, p.get("tool_call_id") or "",
         p.get("status", "") if kind == EventType.TOOL_RESULT else "",
         p.get("duration_ms") if kind == EventType.TOOL_RESULT else None,
         p.get("model", ""), p.get("input_tokens", 0), p.get("output_tokens", 0),
@@ -155,24 +155,26 @@ class AnalyticsProjection(Projection):
                                                    "max_partitions_per_insert_block": 0}))  # events of any month
 
     def _erase(self, conversation: str, before: int) -> None:
-        """The conversation's payloads erased up to its forgetting, in one mutation (none when they are already)."""
+        """The conversation's payloads erased up to its forgetting, and the subject it named with them, in one
+        mutation (none when they are already)."""
         parameters = {"id": conversation, "before": before}
         with self.lock:
             found = self._run(lambda c: c.query(
-                f"SELECT toString(event_id), payload FROM {self.database}.agent_events "
+                f"SELECT toString(event_id), payload, subject_id != '' FROM {self.database}.agent_events "
                 "WHERE conversation_id = %(id)s AND kafka_offset < %(before)s", parameters=parameters).result_rows)
         changed = {}
-        for event_id, payload in found:
+        for event_id, payload, _ in found:
             erased = orjson.dumps(erase(orjson.loads(payload))).decode()
             if erased != payload:
                 changed[event_id] = erased
-        if not changed:
+        if not changed and not any(named for *_, named in found):
             return
         with self.lock:
             self._run(lambda c: c.command(
                 f"ALTER TABLE {self.database}.agent_events UPDATE payload = transform(toString(event_id), "
-                "%(ids)s, %(payloads)s, payload) WHERE conversation_id = %(id)s SETTINGS mutations_sync = 2",
-                parameters={"ids": list(changed), "payloads": list(changed.values()), "id": conversation}))
+                "%(ids)s, %(payloads)s, payload), subject_id = '' WHERE conversation_id = %(id)s "
+                "AND kafka_offset < %(before)s SETTINGS mutations_sync = 2",
+                parameters={"ids": list(changed), "payloads": list(changed.values()), **parameters}))
 
     def _advance(self, batch: Batch, stored: dict[int, int], rows: list[list[Any]]) -> None:
         """Past what left no row too (dead letters, duplicates): recorded when a partition's last messages left

@@ -9,7 +9,7 @@ from clickhouse_connect.driver.client import Client
 
 FACT_COLUMNS = [
     "event_id", "conversation_id", "sequence_number", "event_type", "occurred_at", "agent_name", "tenant_id",
-    "tool_name", "tool_call_id", "tool_status", "duration_ms", "model", "input_tokens", "output_tokens",
+    "subject_id", "tool_name", "tool_call_id", "tool_status", "duration_ms", "model", "input_tokens", "output_tokens",
     "latency_ms", "cost_usd", "error_type", "guardrail", "guardrail_action", "from_agent", "to_agent", "saga_id",
     "saga_step", "payload", "schema_version", "kafka_partition", "kafka_offset",
 ]
@@ -24,6 +24,7 @@ TABLES = {
             occurred_at       DateTime64(6, 'UTC'),
             agent_name        LowCardinality(String),
             tenant_id         LowCardinality(String),
+            subject_id        String,
             tool_name         LowCardinality(String),
             tool_call_id      String,
             tool_status       LowCardinality(String),
@@ -171,12 +172,19 @@ def generation(client: Client, database: str) -> int:
     return int(client.query(f"SELECT max(generation) FROM {database}.generations").result_rows[0][0])
 
 
+ADDED = [("agent_events", "subject_id String DEFAULT '' AFTER tenant_id")]
+"""Columns added since the tables were first made: a store made before gets them (empty in its rows until a
+rebuild, ``agentlog rebuild analytics``, fills them from the log)."""
+
+
 def create(client: Client, database: str) -> None:
-    """Create the database, its tables and views (idempotent)."""
+    """Create the database, its tables and views, and add the columns a store made before lacks (idempotent)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(GENERATIONS.format(db=database))
     for ddl in TABLES.values():
         client.command(ddl.format(db=database))
+    for table, column in ADDED:
+        client.command(f"ALTER TABLE {database}.{table} ADD COLUMN IF NOT EXISTS {column}")
     for a in AGGREGATES:
         client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{a.view} TO {database}.{a.target} AS "
                        + a.select.format(db=database, filter=""))

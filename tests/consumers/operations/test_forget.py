@@ -93,6 +93,14 @@ def _figures(settings: Settings, ids: list[str]) -> list[tuple]:
         clickhouse_rows(settings, f"SELECT sum(calls), sum(input_tokens) FROM {db}.llm_usage_hourly")
 
 
+def _subjects(settings: Settings, ids: list[str]) -> dict[str, list[str]]:
+    """The subjects analytics' fact table names for each conversation."""
+    quoted = ", ".join(f"'{cid}'" for cid in ids)
+    return dict(clickhouse_rows(settings, f"SELECT conversation_id, groupUniqArray(subject_id) FROM "
+                                          f"{settings.clickhouse_database}.agent_events WHERE conversation_id IN "
+                                          f"({quoted}) GROUP BY conversation_id"))
+
+
 def _running(settings: Settings) -> tuple[threading.Event, list[threading.Thread]]:
     stop = threading.Event()
     threads = [threading.Thread(target=Projector(build(name, settings), settings, batch_wait=0.05).run,
@@ -118,6 +126,7 @@ def test_forget_erases_a_subject_everywhere_for_good_and_leaves_the_rest(isolate
     assert before["archive"] == 2 * 5 and before["views"] == 2 and before["documents"] == 2 \
         and before["facts"] == 2 * 5, before  # 5 events of each hold text (the LLM call none)
     figures = _figures(isolated, [*mine, theirs])
+    assert _subjects(isolated, [*mine, theirs]) == {mine[0]: [subject], mine[1]: [subject], theirs: [other]}
 
     stop, threads = _running(isolated)
     try:
@@ -135,6 +144,8 @@ def test_forget_erases_a_subject_everywhere_for_good_and_leaves_the_rest(isolate
     assert _found(isolated, secret) == {"archive": 0, "views": 0, "documents": 0, "facts": 0}
     assert _found(isolated, kept) == {"archive": 5, "views": 1, "documents": 1, "facts": 5}
     assert _figures(isolated, [*mine, theirs]) == figures
+    forgotten_subject = {mine[0]: [""], mine[1]: [""], theirs: [other]}
+    assert _subjects(isolated, [*mine, theirs]) == forgotten_subject
     with connect(isolated, role=PostgresRole.READER) as conn:
         rows = conn.execute("SELECT user_message, final_response, event_count, input_tokens FROM conversation_views "
                             "WHERE id = ANY(%s)", (mine,)).fetchall()
@@ -146,6 +157,7 @@ def test_forget_erases_a_subject_everywhere_for_good_and_leaves_the_rest(isolate
     assert _found(isolated, secret) == {"archive": 0, "views": 0, "documents": 0, "facts": 0}
     assert _found(isolated, kept)["archive"] == 5
     assert _figures(isolated, [*mine, theirs]) == figures
+    assert _subjects(isolated, [*mine, theirs]) == forgotten_subject
     forgotten = [m for m in _raw(isolated) if b"subject_forgotten" in m]
     assert len(forgotten) == 4 and all(b"privacy-team" in m and secret.encode() not in m for m in forgotten)
 
