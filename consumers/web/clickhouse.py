@@ -3,8 +3,10 @@
 A request is answered as a ClickHouse server answers a read-only user: ``/ping``; a query in the URL
 (``query``) and/or the body, ``database``, ``default_format`` and a ``FORMAT`` clause; what a client asks on
 connecting (its version and time zone, the server's settings); errors in ClickHouse's form (``Code: N.
-DB::Exception: ...``, ``X-ClickHouse-Exception-Code``); a gzip-compressed answer when the client asks for one
-(``enable_http_compression=1`` and ``Accept-Encoding: gzip``).
+DB::Exception: ...``, ``X-ClickHouse-Exception-Code``); the format and database also as the headers
+``X-ClickHouse-Format`` / ``X-ClickHouse-Database`` (the Java client sends them so); a gzip-compressed answer
+when the client asks for one (``enable_http_compression=1`` and ``Accept-Encoding: gzip``), or ClickHouse's own
+compressed blocks (``compress=1``: LZ4 under a CityHash128 checksum, which the Java client asks for by default).
 
 Who: users and tokens of the analyst and admin roles, by HTTP basic auth, ClickHouse's ``X-ClickHouse-User`` /
 ``X-ClickHouse-Key`` headers, or ``user`` / ``password`` in the URL; a token works as the password (whatever the
@@ -26,6 +28,7 @@ import gzip
 import hashlib
 import http.client
 import logging
+import struct
 import threading
 import time
 import zlib
@@ -34,6 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socket import socket
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import lz4.block
+from clickhouse_cityhash.cityhash import CityHash128
 
 from agentlog.consumers.web.auth import AuthStore
 from agentlog.consumers.web.auth.roles import Principal, Role
@@ -57,6 +63,24 @@ _LIMITS = frozenset({"max_execution_time", "max_memory_usage", "max_result_rows"
 """What the client may not set: the box's limits go in their place."""
 _RELAYED = ("Content-Type", "X-ClickHouse-Format", "X-ClickHouse-Timezone", "X-ClickHouse-Summary",
             "X-ClickHouse-Exception-Code")
+_HEADERS = {"X-ClickHouse-Format": "default_format", "X-ClickHouse-Database": "database"}
+"""Settings a client may send as headers instead of in the URL (the URL's win)."""
+BLOCK = 1 << 20
+"""Bytes of an answer per compressed block (``compress=1``), as ClickHouse's ``max_compress_block_size``."""
+_LZ4 = 0x82
+
+
+def compressed_blocks(data: bytes) -> bytes:
+    """``data`` in ClickHouse's own compressed blocks: each a CityHash128 (v1.0.2) of what follows, the method
+    (0x82, LZ4), the block's size with its 9-byte header, the data's size, then the LZ4 block."""
+    out = bytearray()
+    for start in range(0, max(len(data), 1), BLOCK):
+        chunk = data[start:start + BLOCK]
+        packed = lz4.block.compress(chunk, store_size=False)
+        block = struct.pack("<BII", _LZ4, len(packed) + 9, len(chunk)) + packed
+        checksum = CityHash128(block)
+        out += struct.pack("<QQ", checksum >> 64, checksum & 0xFFFF_FFFF_FFFF_FFFF) + block
+    return bytes(out)
 
 
 class Refused(Exception):
@@ -138,6 +162,12 @@ class _Handler(BaseHTTPRequestHandler):
                 params = parse_qsl(url.query, keep_blank_values=True, strict_parsing=True, max_num_fields=200)
             except ValueError as exc:
                 raise Refused(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"a malformed query string ({exc})") from None
+            named = {name for name, _ in params}
+            params += [(setting, value) for header, setting in _HEADERS.items()
+                       if (value := self.headers.get(header)) is not None and setting not in named]
+            if dict(params).get("decompress", "0") not in ("0", ""):
+                raise Refused(1001, "UNKNOWN_EXCEPTION", "decompress=1 (a body in ClickHouse's own compressed "
+                              "blocks) is not taken here: send the body plain or with Content-Encoding gzip")
             self._who(dict(params))
             body = self._body()
         except Refused as exc:
@@ -201,7 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
             if name == "database" and value not in ("", "default", database):
                 raise Refused(81, "UNKNOWN_DATABASE", f"Database {value[:100]} does not exist: analysts read "
                               f"{database}", 404)
-        kept = [(k, v) for k, v in params if k not in _LIMITS and k not in ("user", "password", "database")]
+        kept = [(k, v) for k, v in params
+                if k not in _LIMITS and k not in ("user", "password", "database", "compress", "decompress")]
         kept.append(("database", database))
         endpoint = engine.ensure(chdb_path(server.settings.clickhouse_url))
         seconds = float(server.limits["max_execution_time"])
@@ -228,7 +259,11 @@ class _Handler(BaseHTTPRequestHandler):
                                                "Content-Type": "text/plain; charset=UTF-8"})
 
     def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
-        wanted = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True)).get("enable_http_compression", "")
+        """An answer, compressed as the client asked; an error is sent plain (as ClickHouse sends it)."""
+        asked = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+        if status == 200 and asked.get("compress", "") == "1":
+            data = compressed_blocks(data)
+        wanted = asked.get("enable_http_compression", "")
         if wanted == "1" and "gzip" in self.headers.get("Accept-Encoding", "") and len(data) > 256:
             data = gzip.compress(data, compresslevel=3)
             headers = {**headers, "Content-Encoding": "gzip"}
