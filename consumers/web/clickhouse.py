@@ -55,6 +55,8 @@ log = logging.getLogger("agentlog.auth")
 PORT = 8123
 MAX_BODY = 1 << 20
 """Bytes of a request's body (a query, with its data when a client sends some), after decompression."""
+LINGER = 8 << 20
+"""Bytes of an unread body read and dropped after a refusal, before the connection is closed."""
 REMEMBERED = 60.0
 """Seconds a checked password or token is taken again without asking Postgres."""
 ALLOWED = frozenset({Role.ANALYST, Role.ADMIN})
@@ -172,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
         except Refused as exc:
             self.close_connection = True  # the body may be left unread: nothing more is read from this connection
-            return self._error(exc)
+            self._error(exc)
+            return self._linger()
         try:
             status, headers, data = self._forward(params, body)
         except Refused as exc:
@@ -252,6 +255,20 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.05)
         headers = {name: found for name in _RELAYED if (found := response.getheader(name)) is not None}
         return response.status, headers, data
+
+    def _linger(self) -> None:
+        """Read and drop what the client may still be sending (at most LINGER bytes, for a second at most), so that
+        a client that sends its whole body before reading gets the refusal rather than a reset connection."""
+        deadline, left = time.monotonic() + 1.0, LINGER
+        try:
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:
+            return
 
     def _error(self, exc: Refused) -> None:
         text = f"Code: {exc.code}. DB::Exception: {exc}. ({exc.name}) (version agentlog)\n"

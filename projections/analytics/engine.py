@@ -65,8 +65,10 @@ LIMIT_SETTINGS = ("max_execution_time", "max_memory_usage", "max_result_rows", "
 ANALYST_SETTINGS = {"readonly": "1", "allow_introspection_functions": "0", "allow_ddl": "0",
                     "result_overflow_mode": "throw", "timeout_overflow_mode": "throw"}
 """Set on every analyst handle as it opens: a statement cannot change them (``readonly=1``)."""
-HANDSHAKE = frozenset({"SELECT version(), timezone()", "SELECT name, value, readonly FROM system.settings LIMIT 10000"})
-"""What a ClickHouse client asks on connecting: answered as is, for the analyst too."""
+HANDSHAKE = frozenset({"SELECT version(), timezone()", "SELECT name, value, readonly FROM system.settings LIMIT 10000",
+                       "SELECT version() as server_version"})
+"""What a ClickHouse client asks on connecting (clickhouse-connect; the JDBC driver): answered as is, for the analyst
+too."""
 TRANSPORT = frozenset({"query", "database", "default_format", "user", "password", "session_id", "session_timeout",
                        "session_check", "query_id", "quota_key", "compress", "decompress", "wait_end_of_query",
                        "buffer_size", "client_protocol_version", "role", "send_progress_in_http_headers",

@@ -182,6 +182,8 @@ def _parse(parse: Parse, query: str, parameters: dict[str, Any] | None) -> list[
     try:
         return parse(query, parameters)
     except Exception as exc:  # the driver's DatabaseError carries ClickHouse's own message
+        if _code(exc) == 164:  # a read-only setting the statement would change (SETTINGS readonly = 0 ...)
+            raise NotReadOnly(_first_line(exc)) from exc
         raise QueryFailed(_first_line(exc)) from exc
 
 

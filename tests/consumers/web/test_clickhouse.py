@@ -73,7 +73,7 @@ def test_the_python_client_reads_the_embedded_store_as_an_analyst_and_with_a_tok
     ("CREATE TABLE t (x Int8) ENGINE = Memory", 164),
     ("SELECT * FROM file('/etc/passwd', 'CSV')", None),
     ("SELECT * FROM url('http://127.0.0.1:1/', 'CSV')", None),
-    ("SELECT 1 SETTINGS readonly = 0", None),
+    ("SELECT 1 SETTINGS readonly = 0", 164),
 ])
 def test_what_the_sql_box_refuses_is_refused_with_clickhouses_code(served: Served, analyst: tuple[str, str],
                                                                   statement: str, code: int | None) -> None:
