@@ -7,10 +7,13 @@ browser: `make test` installs Debian's ``chromium`` and ``chromium-driver`` when
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as parquet
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -39,9 +42,13 @@ def browser(served: Served, tmp_path_factory):
                     "(apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
     for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver.downloads = downloads
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.get(served.url + "/")
     wait(driver).until(seen.presence_of_element_located((By.ID, "login-name")))
@@ -111,6 +118,42 @@ def test_the_analytics_page_draws_its_charts(served: Served, browser) -> None:
     assert int(cell.text) >= served.events
     wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn")
     browser.save_screenshot(str(ARTIFACTS / "analytics.png"))
+
+
+def _downloaded(browser, name: str) -> Path:
+    """The file the browser finished downloading as ``name`` (Chromium writes ``name.crdownload`` meanwhile)."""
+    path = browser.downloads / name
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda _: path.exists() and path.stat().st_size > 0)
+    return path
+
+
+def test_the_analytics_page_downloads_a_result_as_csv_and_parquet(served: Served, browser) -> None:
+    statement = "SELECT event_type, count() AS n FROM agent_events GROUP BY event_type ORDER BY event_type"
+    _, rows = served.post("/api/sql", {"sql": statement})
+    expected = [(r["event_type"], r["n"]) for r in rows["rows"]]
+    assert expected
+    browser.get(served.url + "/analytics")
+    for kind in ("csv", "parquet"):
+        browser.find_element(By.NAME, "sql").clear()
+        browser.find_element(By.NAME, "sql").send_keys(statement)
+        browser.find_element(By.CSS_SELECTOR, f".sql-form button[value='{kind}']").click()
+        path = _downloaded(browser, f"result.{kind}")
+        if kind == "csv":
+            found = [(t, int(n)) for t, n in list(csv.reader(io.StringIO(path.read_text())))[1:]]
+        else:
+            found = [(r["event_type"], r["n"]) for r in parquet.read_table(path).to_pylist()]
+        assert found == expected, kind
+        path.unlink()
+
+    too_many = f"SELECT n FROM (SELECT arrayJoin(range({2 * served.settings.sql_rows + 1})) AS n)"
+    browser.find_element(By.NAME, "sql").clear()
+    browser.find_element(By.NAME, "sql").send_keys(too_many)
+    browser.find_element(By.CSS_SELECTOR, ".sql-form button[value='csv']").click()
+    wait(browser).until(seen.text_to_be_present_in_element((By.CSS_SELECTOR, "section p.problem"), "rows"))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                           browser.find_element(By.CSS_SELECTOR, "section p.problem"))
+    browser.save_screenshot(str(ARTIFACTS / "analytics-download-refused.png"))
+    assert list(browser.downloads.iterdir()) == [], "a result past the limit is never a file"
 
 
 def test_the_conversation_list_pages_back(served: Served, browser) -> None:
