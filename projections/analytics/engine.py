@@ -33,6 +33,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import socket
 import sys
 import threading
@@ -63,8 +64,16 @@ ANALYST_FORMATS = frozenset({
 LIMIT_SETTINGS = ("max_execution_time", "max_memory_usage", "max_result_rows", "max_result_bytes")
 """The settings an analyst's caller (an agentlog process holding the analyst token) chooses; nothing else."""
 ANALYST_SETTINGS = {"readonly": "1", "allow_introspection_functions": "0", "allow_ddl": "0",
-                    "result_overflow_mode": "throw", "timeout_overflow_mode": "throw"}
-"""Set on every analyst handle as it opens: a statement cannot change them (``readonly=1``)."""
+                    "result_overflow_mode": "throw", "timeout_overflow_mode": "throw",
+                    "max_threads": str(max(1, (os.cpu_count() or 1) // ANALYST_SLOTS))}
+"""Set on every analyst handle as it opens: a statement cannot change them (``readonly=1``). Threads a query: the
+CPUs shared among the four slots (at least one), so that analysts together take at most every CPU once and the
+writer's inserts are not queued behind eight threads on two CPUs."""
+YIELDING = {"os_thread_priority": "19"}
+"""Analysts' query threads at the lowest CPU priority (nice 19): the writer's inserts, the other projectors and
+the services go first when the CPUs are busy. Only where a thread may go back to nice 0 afterwards (ClickHouse
+does, and stops the process when it cannot): as root, or with ``RLIMIT_NICE`` at 20, which ``main`` sets
+while still root (it lets the engine come back to nice 0, never below)."""
 HANDSHAKE = frozenset({"SELECT version(), timezone()", "SELECT name, value, readonly FROM system.settings LIMIT 10000",
                        "SELECT version() as server_version"})
 """What a ClickHouse client asks on connecting (clickhouse-connect; the JDBC driver): answered as is, for the analyst
@@ -81,8 +90,11 @@ _NAME = re.compile(r"\(([A-Z_]+)\)\s*$")
 
 
 class Engine:
-    def __init__(self, store: Path, *, writer: str, analyst: str, unchecked: bool = False) -> None:
+    def __init__(self, store: Path, *, writer: str, analyst: str, unchecked: bool = False,
+                 yielding: bool = False) -> None:
+        """``yielding``: analysts' queries run at nice 19 (see YIELDING)."""
         self.store = store
+        self.analyst_settings = {**ANALYST_SETTINGS, **(YIELDING if yielding else {})}
         self._digests = {WRITER: writer, ANALYST: analyst}
         self.unchecked = unchecked
         """Test-only: analysts' statements run without the parser, to show the walls hold by themselves."""
@@ -131,7 +143,7 @@ class Engine:
                            f"the SQL box is running {ANALYST_SLOTS} queries already; try again in a moment")
         try:
             canonical = statement if self.unchecked else admit(self._parse(database), statement, database)
-            handle = self.handle({**limits, **ANALYST_SETTINGS})
+            handle = self.handle({**limits, **self.analyst_settings})
             try:
                 if database != "default":
                     handle.query(f"USE `{database.replace('`', '')}`", "TSV")
@@ -334,11 +346,21 @@ def main() -> None:
     store = Path(config["store"])
     listener = socket.create_server(("127.0.0.1", 0))
     readable = [Path(p) for p in config["readable"]]
+    try:  # a thread of analysts' SQL at nice 19 may come back to 0, never below (as root: before leaving it)
+        resource.setrlimit(resource.RLIMIT_NICE, (20, 20))
+    except (ValueError, OSError):
+        pass
     wall = walls.enter(user=config.get("user"), writable=[store, Path("/dev/null")], readable=readable)
     if not wall.enough:
         print(f"agentlog engine: analysts' SQL runs without a wall around it ({wall.describe()}): run as root "
               "on a kernel with Landlock", file=sys.stderr, flush=True)
-    engine = Engine(store, writer=config["writer"], analyst=config["analyst"], unchecked=bool(config.get("unchecked")))
+    yielding = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
+    if yielding:
+        wall.up.append("analysts' SQL at nice 19")
+    else:
+        wall.missing.append("analysts' SQL at nice 19 (RLIMIT_NICE below 20: run as root)")
+    engine = Engine(store, writer=config["writer"], analyst=config["analyst"], unchecked=bool(config.get("unchecked")),
+                    yielding=yielding)
     server = EngineServer(listener, engine)
     port = listener.getsockname()[1]
     print(json.dumps({"port": port, "walls": wall.describe(), "walled": wall.enough}), flush=True)

@@ -145,6 +145,10 @@ def test_the_engine_runs_as_another_user_with_an_empty_environment(unchecked) ->
     assert {entry.split("=", 1)[0] for entry in environ.decode().strip("\0").split("\0")} == {
         "PATH", "TZ", "LANG", "HOME"}
     assert endpoint.walled and ("landlock" in endpoint.walls) == bool(walls.landlock_abi())
+    limits = Path(f"/proc/{endpoint.pid}/limits").read_text()
+    nice = int(next(line for line in limits.splitlines() if line.startswith("Max nice priority")).split()[3])
+    yielding = "analysts' SQL at nice 19" in endpoint.walls.split(" (missing:")[0]
+    assert yielding == (nice >= 20), (endpoint.walls, nice)  # said only where a thread may come back to nice 0
 
 
 def test_the_function_list_is_true_to_the_engine(stack: Settings) -> None:
