@@ -54,6 +54,7 @@ bench: stack
 	$(BIN)/python bench/processes.py
 	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/freshness.py --analysts 10
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/encryption.py
 	$(BIN)/python bench/key_outage.py

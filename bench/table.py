@@ -96,6 +96,19 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
             out.append(f"| freshness under `agentlog serve` at {_n(freshness['rate_events_per_s'])} events/s, "
                        f"{name}, p50 / p99 | {f[name]['p50']} / {f[name]['p99']} ms | | p99 ≤ {_n(targets[name])} ms: "
                        f"{_met(f[name]['p99'] <= targets[name])} |")
+    busy = _load("freshness_analysts")
+    if busy:
+        targets, a = busy["targets_p99_ms"], busy["with_analysts"]["analysts"]
+        for name in ("dashboard", "search", "analytics"):
+            alone, beside = busy["alone"]["freshness_ms"][name], busy["with_analysts"]["freshness_ms"][name]
+            out.append(f"| freshness at {_n(busy['rate_events_per_s'])} events/s while {a['clients']} analysts' "
+                       f"clients query port 8123 back to back, {name}, p50 / p99 | {beside['p50']} / {beside['p99']} "
+                       f"ms | nobody querying, same serve: {alone['p50']} / {alone['p99']} ms | p99 ≤ "
+                       f"{_n(targets[name])} ms: {_met(beside['p99'] <= targets[name])} |")
+        refused = sum(a["refused"].values())
+        out.append(f"| those {a['clients']} clients' queries (the five of docs/analytics.md, over and over) | "
+                   f"{_n(a['answered'])} answered in {busy['seconds']:.0f} s, p50 / p95 {a['answer_ms']['p50']} / "
+                   f"{a['answer_ms']['p95']} ms, {refused} refused | | each within its limits |")
     checked = _load("verify")
     if checked:
         out.append(f"| `agentlog verify` of {checked.get('stores', 'the dashboard')} ({_n(checked['events'])} "
