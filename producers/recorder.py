@@ -16,6 +16,8 @@ from typing import Any
 
 from agentlog.producers.errors import NotSerializable, ProducerError, SubjectConflict
 from agentlog.producers.event_log import Durability, EventLog, Receipt
+from agentlog.producers.fork import ForkRefused, copies, new_id
+from agentlog.producers.history import events_from_kafka
 from agentlog.schemas.events import Event, EventType
 from agentlog.schemas.rules import MAX_NAME, InvalidEvent
 
@@ -61,6 +63,26 @@ class Conversation:
         """How the last event recorded became durable (acknowledged by the broker, or spooled)."""
         self._lock = asyncio.Lock()
         self._token: contextvars.Token[Conversation] | None = None
+
+    @classmethod
+    async def fork(cls, log: EventLog, source: str, *, at: int, conversation_id: str | None = None,
+                   agent: str | None = None) -> "Conversation":
+        """A new conversation whose steps 1..``at`` are copies of ``source``'s (``producers.fork``), appended and
+        durable; the conversation returned records from step ``at`` + 1 on, as ``agent`` (the last copied
+        step's agent unless given). ForkRefused, with nothing written, for an unknown source, a step it does not
+        have, or an id already in the log."""
+        events = await asyncio.to_thread(events_from_kafka, log.settings, source, topic=log.topic)
+        new = conversation_id or new_id()
+        made = copies(source, events, at=at, conversation_id=new)
+        taken = await asyncio.to_thread(events_from_kafka, log.settings, new, topic=log.topic) \
+            if conversation_id is not None else []
+        if taken:
+            raise ForkRefused(f"conversation {new!r} is in the log already: choose another id for the fork")
+        await log.append_many(made)
+        conversation = cls(log, agent=agent or made[-1].agent_name, conversation_id=new,
+                           tenant_id=made[0].tenant_id, next_sequence=at + 1, subject_id=made[0].subject_id)
+        conversation.last_event_id = made[-1].event_id
+        return conversation
 
     async def __aenter__(self) -> "Conversation":
         self._token = current.set(self)

@@ -57,6 +57,9 @@ class ConversationState:
     agents: list[str] = field(default_factory=list)
     digest: str = digests.EMPTY
     """Of the events applied, in order (``projections.base.digest``): what ``agentlog verify`` compares."""
+    forked_from_conversation: str | None = None
+    forked_from_sequence: int | None = None
+    """Where a fork came from: the conversation, and its last step the fork copied (from the first event)."""
 
     @property
     def saga_status(self) -> SagaStatus | None:
@@ -84,6 +87,9 @@ class ConversationState:
         self.last_event_at = event.occurred_at
         self.event_count += 1
         self.tenant_id = event.tenant_id
+        if event.forked_from_conversation is not None and self.forked_from_conversation is None:
+            self.forked_from_conversation = event.forked_from_conversation
+            self.forked_from_sequence = event.forked_from_sequence
         if event.agent_name and event.agent_name not in self.agents:
             self.agents.append(event.agent_name)
         if event.event_type.value.startswith(SAGA_PREFIX):

@@ -120,6 +120,8 @@ class Codec:
             "subject_id": event.subject_id,
             "key_id": key_id,
             "sealed": sealed,
+            "forked_from_conversation": event.forked_from_conversation,
+            "forked_from_sequence": event.forked_from_sequence,
         }
 
     def decode(self, data: bytes, *, key: bytes | None = None, written_at: datetime | None = None) -> Event:
@@ -183,6 +185,8 @@ class Codec:
             attributes=record["attributes"] or NO_ATTRIBUTES,
             subject_id=record.get("subject_id"),
             key_id=record.get("key_id"),
+            forked_from_conversation=record.get("forked_from_conversation"),
+            forked_from_sequence=record.get("forked_from_sequence"),
             sealed=record.get("sealed"),
         )
 

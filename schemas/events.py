@@ -113,3 +113,6 @@ class Event:
     sealed: bytes | None = None
     """Set on an event as the log holds it (v4, ``schemas.sealing``): its text fields encrypted under the data
     key ``key_id``, and empty in ``payload``. Opened events have neither."""
+    forked_from_conversation: str | None = None
+    forked_from_sequence: int | None = None
+    """On the events a fork copied (v5): the conversation it was forked from, and the last step copied."""

@@ -65,9 +65,11 @@ def check_event(event: Any, *, now: datetime | None = None, skew: timedelta = DE
                          ("tenant_id", event.tenant_id)):
         _name(event, field, value)
     for field, value in (("correlation_id", event.correlation_id), ("causation_id", event.causation_id),
-                         ("subject_id", event.subject_id), ("key_id", event.key_id)):
+                         ("subject_id", event.subject_id), ("key_id", event.key_id),
+                         ("forked_from_conversation", event.forked_from_conversation)):
         if value is not None:
             _name(event, field, value)
+    _lineage(event)
     if (event.key_id is None) != (event.sealed is None):
         raise InvalidEvent(f"{_where(event)}: key_id and sealed go together (a sealed event names its key)")
     if event.sealed is not None and (not isinstance(event.sealed, bytes) or len(event.sealed) < SEAL_OVERHEAD):
@@ -163,6 +165,19 @@ def _check_name(event: Any, field: str, value: Any) -> None:
                            f"(and {2 * MAX_NAME} bytes in UTF-8)")
     if "\x00" in value:
         raise InvalidEvent(f"{_where(event)}: {field} holds a NUL character")
+
+
+def _lineage(event: Any) -> None:
+    """A fork's events name their source and the step it was forked at (v5), both or neither."""
+    if (event.forked_from_conversation is None) != (event.forked_from_sequence is None):
+        raise InvalidEvent(f"{_where(event)}: forked_from_conversation and forked_from_sequence go together (a "
+                           "fork names its source and the step it was forked at)")
+    if event.forked_from_sequence is not None:
+        at = event.forked_from_sequence
+        if type(at) is not int or not 1 <= at <= MAX_SEQUENCE:
+            _integer(event, "forked_from_sequence", at, low=1, high=MAX_SEQUENCE)
+        if event.forked_from_conversation == event.conversation_id:
+            raise InvalidEvent(f"{_where(event)}: a conversation is not forked from itself")
 
 
 def _integer(event: Any, field: str, value: Any, *, low: int, high: int) -> None:

@@ -119,7 +119,8 @@ def _with(event: Event, payload: Mapping[str, Any], key_id: str | None, sealed: 
     """The event with another payload and seal (``dataclasses.replace`` takes half of sealing's time)."""
     return Event(event.conversation_id, event.sequence_number, event.event_type, event.agent_name, payload,
                  event.event_id, event.occurred_at, event.tenant_id, event.correlation_id, event.causation_id,
-                 event.schema_version, event.attributes, event.subject_id, key_id, sealed)
+                 event.schema_version, event.attributes, event.subject_id, key_id, sealed,
+                 event.forked_from_conversation, event.forked_from_sequence)
 
 
 def _associated(event: Event) -> bytes:

@@ -36,5 +36,10 @@ def v3_to_v4(record: Record) -> Record:
     return record
 
 
-UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
+def v4_to_v5(record: Record) -> Record:
+    """v5 added ``forked_from_conversation`` and ``forked_from_sequence`` (resolution fills them: null)."""
+    return record
+
+
+UPCASTERS: dict[int, Callable[[Record], Record]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
 """``UPCASTERS[n]`` turns a record written with version n (already resolved) into version n + 1."""

@@ -53,6 +53,8 @@ PAYLOADS = {
     EventType.SUBJECT_FORGOTTEN: st.fixed_dictionaries({"subject_id": st.none() | name, "requested_by": name,
                                                         "key_ids": st.lists(st.uuids().map(str), max_size=3)}),
 }
+forks = st.none() | st.tuples(name, st.integers(1, 2**53))
+"""Not a fork, or the conversation it was forked from and the step."""
 seals = st.none() | st.tuples(st.uuids().map(str), st.binary(min_size=28, max_size=80))
 """No seal, or a key id and sealed bytes (a nonce, a ciphertext and its tag)."""
 
@@ -62,7 +64,9 @@ events = st.sampled_from(list(EventType)).flatmap(lambda kind: st.builds(
     agent_name=name, payload=PAYLOADS[kind], event_id=st.uuids().map(str), occurred_at=micros,
     tenant_id=name, correlation_id=st.none() | name, causation_id=st.none() | name,
     subject_id=st.none() | name, key_id=st.none(), sealed=st.none())).flatmap(lambda event: seals.map(
-        lambda seal: event if seal is None else replace(event, key_id=seal[0], sealed=seal[1])))
+        lambda seal: event if seal is None else replace(event, key_id=seal[0], sealed=seal[1]))).flatmap(
+    lambda event: forks.map(lambda fork: event if fork is None or fork[0] == event.conversation_id else replace(
+        event, forked_from_conversation=fork[0], forked_from_sequence=fork[1])))
 """Events the rule accepts, as hostile as it allows."""
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from agentlog.consumers.cli.app import app, err_console, log, missing_extra
 from agentlog.schemas.errors import AgentlogError
 
-MODULES = ("access", "demo", "forget", "projectors", "queries", "replay", "serve", "simulate", "spool", "stack",
+MODULES = ("access", "demo", "forget", "fork", "projectors", "queries", "replay", "serve", "simulate", "spool", "stack",
            "verify")
 
 

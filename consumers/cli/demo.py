@@ -137,7 +137,7 @@ def demo(conversations: int = typer.Option(300, "--conversations", "-n", min=0,
         console.print(Rule("Dashboard: agent metrics (Postgres)"))
         queries.metrics(since="24h", as_json=False)
         console.print(Rule("Search: \"refund\" (Elasticsearch)"))
-        queries.search(query="refund", agent=None, status=None, since=None, limit=3, as_json=False)
+        queries.search(query="refund", agent=None, status=None, since=None, limit=3, forked_from=None, as_json=False)
         for title, statement in (("tool usage per agent", TOOL_USAGE), ("p95 tool latency", TOOL_LATENCY)):
             console.print(Rule(f"Analytics: {title} (ClickHouse)"))
             console.print(f"[dim]{statement}[/]")

@@ -44,11 +44,12 @@ def search(query: str = typer.Argument(..., help="Words to find in messages and 
            status: Optional[str] = typer.Option(None, "--status", help="active, completed, failed, rolled_back ..."),
            since: Optional[str] = typer.Option(None, "--since", help="24h, 7d or a date."),
            limit: int = typer.Option(20, "--limit", min=1, max=1000),
+           forked_from: Optional[str] = typer.Option(None, "--forked-from", help="Only the forks of this conversation."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Search conversations (Elasticsearch), newest first, with highlights."""
     models = read_models()
     try:
-        result = models.search(query, agent=agent, status=status, since=since, limit=limit)
+        result = models.search(query, agent=agent, status=status, since=since, limit=limit, forked_from=forked_from)
     finally:
         models.close()
     if as_json:

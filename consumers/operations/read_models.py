@@ -113,7 +113,19 @@ class ReadModels:
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """The replayed state and the timeline: from the Postgres archive, else from the log itself."""
         events = self.events(conversation_id)
-        return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events]}
+        return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events],
+                "forks": self.forks(conversation_id)}
+
+    def forks(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversations forked from this one, as the dashboard's views know them (none when the dashboard
+        cannot be asked: the conversation itself may still be read from the log)."""
+        plain("conversation id", conversation_id, most=256)
+        try:
+            with self._postgres() as conn:
+                found = dashboard_queries.forks_of(conn, conversation_id)
+        except (NotProjected, StoreUnavailable):
+            return []
+        return [{**f, "started_at": f["started_at"].isoformat() if f["started_at"] else None} for f in found]
 
     def events(self, conversation_id: str) -> list[Event]:
         plain("conversation id", conversation_id, most=256)
@@ -133,6 +145,9 @@ class ReadModels:
             except psycopg.errors.UndefinedTable as exc:
                 raise NotProjected(f"the dashboard has no tables in schema {self.settings.postgres_schema!r} yet: "
                                    "run `agentlog serve` or `agentlog project`") from exc
+            except psycopg.errors.UndefinedColumn as exc:
+                raise NotProjected(f"the dashboard's tables in schema {self.settings.postgres_schema!r} are older "
+                                   "than this agentlog: `agentlog serve` or `agentlog project` migrates them") from exc
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
             except psycopg.DataError as exc:  # a value Postgres cannot take: the asker's mistake, not an outage
@@ -141,14 +156,16 @@ class ReadModels:
     # -- Elasticsearch: support staff's search -----------------------------------------------------------------
 
     def search(self, query: str, *, agent: str | None = None, status: str | None = None, since: str | None = None,
-               limit: int = 20) -> dict[str, Any]:
-        for name, value in (("query", query), ("agent", agent), ("status", status), ("since", since)):
+               limit: int = 20, forked_from: str | None = None) -> dict[str, Any]:
+        for name, value in (("query", query), ("agent", agent), ("status", status), ("since", since),
+                            ("forked_from", forked_from)):
             plain(name, value, most=MAX_CHARACTERS)
         if self._es is None:
             self._es = clients.elasticsearch(self.settings, user=SearchUser.READER)
         try:
             return search_conversations(self._es, query, agent=agent or None, status=status or None,
-                                        since=since or None, size=limit, index=self.settings.search_alias)
+                                        since=since or None, size=limit, index=self.settings.search_alias,
+                                        forked_from=forked_from or None)
         except ApiError as exc:
             if exc.meta.status == 404:
                 return {"total": 0, "hits": []}  # no index yet: nothing has been projected

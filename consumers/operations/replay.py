@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import psycopg
 
-from agentlog.deploy import kafka
 from agentlog.deploy.credentials import PostgresRole
-from agentlog.deploy.keys import Opener
-from agentlog.deploy.partitioner import partition_for
 from agentlog.deploy.settings import Settings
+from agentlog.producers.history import events_from_kafka
 from agentlog.projections.base import StoreUnavailable
 from agentlog.projections.reads import connect, events_of
-from agentlog.schemas.codec import Codec
-from agentlog.schemas.errors import AgentlogError, SchemaError
+from agentlog.schemas.errors import AgentlogError
 from agentlog.schemas.events import Event
+
+__all__ = ["UnknownConversation", "events_from_archive", "events_from_kafka"]
 
 
 class UnknownConversation(AgentlogError):
@@ -25,25 +24,5 @@ def events_from_archive(settings: Settings, conversation_id: str) -> list[Event]
     try:
         with connect(settings, role=PostgresRole.READER) as conn:
             return events_of(conn, conversation_id)
-    except (StoreUnavailable, psycopg.errors.UndefinedTable):
-        return []
-
-
-def events_from_kafka(settings: Settings, conversation_id: str, *, topic: str | None = None) -> list[Event]:
-    """Read the conversation's partition to its end and keep its events, in sequence order."""
-    topic = topic or settings.events_topic
-    partitions = kafka.watermarks(settings, topic)
-    key = conversation_id.encode()
-    codec = Codec()
-    found: list[Event] = []
-    for message in kafka.read_to_end(settings, topic, [partition_for(conversation_id, len(partitions))]):
-        if message.key() == key:
-            try:
-                found.append(codec.decode(message.value() or b"", key=key))
-            except SchemaError:
-                continue  # a poison message is the dead-letter topic's business, not replay's
-    opener = Opener(settings)
-    try:
-        return sorted(opener.open_all(found), key=lambda e: e.sequence_number)
-    finally:
-        opener.close()
+    except (StoreUnavailable, psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        return []  # no archive, or one that no projector of this version has migrated yet: the log has it all

@@ -89,9 +89,11 @@ def conversation(request: Request, conversation_id: str) -> JSON:
 
 @router.get("/search")
 def search(request: Request, q: str = "*", agent: str | None = None, status: str | None = None,
-           since: str | None = None, limit: int = Query(20, ge=1, le=1000)) -> JSON:
-    """Full text over messages and tool I/O, newest first: ``agentlog search Q --json``."""
-    return JSON(models(request).search(q, agent=agent, status=status, since=since, limit=limit))
+           since: str | None = None, limit: int = Query(20, ge=1, le=1000), forked_from: str | None = None) -> JSON:
+    """Full text over messages and tool I/O, newest first: ``agentlog search Q --json``; ``forked_from``: only
+    that conversation's forks."""
+    return JSON(models(request).search(q, agent=agent, status=status, since=since, limit=limit,
+                                       forked_from=forked_from))
 
 
 @router.get("/sql", include_in_schema=False)

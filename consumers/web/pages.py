@@ -93,7 +93,8 @@ def conversation(request: Request, conversation_id: str) -> HTMLResponse:
         return templates.TemplateResponse(request, "error.html", {"message": str(exc), "page": ""},
                                           status_code=status_of(exc))
     return templates.TemplateResponse(request, "conversation.html", {
-        "id": conversation_id, "state": replayed["state"], "events": replayed["events"], "page": ""})
+        "id": conversation_id, "state": replayed["state"], "events": replayed["events"],
+        "forks": replayed.get("forks", []), "page": ""})
 
 
 @router.get("/search", response_class=HTMLResponse)

@@ -30,6 +30,7 @@ from agentlog.schemas.sealing import erase
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 100_000
+_PARTITION, _OFFSET = FACT_COLUMNS.index("kafka_partition"), FACT_COLUMNS.index("kafka_offset")
 T = TypeVar("T")
 
 
@@ -47,6 +48,7 @@ def fact_row(event: Event, partition: int, offset: int) -> list[Any]:
         p.get("error_type", ""), p.get("guardrail", ""), p.get("action", "") if kind == EventType.GUARDRAIL_TRIGGERED
         else "", p.get("from_agent", ""), p.get("to_agent", ""), p.get("saga_id", ""), p.get("step", ""),
         orjson.dumps(dict(p)).decode(), event.schema_version, partition, offset,
+        event.forked_from_conversation or "", event.forked_from_sequence or 0,
     ]
 
 
@@ -147,7 +149,7 @@ class AnalyticsProjection(Projection):
     def _insert(self, batch: Batch, rows: list[list[Any]]) -> None:
         firsts: dict[int, int] = {}
         for row in rows:
-            firsts.setdefault(row[-2], row[-1])
+            firsts.setdefault(row[_PARTITION], row[_OFFSET])
         token = ",".join(f"{batch.topic}:{p}:{first}-{batch.ends[p]}" for p, first in sorted(firsts.items()))
         with self.lock:
             self._run(lambda c: c.insert(f"{self.database}.agent_events", rows, column_names=FACT_COLUMNS,
@@ -181,7 +183,7 @@ class AnalyticsProjection(Projection):
         none, so that a restart does not read them again; kept in memory in any case."""
         inserted: dict[int, int] = {}
         for row in rows:
-            inserted[row[-2]] = row[-1] + 1
+            inserted[row[_PARTITION]] = row[_OFFSET] + 1
         past = [[p, end] for p, end in batch.ends.items() if end > max(inserted.get(p, 0), stored.get(p, 0))]
         if past:
             with self.lock:

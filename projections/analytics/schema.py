@@ -11,7 +11,8 @@ FACT_COLUMNS = [
     "event_id", "conversation_id", "sequence_number", "event_type", "occurred_at", "agent_name", "tenant_id",
     "subject_id", "tool_name", "tool_call_id", "tool_status", "duration_ms", "model", "input_tokens", "output_tokens",
     "latency_ms", "cost_usd", "error_type", "guardrail", "guardrail_action", "from_agent", "to_agent", "saga_id",
-    "saga_step", "payload", "schema_version", "kafka_partition", "kafka_offset",
+    "saga_step", "payload", "schema_version", "kafka_partition", "kafka_offset", "forked_from_conversation",
+    "forked_from_sequence",
 ]
 
 TABLES = {
@@ -44,7 +45,9 @@ TABLES = {
             payload           String,
             schema_version    UInt8,
             kafka_partition   UInt16,
-            kafka_offset      UInt64
+            kafka_offset      UInt64,
+            forked_from_conversation String,
+            forked_from_sequence     UInt64
         ) ENGINE = MergeTree
         PARTITION BY toYYYYMM(occurred_at)
         ORDER BY (agent_name, event_type, occurred_at, conversation_id, sequence_number)
@@ -172,7 +175,9 @@ def generation(client: Client, database: str) -> int:
     return int(client.query(f"SELECT max(generation) FROM {database}.generations").result_rows[0][0])
 
 
-ADDED = [("agent_events", "subject_id String DEFAULT '' AFTER tenant_id")]
+ADDED = [("agent_events", "subject_id String DEFAULT '' AFTER tenant_id"),
+         ("agent_events", "forked_from_conversation String DEFAULT ''"),
+         ("agent_events", "forked_from_sequence UInt64 DEFAULT 0")]
 """Columns added since the tables were first made: a store made before gets them (empty in its rows until a
 rebuild, ``agentlog rebuild analytics``, fills them from the log)."""
 

@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["conversation_id", "sequence_number", "event_id", "event_type", "occurred_at", "agent_name",
                  "tenant_id", "correlation_id", "causation_id", "schema_version", "payload", "kafka_partition",
-                 "kafka_offset"]
+                 "kafka_offset", "forked_from_conversation", "forked_from_sequence"]
 VIEW_COLUMNS = ["id", "tenant_id", "started_at", "active_agent", "status", "tool_count", "handoff_count",
                 "completed_at", "duration_ms", "error_count", "guardrail_count", "last_tool", "llm_calls",
                 "input_tokens", "output_tokens", "cost_usd", "saga_status", "sagas", "agents", "user_message",
-                "final_response", "event_count", "last_sequence", "last_event_at", "updated_at", "digest"]
+                "final_response", "event_count", "last_sequence", "last_event_at", "updated_at", "digest",
+                "forked_from_conversation", "forked_from_sequence"]
 
 
 def connect(settings: Settings, schema: str | None = None, *, role: PostgresRole) -> psycopg.Connection:
@@ -133,7 +134,8 @@ class DashboardProjection(Projection):
                     e = r.event
                     copy.write_row((e.conversation_id, e.sequence_number, e.event_id, e.event_type.value,
                                     e.occurred_at, e.agent_name, e.tenant_id, e.correlation_id, e.causation_id,
-                                    e.schema_version, orjson.dumps(dict(e.payload)).decode(), r.partition, r.offset))
+                                    e.schema_version, orjson.dumps(dict(e.payload)).decode(), r.partition, r.offset,
+                                    e.forked_from_conversation, e.forked_from_sequence))
             cur.execute("INSERT INTO agent_events SELECT * FROM staging_events ON CONFLICT DO NOTHING")
 
     def _erase(self, conn: psycopg.Connection, forgotten: list[Record]) -> None:
@@ -199,4 +201,5 @@ def view_row(state: ConversationState, now: datetime) -> tuple[Any, ...]:
             state.tool_count, state.handoff_count, state.completed_at, state.duration_ms, state.error_count,
             state.guardrail_count, state.last_tool, state.llm_calls, state.input_tokens, state.output_tokens,
             state.cost_usd, state.saga_status, Jsonb(sagas), state.agents, state.user_message,
-            state.final_response, state.event_count, state.last_sequence, state.last_event_at, now, state.digest)
+            state.final_response, state.event_count, state.last_sequence, state.last_event_at, now, state.digest,
+            state.forked_from_conversation, state.forked_from_sequence)

@@ -63,11 +63,20 @@ def events_of(conn: psycopg.Connection, conversation_id: str) -> list[Event]:
     """One conversation's archived events, in order (the primary key's index)."""
     rows = conn.execute(
         "SELECT conversation_id, sequence_number, event_type, agent_name, payload, event_id::text, occurred_at, "
-        "tenant_id, correlation_id, causation_id, schema_version FROM agent_events "
-        "WHERE conversation_id = %s ORDER BY sequence_number", (conversation_id,)).fetchall()
+        "tenant_id, correlation_id, causation_id, schema_version, forked_from_conversation, forked_from_sequence "
+        "FROM agent_events WHERE conversation_id = %s ORDER BY sequence_number", (conversation_id,)).fetchall()
     return [Event(cid, seq, EventType(kind), agent, payload, event_id, occurred_at, tenant, correlation, causation,
-                  version)
-            for cid, seq, kind, agent, payload, event_id, occurred_at, tenant, correlation, causation, version in rows]
+                  version, forked_from_conversation=source, forked_from_sequence=at)
+            for cid, seq, kind, agent, payload, event_id, occurred_at, tenant, correlation, causation, version, source, at
+            in rows]
+
+
+def forks_of(conn: psycopg.Connection, conversation_id: str) -> list[dict[str, Any]]:
+    """The conversations forked from ``conversation_id``, oldest first: id, the step forked at, status."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, forked_from_sequence, status, started_at, event_count FROM conversation_views "
+            "WHERE forked_from_conversation = %s ORDER BY updated_at, id", (conversation_id,)).fetchall()
 
 
 def conversations(conn: psycopg.Connection, *, status: str | None = None, agent: str | None = None,

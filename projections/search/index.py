@@ -25,6 +25,7 @@ MAPPINGS = {
         "tool_count": {"type": "integer"}, "handoff_count": {"type": "integer"}, "error_count": {"type": "integer"},
         "guardrail_count": {"type": "integer"}, "last_sequence": {"type": "long"}, "cost_usd": {"type": "double"},
         "duration_ms": {"type": "long"},
+        "forked_from_conversation": _KEYWORD, "forked_from_sequence": {"type": "long"},
         "user_message": _TEXT, "final_response": _TEXT,
         "messages": {"properties": {"role": _KEYWORD, "agent": _KEYWORD, "text": _TEXT}},
         "tools_called": {"properties": {"tool": _KEYWORD, "agent": _KEYWORD, "status": _KEYWORD,
@@ -34,6 +35,7 @@ MAPPINGS = {
         "handoffs": {"properties": {"from_agent": _KEYWORD, "to_agent": _KEYWORD, "reason": _TEXT}},
     },
 }
+PROPERTIES: dict[str, dict[str, Any]] = MAPPINGS["properties"]  # type: ignore[assignment]
 SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0, "auto_expand_replicas": "0-1", "refresh_interval": "200ms"}
 """One shard; a copy of it on a second node whenever the cluster has one (``auto_expand_replicas``): none on
 the one-node stack, one on the three-node cluster, so losing any node loses no document."""
@@ -85,6 +87,7 @@ def ensure_alias(es: Elasticsearch, alias: str = ALIAS, shards: int = 1) -> str:
     existing = current_index(es, alias)
     if existing:
         ensure_positions(es, existing)  # an index made before positions were kept has none yet
+        es.indices.put_mapping(index=existing, properties=PROPERTIES)  # the fields added since it was made
         return existing
     name = index_name(1, alias)
     if not es.indices.exists(index=name):

@@ -49,7 +49,9 @@ def check_text(text: str) -> None:
 
 
 def search(es: Elasticsearch, text: str, *, agent: str | None = None, status: str | None = None,
-           since: str | None = None, size: int = 20, index: str = "conversations") -> dict[str, Any]:
+           since: str | None = None, size: int = 20, index: str = "conversations",
+           forked_from: str | None = None) -> dict[str, Any]:
+    """``forked_from``: only the forks of that conversation."""
     check_text(text)
     must: list[dict[str, Any]] = ([{"match_all": {}}] if text.strip() in ("", "*") else
                         [{"multi_match": {"query": text, "fields": SEARCHABLE, "operator": "and"}}])
@@ -60,6 +62,8 @@ def search(es: Elasticsearch, text: str, *, agent: str | None = None, status: st
         filters.append({"term": {"status": status}})
     if since:
         filters.append({"range": {"started_at": {"gte": since_clause(since)}}})
+    if forked_from:
+        filters.append({"term": {"forked_from_conversation": forked_from}})
     response = es.search(index=index, query={"bool": {"must": must, "filter": filters}}, size=size,
                          sort=[{"started_at": {"order": "desc", "unmapped_type": "date"}}, "_score"],
                          track_scores=True, track_total_hits=True,

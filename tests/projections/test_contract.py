@@ -229,7 +229,7 @@ def test_migrations_are_versioned_and_applied_once(isolated: Settings) -> None:
     with psycopg.connect(isolated.postgres_dsn_for(PostgresRole.OWNER)) as conn:
         first = migrate(conn, isolated.postgres_schema)
         second = migrate(conn, isolated.postgres_schema)
-    assert first == ["0001_dashboard", "0002_event_id_not_unique", "0003_digest"] and second == []
+    assert first == ["0001_dashboard", "0002_event_id_not_unique", "0003_digest", "0004_forks"] and second == []
 
 
 def test_analytics_setup_repairs_an_aggregate_hour_left_half_written(isolated: Settings) -> None:
