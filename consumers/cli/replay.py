@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
 from agentlog.consumers.cli.app import app, console, print_json
-from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels, as_it_was
 from agentlog.deploy.settings import settings
 from agentlog.projections.fold import fold
 from agentlog.schemas.events import Event, EventType, SagaStatus
@@ -16,13 +16,15 @@ from agentlog.schemas.events import Event, EventType, SagaStatus
 
 @app.command()
 def replay(conversation_id: str = typer.Argument(..., help="The conversation to replay."),
+           at: Optional[int] = typer.Option(None, "--at", help="As it was after this step."),
+           as_of: Optional[str] = typer.Option(None, "--as-of", help="As it was at this time (ISO 8601)."),
            as_json: bool = typer.Option(False, "--json", help="Print the state and the timeline as JSON.")) -> None:
     """Rebuild one conversation's state from its events and print its timeline."""
     models = ReadModels(settings())
     if as_json:
-        print_json(models.conversation(conversation_id))
+        print_json(models.conversation(conversation_id, at=at, as_of=as_of))
         return
-    events = models.events(conversation_id)
+    events = as_it_was(conversation_id, models.events(conversation_id), at=at, as_of=as_of)
     state = fold(conversation_id, events)
     console.print(render_timeline(conversation_id, events), highlight=False, markup=False, soft_wrap=True)
     console.print(render_state(state.as_dict()), highlight=False, markup=False, soft_wrap=True)

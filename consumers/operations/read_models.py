@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Iterator
 
 import psycopg
@@ -32,7 +33,7 @@ from agentlog.projections.reads import search as search_conversations
 from agentlog.projections.reads import sql as analytics_queries
 from agentlog.projections.registry import NAMES, build
 from agentlog.schemas.errors import AgentlogError
-from agentlog.schemas.events import Event
+from agentlog.schemas.events import CONTROL, Event
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,36 @@ def event_json(event: Event) -> dict[str, Any]:
 
 class BadRequest(AgentlogError):
     """A value the asker sent that no store can take."""
+
+
+def as_it_was(conversation_id: str, events: list[Event], *, at: int | None = None,
+              as_of: str | None = None) -> list[Event]:
+    """The conversation's events up to step ``at``, or up to the time ``as_of``; BadRequest for a step it does
+    not have, a time that is not one, or a time before it began."""
+    if at is not None and as_of is not None:
+        raise BadRequest("ask for one of a step (at) and a time (as_of), not both")
+    steps = [e for e in events if e.event_type not in CONTROL]
+    last = max((e.sequence_number for e in steps), default=0)
+    if at is not None:
+        if type(at) is not int or not 1 <= at <= last:
+            raise BadRequest(f"conversation {conversation_id!r} has steps 1 to {last}; at must be one of them, "
+                             f"not {at!r}")
+        return [e for e in events if e.sequence_number <= at]
+    if as_of is not None:
+        plain("as_of", as_of, most=64)
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise BadRequest(f"as_of {as_of!r:.70} is not a time: give one in ISO 8601, as 2026-12-07T10:00:00Z") \
+                from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        kept = [e for e in steps if e.occurred_at <= moment]
+        if not kept:
+            first = min(e.occurred_at for e in steps).isoformat() if steps else "never"
+            raise BadRequest(f"conversation {conversation_id!r} began at {first}, after {as_of!r:.70}")
+        return [e for e in events if e.sequence_number <= max(e.sequence_number for e in kept)]
+    return events
 
 
 def plain(name: str, value: str | None, *, most: int) -> None:
@@ -110,10 +141,15 @@ class ReadModels:
         with self._postgres() as conn:
             return dashboard_queries.agents(conn)
 
-    def conversation(self, conversation_id: str) -> dict[str, Any]:
-        """The replayed state and the timeline: from the Postgres archive, else from the log itself."""
-        events = self.events(conversation_id)
+    def conversation(self, conversation_id: str, *, at: int | None = None,
+                     as_of: str | None = None) -> dict[str, Any]:
+        """The replayed state and the timeline: from the Postgres archive, else from the log itself. ``at``: as
+        it was after that step; ``as_of``: after the last step that happened by then (an ISO 8601 time). The
+        fold is the stores' own, so either is what a projector holds after exactly those events."""
+        every = self.events(conversation_id)
+        events = as_it_was(conversation_id, every, at=at, as_of=as_of)
         return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events],
+                "steps": max((e.sequence_number for e in every if e.event_type not in CONTROL), default=0),
                 "forks": self.forks(conversation_id)}
 
     def forks(self, conversation_id: str) -> list[dict[str, Any]]:

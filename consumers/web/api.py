@@ -82,9 +82,11 @@ def conversations(request: Request, status: str | None = None, agent: str | None
 
 
 @router.get("/conversations/{conversation_id}")
-def conversation(request: Request, conversation_id: str) -> JSON:
-    """The replayed state and the timeline: ``agentlog replay ID --json``."""
-    return JSON(models(request).conversation(conversation_id))
+def conversation(request: Request, conversation_id: str, at: int | None = Query(None, ge=1, le=2**53),
+                 as_of: str | None = None) -> JSON:
+    """The replayed state and the timeline: ``agentlog replay ID --json``; ``at``: as it was after that step,
+    ``as_of``: after the last step by that time (ISO 8601)."""
+    return JSON(models(request).conversation(conversation_id, at=at, as_of=as_of))
 
 
 @router.get("/search")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -86,15 +86,16 @@ def overview(request: Request, status: str | None = None, agent: str | None = No
 
 
 @router.get("/conversations/{conversation_id}", response_class=HTMLResponse)
-def conversation(request: Request, conversation_id: str) -> HTMLResponse:
+def conversation(request: Request, conversation_id: str, at: int | None = Query(None, ge=1, le=2**53)) -> HTMLResponse:
+    """The conversation replayed; ``at``: as it was after that step (the page steps through it)."""
     try:
-        replayed = models(request).conversation(conversation_id)
+        replayed = models(request).conversation(conversation_id, at=at)
     except AgentlogError as exc:
         return templates.TemplateResponse(request, "error.html", {"message": str(exc), "page": ""},
                                           status_code=status_of(exc))
     return templates.TemplateResponse(request, "conversation.html", {
         "id": conversation_id, "state": replayed["state"], "events": replayed["events"],
-        "forks": replayed.get("forks", []), "page": ""})
+        "forks": replayed.get("forks", []), "at": at, "steps": replayed["steps"], "page": ""})
 
 
 @router.get("/search", response_class=HTMLResponse)
