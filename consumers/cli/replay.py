@@ -98,3 +98,33 @@ def render_saga(saga: dict[str, Any]) -> list[str]:
         out.append(f"← Compensate Step {number[step]}: {step} FAILED — needs manual intervention")
     out.append(f"Result: {_RESULTS[SagaStatus(saga['status'])]}")
     return out
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="A conversation (a run)."),
+         b: str = typer.Argument(..., help="Another: a fork of it, say."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Two runs side by side: aligned step by step, the first step where they part, and their totals."""
+    models = ReadModels(settings())
+    try:
+        result = models.compare(a, b)
+    finally:
+        models.close()
+    if as_json:
+        print_json(result)
+        return
+    first = result["first_difference"]
+    console.print(f"{a} and {b} " + (f"part at step {first}" if first else "are the same, step by step"),
+                  highlight=False, markup=False)
+    for s in result["steps"]:
+        if s["same"] and (first is None or s["step"] < first - 2):
+            continue
+        mark = "=" if s["same"] else ("≠" if s["step"] != first else "≠ first")
+        for side, name in (("a", "A"), ("b", "B")):
+            step = s[side]
+            text = f"{step['event_type']} ({step['agent_name']}) {step['summary']}" if step else "-"
+            console.print(f"[{s['step']}] {mark:8} {name}: {text}", highlight=False, markup=False, soft_wrap=True)
+    totals = result["totals"]
+    for key in ("status", "tokens", "cost_usd", "tool_count", "error_count", "event_count"):
+        console.print(f"{key:12} {str(totals['a'][key]):>14}  {str(totals['b'][key]):>14}", highlight=False,
+                      markup=False)

@@ -17,6 +17,7 @@ import psycopg
 from elastic_transport import TransportError
 from elasticsearch import ApiError, Elasticsearch
 
+from agentlog.consumers.operations.compare import compare as compare_runs
 from agentlog.consumers.operations.replay import UnknownConversation, events_from_archive, events_from_kafka
 from agentlog.consumers.runtime.lag import lag as projection_lag
 from agentlog.deploy import clients
@@ -151,6 +152,10 @@ class ReadModels:
         return {"state": fold(conversation_id, events).as_dict(), "events": [event_json(e) for e in events],
                 "steps": max((e.sequence_number for e in every if e.event_type not in CONTROL), default=0),
                 "forks": self.forks(conversation_id)}
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Two runs side by side (``operations.compare``): a fork and its source, or any two."""
+        return compare_runs(a, self.events(a), b, self.events(b))
 
     def forks(self, conversation_id: str) -> list[dict[str, Any]]:
         """The conversations forked from this one, as the dashboard's views know them (none when the dashboard

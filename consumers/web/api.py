@@ -89,6 +89,12 @@ def conversation(request: Request, conversation_id: str, at: int | None = Query(
     return JSON(models(request).conversation(conversation_id, at=at, as_of=as_of))
 
 
+@router.get("/compare")
+def compare(request: Request, a: str, b: str) -> JSON:
+    """Two runs side by side, the first step where they part, their totals: ``agentlog diff A B --json``."""
+    return JSON(models(request).compare(a, b))
+
+
 @router.get("/search")
 def search(request: Request, q: str = "*", agent: str | None = None, status: str | None = None,
            since: str | None = None, limit: int = Query(20, ge=1, le=1000), forked_from: str | None = None) -> JSON:

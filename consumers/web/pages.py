@@ -98,6 +98,13 @@ def conversation(request: Request, conversation_id: str, at: int | None = Query(
         "forks": replayed.get("forks", []), "at": at, "steps": replayed["steps"], "page": ""})
 
 
+@router.get("/compare", response_class=HTMLResponse)
+def compare(request: Request, a: str = "", b: str = "") -> HTMLResponse:
+    """Two runs side by side, the first step where they part marked, their totals."""
+    result = Part(lambda: models(request).compare(a, b)) if a and b else None
+    return templates.TemplateResponse(request, "compare.html", {"a": a, "b": b, "result": result, "page": ""})
+
+
 @router.get("/search", response_class=HTMLResponse)
 def search(request: Request, q: str = "", agent: str | None = None, status: str | None = None,
            since: str | None = None) -> HTMLResponse:

@@ -107,6 +107,33 @@ def test_a_fork_that_cannot_be_made_writes_nothing(isolated: Settings, at: int, 
     assert len(_raw(isolated)) == before
 
 
+def test_diff_finds_where_a_fork_parts_from_its_source(isolated: Settings) -> None:
+    source = f"src-{uuid.uuid4().hex[:10]}"
+    _write(isolated, _conversation(source, None, "zqdiff"))
+    fork = _fork(isolated, source, 4, then="a different answer")
+    twin = _fork(isolated, source, 6)
+    models = ReadModels(isolated)
+    try:
+        parted, same = models.compare(source, fork), models.compare(source, twin)
+    finally:
+        models.close()
+    assert parted["first_difference"] == 5 and [s["same"] for s in parted["steps"]] == [True] * 4 + [False, False]
+    assert parted["steps"][4]["b"]["summary"] == '{"response": "a different answer"}'
+    assert parted["steps"][5]["b"] is None and parted["steps"][5]["a"]["event_type"] == "response_generated"
+    a, b = parted["totals"]["a"], parted["totals"]["b"]
+    assert (a["event_count"], b["event_count"], a["tokens"], b["tokens"]) == (6, 5, 150, 150)
+    assert b["forked_from"] == [source, 4] and a["forked_from"] is None and a["cost_usd"] == b["cost_usd"]
+    assert same["first_difference"] is None and all(s["same"] for s in same["steps"])
+
+    done = agentlog("diff", source, fork, "--json", env=env_of(isolated))
+    assert done.returncode == 0 and json.loads(done.stdout) == parted, done.stderr
+    shown = agentlog("diff", source, fork, env=env_of(isolated))
+    assert shown.returncode == 0 and "part at step 5" in shown.stdout and "a different answer" in shown.stdout
+    unknown = agentlog("diff", source, "nobody-here", env=env_of(isolated))
+    assert unknown.returncode == 1 and "no conversation 'nobody-here'" in unknown.stderr \
+        and "Traceback" not in unknown.stderr, unknown.stderr
+
+
 def test_the_fork_command_forks_and_says_what_it_refuses_in_one_line(isolated: Settings) -> None:
     source = f"src-{uuid.uuid4().hex[:10]}"
     _write(isolated, _conversation(source, None, "zqcli"))

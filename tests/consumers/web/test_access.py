@@ -27,7 +27,7 @@ from tests.consumers.web.conftest import Served, free_port
 PAGES = ["/", "/search?q=refund", "/analytics", "/conversations/conv-8842", "/fragments/overview",
          "/loginx", "/healthz/x", "/static/../api/users"]  # near a public path is not public
 API = ["/api/counters", "/api/metrics", "/api/conversations", "/api/search?q=refund", "/api/lag", "/api/health",
-       "/api/charts", "/api/conversations/conv-8842", "/api/users", "/api/tokens", "/api/docs", "/api/openapi.json",
+       "/api/charts", "/api/conversations/conv-8842", "/api/compare?a=conv-8842&b=conv-8842", "/api/users", "/api/tokens", "/api/docs", "/api/openapi.json",
        "/metrics", "/api/no-such-route"]
 
 
@@ -64,10 +64,12 @@ def test_nobody_gets_in_without_a_key(served: Served, token: str | None) -> None
 
 
 @pytest.mark.parametrize("role, allowed, refused", [
-    ("support", ["/api/search?q=refund", "/api/conversations/conv-8842", "/search?q=refund", "/api/docs"],
+    ("support", ["/api/search?q=refund", "/api/conversations/conv-8842", "/search?q=refund", "/api/docs",
+                 "/api/conversations/conv-8842?at=2", "/api/compare?a=conv-8842&b=conv-8842",
+                 "/compare?a=conv-8842&b=conv-8842"],
      ["/api/counters", "/analytics", "/api/charts", "/metrics", "/api/users", "/"]),
     ("analyst", ["/api/charts", "/analytics"],
-     ["/api/search?q=refund", "/api/conversations/conv-8842", "/api/users", "/api/tokens", "/metrics", "/"]),
+     ["/api/search?q=refund", "/api/conversations/conv-8842", "/api/compare?a=conv-8842&b=conv-8842", "/api/users", "/api/tokens", "/metrics", "/"]),
     ("operator", ["/", "/api/counters", "/api/lag", "/metrics", "/api/search?q=refund"],
      ["/api/charts", "/analytics", "/api/users"]),
     ("agent", [], ["/", "/api/counters", "/api/search?q=refund", "/api/conversations/conv-8842", "/metrics",

@@ -23,7 +23,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import WebDriverWait
 
+from agentlog.producers import Conversation, EventLog
 from agentlog.producers.traffic import send
+from agentlog.schemas.events import EventType
 from tests.conftest import ROOT
 from tests.consumers.web.conftest import Served
 
@@ -173,3 +175,29 @@ def test_the_dashboard_refreshes_itself_while_events_arrive(served: Served, brow
     asyncio.run(send(served.settings, 3, seed=99))
     wait(browser, 60).until(lambda d: int(d.find_element(By.ID, "count-conversations").text.replace(",", ""))
                             == before + 3)
+
+
+def test_a_fork_is_compared_with_its_source_and_stepped_through(served: Served, browser) -> None:
+    async def fork() -> str:
+        async with EventLog(served.settings) as log:
+            made = await Conversation.fork(log, served.refund_id, at=3)
+            await made.record(EventType.RESPONSE_GENERATED, {"response": "We cannot refund that order."})
+            return made.conversation_id
+
+    fork_id = asyncio.run(fork())
+    browser.get(f"{served.url}/compare?a={served.refund_id}&b={fork_id}")
+    first = wait(browser).until(seen.presence_of_element_located((By.ID, "first-difference")))
+    assert "part at step 4" in first.text, first.text
+    assert browser.find_element(By.CSS_SELECTOR, "#steps tr.first").get_attribute("id") == "step-4"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#steps tr.same")) == 3
+    browser.save_screenshot(str(ARTIFACTS / "compare.png"))
+
+    browser.get(f"{served.url}/conversations/{fork_id}")
+    lineage = wait(browser).until(seen.presence_of_element_located((By.ID, "forked-from")))
+    assert served.refund_id in lineage.text and "step 3" in lineage.text
+    browser.find_element(By.ID, "step-from").click()
+    wait(browser).until(seen.text_to_be_present_in_element((By.ID, "stepper"), "after step 1 of 4"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")) == 1
+    browser.find_element(By.ID, "step-on").click()
+    wait(browser).until(seen.text_to_be_present_in_element((By.ID, "stepper"), "after step 2 of 4"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")) == 2
