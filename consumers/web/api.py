@@ -6,14 +6,18 @@ it and the command that brings it up.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import time
+from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from agentlog.consumers.operations import live
 from agentlog.consumers.operations.answers import dumps
-from agentlog.consumers.operations.read_models import ReadModels
+from agentlog.consumers.operations.read_models import ReadModels, plain
 from agentlog.consumers.operations.replay import UnknownConversation
 from agentlog.consumers.web.security import Forbidden
 from agentlog.deploy.errors import StackError
@@ -38,7 +42,7 @@ def status_of(exc: AgentlogError) -> int:
         return 404
     if isinstance(exc, Forbidden):
         return 403
-    if isinstance(exc, (StoreUnavailable, StackError)):
+    if isinstance(exc, (StoreUnavailable, StackError)):  # TooManyStreams too: an outage of capacity
         return 503
     return 400
 
@@ -87,6 +91,50 @@ def conversation(request: Request, conversation_id: str, at: int | None = Query(
     """The replayed state and the timeline: ``agentlog replay ID --json``; ``at``: as it was after that step,
     ``as_of``: after the last step by that time (ISO 8601)."""
     return JSON(models(request).conversation(conversation_id, at=at, as_of=as_of))
+
+
+@router.get("/conversations/{conversation_id}/events", response_model=None)
+async def conversation_events(request: Request, conversation_id: str,
+                              last_event_id: str | None = Header(None)) -> StreamingResponse:
+    """The conversation's events as server-sent events: those so far, then each as it reaches the log;
+    reconnecting with ``Last-Event-ID`` goes on after that event (none lost, none twice)."""
+    plain("conversation id", conversation_id, most=256)
+    stream = await run_in_threadpool(live.open_stream, models(request).settings, conversation=conversation_id,
+                                     last_event_id=last_event_id)
+    return _streamed(request, stream)
+
+
+@router.get("/events", response_model=None)
+async def every_event(request: Request, last_event_id: str | None = Header(None)) -> StreamingResponse:
+    """Every new event of every conversation as server-sent events (operators); resumable as above."""
+    stream = await run_in_threadpool(live.open_stream, models(request).settings, conversation=None,
+                                     last_event_id=last_event_id)
+    return _streamed(request, stream)
+
+
+KEEP_ALIVE = 15.0
+"""Seconds of quiet after which a stream sends a comment, so that proxies and browsers keep it open."""
+
+
+def _streamed(request: Request, stream: live.Stream) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            quiet = time.monotonic()
+            while not await request.is_disconnected():
+                batch = await asyncio.to_thread(stream.read, 0.5)
+                for ident, event in batch:
+                    yield (f"id: {ident}\nevent: {event.event_type.value}\n"
+                           f"data: {dumps(live.event_json(event))}\n\n").encode()
+                if batch:
+                    quiet = time.monotonic()
+                elif time.monotonic() - quiet > KEEP_ALIVE:
+                    yield b": keep-alive\n\n"
+                    quiet = time.monotonic()
+        finally:
+            await asyncio.to_thread(stream.close)
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/compare")
