@@ -97,12 +97,18 @@ class Stream:
             **{"fetch.wait.max.ms": 50, "queued.max.messages.kbytes": 4096})
         self._consumer.assign([TopicPartition(self.settings.events_topic, p, o) for p, o in self.starts.items()])
         self._closed = False
+        self._lock = threading.Lock()
+        """Held by a read and by close: the consumer is never closed under a read."""
 
     def read(self, timeout: float = 0.5) -> list[tuple[str, Event]]:
         """The events that came, each with its id (where the stream stands after it): at most 500 messages'
         worth, after waiting up to ``timeout`` for the first."""
+        with self._lock:
+            if self._closed:
+                return []
+            messages = self._consumer.consume(500, timeout)
         kept: list[tuple[str, Event]] = []
-        for message in self._consumer.consume(500, timeout):
+        for message in messages:
             partition, offset = message.partition(), message.offset()
             if message.error() is not None or partition is None or offset is None:
                 continue
@@ -121,15 +127,22 @@ class Stream:
 
     def close(self) -> None:
         global _open
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         try:
             self._consumer.close()
             self._opener.close()
         finally:
             with _guard:
                 _open -= 1
+
+
+def open_streams() -> int:
+    """Live streams this process holds now."""
+    with _guard:
+        return _open
 
 
 def _first_offset(settings: Settings, conversation: str) -> int | None:

@@ -6,10 +6,10 @@ it and the command that brings it up.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -116,13 +116,23 @@ KEEP_ALIVE = 15.0
 """Seconds of quiet after which a stream sends a comment, so that proxies and browsers keep it open."""
 
 
+_readers: list[anyio.CapacityLimiter] = []
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    """Threads for the streams' blocking reads, one a stream (the event loop's default pool has a handful)."""
+    if not _readers:
+        _readers.append(anyio.CapacityLimiter(live.MAX_STREAMS + 2))
+    return _readers[0]
+
+
 def _streamed(request: Request, stream: live.Stream) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
             quiet = time.monotonic()
             while not await request.is_disconnected():
-                batch = await asyncio.to_thread(stream.read, 0.5)
+                batch = await anyio.to_thread.run_sync(stream.read, 0.5, limiter=_limiter())
                 for ident, event in batch:
                     yield (f"id: {ident}\nevent: {event.event_type.value}\n"
                            f"data: {dumps(live.event_json(event))}\n\n").encode()
@@ -131,8 +141,9 @@ def _streamed(request: Request, stream: live.Stream) -> StreamingResponse:
                 elif time.monotonic() - quiet > KEEP_ALIVE:
                     yield b": keep-alive\n\n"
                     quiet = time.monotonic()
-        finally:
-            await asyncio.to_thread(stream.close)
+        finally:  # also when the client went away and the response was cancelled: the consumer is let go
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(stream.close, limiter=_limiter())
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -202,4 +213,5 @@ def spool(request: Request) -> JSON:
 @router.get("/health")
 def health(request: Request) -> JSON:
     """Whether each projector of this process runs, what it applied, and why it stopped if it did."""
-    return JSON({"projectors": request.app.state.projectors()})
+    return JSON({"projectors": request.app.state.projectors(),
+                 "live_streams": {"open": live.open_streams(), "most": live.MAX_STREAMS}})

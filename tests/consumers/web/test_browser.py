@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as parquet
@@ -172,9 +173,30 @@ def test_the_dashboard_refreshes_itself_while_events_arrive(served: Served, brow
     browser.get(served.url + "/")
     counter = wait(browser).until(seen.presence_of_element_located((By.ID, "count-conversations")))
     before = int(counter.text.replace(",", ""))
+    wait(browser).until(lambda d: d.find_element(By.ID, "live").get_attribute("data-stream") == "open")
     asyncio.run(send(served.settings, 3, seed=99))
     wait(browser, 60).until(lambda d: int(d.find_element(By.ID, "count-conversations").text.replace(",", ""))
                             == before + 3)
+
+
+def test_a_conversation_page_follows_its_events_as_they_come(served: Served, browser) -> None:
+    cid = f"watched-{uuid.uuid4().hex[:10]}"
+
+    async def record(count: int) -> None:
+        async with EventLog(served.settings) as log:
+            conv = Conversation(log, agent="live-agent", conversation_id=cid, next_sequence=1 if count == 1 else 2)
+            if count == 1:
+                await conv.record(EventType.CONVERSATION_STARTED, {"user_message": "are you there?", "channel": None})
+            else:
+                await conv.record(EventType.RESPONSE_GENERATED, {"response": "here, live"})
+
+    asyncio.run(record(1))
+    browser.get(f"{served.url}/conversations/{cid}")
+    wait(browser).until(lambda d: d.find_element(By.ID, "conversation").get_attribute("data-stream") == "open")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")) == 1
+    asyncio.run(record(2))
+    wait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")) == 2)
+    assert "here, live" in browser.find_element(By.ID, "timeline").text
 
 
 def test_a_fork_is_compared_with_its_source_and_stepped_through(served: Served, browser) -> None:

@@ -85,6 +85,18 @@ def test_a_conversation_streams_live_and_a_reconnect_loses_and_repeats_nothing(s
     whole = Events(served, f"/api/conversations/{cid}/events", token)
     assert [whole.next()["data"]["sequence_number"] for _ in range(12)] == list(range(1, 13))
     whole.close()
+    _let_go(served)
+
+
+def _let_go(served: Served) -> None:
+    """Every stream whose client went away is let go (its Kafka consumer closed) within seconds."""
+    deadline = time.monotonic() + 20
+    while True:
+        _, health = served.get("/api/health")
+        if health["live_streams"]["open"] == 0:
+            return
+        assert time.monotonic() < deadline, health["live_streams"]
+        time.sleep(0.2)
 
 
 def test_every_event_streams_to_operators_and_resumes_where_it_stopped(served: Served) -> None:
@@ -107,6 +119,7 @@ def test_every_event_streams_to_operators_and_resumes_where_it_stopped(served: S
             mine.append(event)
     again.close()
     assert [e["data"]["sequence_number"] for e in mine] == [1, 2, 3, 4, 5, 6]
+    _let_go(served)
 
 
 def test_a_bad_last_event_id_is_one_line_and_each_role_sees_only_its_streams(served: Served) -> None:
