@@ -55,6 +55,7 @@ bench: stack
 	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/freshness.py
 	$(BIN)/python bench/freshness.py --analysts 10
+	$(BIN)/python bench/live.py
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/encryption.py
 	$(BIN)/python bench/key_outage.py

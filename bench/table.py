@@ -109,6 +109,16 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
         out.append(f"| those {a['clients']} clients' queries (the five of docs/analytics.md, over and over) | "
                    f"{_n(a['answered'])} answered in {busy['seconds']:.0f} s, p50 / p95 {a['answer_ms']['p50']} / "
                    f"{a['answer_ms']['p95']} ms, {refused} refused | | each within its limits |")
+    streamed = _load("live")
+    if streamed:
+        s, v, held = (streamed["acknowledged_to_stream_ms"], streamed["acknowledged_to_dashboard_view_ms"],
+                      streamed["streams"])
+        out.append(f"| live stream (`/api/events`, server-sent events) at {_n(streamed['rate_events_per_s'])} events/s, "
+                   f"append acknowledged to event read, p50 / p95 | {s['p50']} / {s['p95']} ms | the same probes in the "
+                   f"dashboard's view: {v['p50']} / {v['p95']} ms | p95 < 1,000 ms: {_met(s['p95'] < 1000)} |")
+        out.append(f"| live streams one `serve` holds at once | {held['open_at_once'] + 1}, each got its event "
+                   f"({held['each_got_its_event']} of {held['open_at_once']} checked); the next: "
+                   f"{held['next_one']['status'] if held['next_one'] else 'none refused'} | | reported |")
     checked = _load("verify")
     if checked:
         out.append(f"| `agentlog verify` of {checked.get('stores', 'the dashboard')} ({_n(checked['events'])} "

@@ -106,7 +106,8 @@ class Stream:
         with self._lock:
             if self._closed:
                 return []
-            messages = self._consumer.consume(500, timeout)
+            first = self._consumer.poll(timeout)  # the first as soon as it comes, then what is there already
+            messages = [] if first is None else [first, *self._consumer.consume(499, 0)]
         kept: list[tuple[str, Event]] = []
         for message in messages:
             partition, offset = message.partition(), message.offset()
