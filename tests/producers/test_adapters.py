@@ -14,6 +14,7 @@ import pytest
 
 from agentlog.deploy.settings import Settings
 from agentlog.producers.sync import SyncEventLog
+from agentlog.schemas.events import EventType
 from tests.conftest import agentlog, env_of
 from tests.consumers.test_end_to_end import project
 
@@ -277,3 +278,129 @@ def test_the_same_agents_sdk_run_through_openinference_and_the_ingest_lands_as_t
         _stop(process)
     assert len(adapted) == 15
     assert _shape(ingested) == _shape(adapted)
+
+
+def test_a_refund_run_of_the_agents_sdk_reruns_from_step_4_with_another_model_and_answer(isolated: Settings,
+                                                                                         tmp_path: Path) -> None:
+    """The SDK's run recorded through the adapter; then the same agents, another model and another last answer,
+    re-run on a fork at step 4: the refund tool is answered from the recording (its failure, then its result),
+    never called; the new run names its source and parts from it after step 4."""
+    from agentlog.consumers.operations.read_models import ReadModels
+    from agentlog.producers import EventLog, Rerun, rerun
+    from agentlog.producers.adapters.openai_agents import AgentlogProcessor
+    from agentlog.producers.history import events_from_kafka
+    from agentlog.projections.fold import fold
+    world = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse", spool_dir=tmp_path / "spool")
+    with SyncEventLog(world) as log:
+        _run_support_conversation(AgentlogProcessor(log), guardrail_trips=False)
+    refunded: list[dict] = []
+
+    async def issue_refund_for_real(order_id: str, amount: float) -> str:
+        refunded.append({"order_id": order_id, "amount": amount})
+        return json.dumps({"refund_id": "REF-NEW", "amount": amount})
+
+    async def agent(run: Rerun) -> str:
+        state = fold(run.fork.conversation_id, run.history)
+
+        @agents.function_tool
+        async def issue_refund(order_id: str, amount: float) -> str:
+            """Refund an order."""
+            return await run.tool("issue_refund")(order_id=order_id, amount=amount)
+
+        call = ("issue_refund", {"order_id": "ORD-5521", "amount": 42.5})
+        refunds = agents.Agent(name="refunds", instructions="Refund orders.", tools=[issue_refund],
+                               model=ScriptedModel("gpt-4.1-rerun", [call, call, "Refunded, with a voucher."]))
+        triage = agents.Agent(name="triage", instructions="Route.", handoffs=[refunds],
+                              model=ScriptedModel("gpt-4.1-rerun", [("transfer_to_refunds", {})]))
+        agents.set_trace_processors([])
+        result = await agents.Runner.run(triage, state.user_message)
+        await run.fork.llm_called("gpt-4.1-rerun", input_tokens=100, output_tokens=10, latency_ms=1.0, cost_usd=0.0)
+        await run.fork.record(EventType.RESPONSE_GENERATED, {"response": result.final_output}, agent="refunds")
+        return result.final_output
+
+    async def go() -> Rerun:
+        async with EventLog(world) as log:
+            return await rerun(log, "conv-agents-sdk-1", at=4, agent=agent,
+                               tools={"issue_refund": issue_refund_for_real})
+    run = asyncio.run(go())
+    assert run.answer == "Refunded, with a voucher." and refunded == [] and (run.answered, run.called) == (2, 0)
+    forked = events_from_kafka(world, run.fork.conversation_id)
+    assert [e.event_type.value for e in forked[4:]] == [
+        "tool_called", "error_occurred", "tool_called", "tool_result", "llm_called", "response_generated"]
+    assert all(e.forked_from_conversation == "conv-agents-sdk-1" for e in forked[:4])
+    assert json.loads(forked[7].payload["output_json"])["refund_id"] == "REF-3301", "the recorded answer"
+    models = ReadModels(world)
+    try:
+        compared = models.compare("conv-agents-sdk-1", run.fork.conversation_id)
+    finally:
+        models.close()
+    assert compared["first_difference"] == 5 and compared["totals"]["b"]["final_response"] == run.answer
+
+
+
+def test_a_langgraph_refund_run_reruns_from_step_4_answered_from_the_recording(isolated: Settings,
+                                                                               tmp_path: Path) -> None:
+    """The LangGraph run recorded through the handler, re-run on a fork at step 4 by a graph of the refunds agent
+    alone with another model: the refund tool's recorded failure answers it (the tool is never called), and the
+    agent answers otherwise."""
+    pytest.importorskip("langgraph")
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.tools import StructuredTool
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    from agentlog.producers import EventLog, Rerun, rerun
+    from agentlog.producers.adapters.langchain import AgentlogCallbackHandler
+    from agentlog.producers.history import events_from_kafka
+    from agentlog.projections.fold import fold
+    world = replace(isolated, clickhouse_url=f"chdb://{tmp_path}/clickhouse", spool_dir=tmp_path / "spool")
+    with SyncEventLog(world) as log:
+        _run_langgraph(AgentlogCallbackHandler(log, agents={"triage", "refunds"}))
+    called: list[str] = []
+
+    async def issue_refund_for_real(order_id: str) -> str:
+        called.append(order_id)
+        return "refunded"
+
+    class ToolCallingFake(GenericFakeChatModel):
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+    async def agent(run: Rerun) -> str:
+        state = fold(run.fork.conversation_id, run.history)
+        replayed = StructuredTool.from_function(coroutine=run.tool("issue_refund"), name="issue_refund",
+                                                description="Refund an order.", args_schema={
+                                                    "type": "object", "properties": {"order_id": {"type": "string"}},
+                                                    "required": ["order_id"]})
+        model = ToolCallingFake(messages=iter([
+            AIMessage(content="", tool_calls=[{"name": "issue_refund", "args": {"order_id": "ORD-5521"},
+                                               "id": "call_1"}]),
+            AIMessage(content="The provider is down; we will refund by bank transfer today.")]))
+
+        async def refunds(messages_state):
+            return {"messages": [await model.ainvoke(messages_state["messages"])]}
+
+        graph = StateGraph(MessagesState)
+        graph.add_node("refunds", refunds)
+        graph.add_node("refund_tools", ToolNode([replayed], handle_tool_errors=True))
+        graph.add_edge(START, "refunds")
+        graph.add_conditional_edges("refunds", lambda s: "refund_tools" if s["messages"][-1].tool_calls else END)
+        graph.add_edge("refund_tools", "refunds")
+        result = await graph.compile().ainvoke({"messages": [HumanMessage(state.user_message)]})
+        answer = result["messages"][-1].content
+        await run.fork.llm_called("claude-rerun", input_tokens=80, output_tokens=12, latency_ms=1.0, cost_usd=0.0)
+        await run.fork.record(EventType.RESPONSE_GENERATED, {"response": answer}, agent="refunds")
+        return answer
+
+    async def go() -> Rerun:
+        async with EventLog(world) as log:
+            return await rerun(log, "conv-langgraph-1", at=4, agent=agent, tools={"issue_refund": issue_refund_for_real})
+    run = asyncio.run(go())
+    assert run.answer == "The provider is down; we will refund by bank transfer today."
+    assert called == [] and (run.answered, run.called) == (1, 0)
+    forked = events_from_kafka(world, run.fork.conversation_id)
+    assert [e.sequence_number for e in forked] == list(range(1, 9))
+    assert [e.event_type.value for e in forked[4:]] == ["tool_called", "error_occurred", "llm_called",
+                                                        "response_generated"]
+    assert "timed out" in forked[5].payload["message"] and forked[6].payload["model"] == "claude-rerun"

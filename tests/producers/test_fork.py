@@ -147,3 +147,34 @@ def test_the_fork_command_forks_and_says_what_it_refuses_in_one_line(isolated: S
         refused = agentlog("fork", *args, env=env_of(isolated))
         assert refused.returncode == 1 and said in refused.stderr and "Traceback" not in refused.stderr, \
             refused.stderr
+
+
+def test_a_rerun_answers_recorded_calls_and_in_strict_mode_refuses_the_others(isolated: Settings) -> None:
+    from agentlog.producers import NotRecorded, Rerun, rerun
+    source = f"src-{uuid.uuid4().hex[:10]}"
+    _write(isolated, _conversation(source, None, "zqrerun"))  # step 2 calls lookup with {"customer": "zqrerun"}
+    calls: list[dict] = []
+
+    async def lookup(**arguments: object) -> str:
+        calls.append(arguments)
+        return "live answer"
+
+    async def agent(run: Rerun) -> list[object]:
+        found = [await run.tool("lookup")(customer="zqrerun")]
+        try:
+            found.append(await run.tool("lookup")(customer="someone else"))
+        except NotRecorded as exc:
+            found.append(str(exc))
+        return found
+
+    async def go(strict: bool) -> Rerun:
+        async with EventLog(isolated) as log:
+            return await rerun(log, source, at=1, agent=agent, tools={"lookup": lookup}, strict=strict)
+    strict = asyncio.run(go(True))
+    assert json.loads(strict.answer[0]) == {"found": "zqrerun"} and "was not recorded" in strict.answer[1]
+    assert (strict.answered, strict.called, calls) == (1, 0, [])
+    loose = asyncio.run(go(False))
+    assert loose.answer == ['{"found": "zqrerun"}', "live answer"] and (loose.answered, loose.called) == (1, 1)
+    assert calls == [{"customer": "someone else"}]
+    kinds = [e.event_type.value for e in events_from_kafka(isolated, loose.fork.conversation_id)]
+    assert kinds == ["conversation_started", "tool_called", "tool_result", "tool_called", "tool_result"]
