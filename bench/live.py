@@ -2,7 +2,8 @@
 stream, at a steady 1,000 events/s of simulated traffic, and how many streams one serve holds at once.
 
 Every 100 ms a probe conversation records an event; a reader on ``/api/events`` (an operator's, as the
-dashboard's page opens it) notes when each probe arrives. The figure is acknowledged-to-read; beside it, the same
+dashboard's page opens it) notes when each probe arrives, and so does Chromium's own ``EventSource`` in a page
+of the dashboard logged in as an operator (headless, Debian's chromium and chromedriver, as the browser tests). The figure is acknowledged-to-read; beside it, the same
 probes' acknowledged-to-the-dashboard's-view (the freshness the page had before streams), measured in the same
 run. Then it opens streams on ``/api/conversations/ID/events`` until serve refuses one, appends one event to each
 stream's conversation and checks every open stream gets it. Writes bench/results/live.json.
@@ -75,6 +76,45 @@ def read_probes(port: int, token: str, acked: dict[str, float], arrived: dict[st
     connection.close()
 
 
+class Browser:
+    """Chromium logged in, with an EventSource on /api/events noting each probe's arrival (wall-clock ms)."""
+
+    def __init__(self, url: str, name: str, password: str) -> None:
+        import shutil
+
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or "chromium"
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+        self.driver.get(url + "/login")
+        self.driver.find_element(By.ID, "login-name").send_keys(name)
+        self.driver.find_element(By.ID, "login-password").send_keys(password)
+        self.driver.find_element(By.ID, "login-submit").click()
+        WebDriverWait(self.driver, 30).until(lambda d: d.find_elements(By.ID, "who"))
+        self.driver.execute_script("""
+            window.arrived = {};
+            const stream = new EventSource('/api/events');
+            stream.addEventListener('conversation_started', function (m) {
+              const e = JSON.parse(m.data);
+              if (e.agent_name === 'probe-agent') window.arrived[e.conversation_id] = Date.now();
+            });
+            window.probeStream = stream;""")
+        WebDriverWait(self.driver, 30).until(lambda d: d.execute_script("return window.probeStream.readyState") == 1)
+
+    def arrived(self) -> dict[str, float]:
+        found = self.driver.execute_script("return window.arrived")
+        return {cid: at / 1000 for cid, at in found.items()}
+
+    def close(self) -> None:
+        self.driver.quit()
+
+
 def watch_views(world: Settings, acked: dict[str, float], viewed: dict[str, float], until: threading.Event) -> None:
     with psycopg.connect(world.postgres_dsn_for(PostgresRole.OWNER), autocommit=True) as conn:
         conn.execute(f"SET search_path TO {world.postgres_schema}")
@@ -88,7 +128,8 @@ def watch_views(world: Settings, acked: dict[str, float], viewed: dict[str, floa
             time.sleep(0.05)
 
 
-async def produce(world: Settings, seconds: float, rate: float, acked: dict[str, float]) -> int:
+async def produce(world: Settings, seconds: float, rate: float, acked: dict[str, float],
+                  walls: dict[str, float]) -> int:
     traffic = iter(conversations(10_000_000, seed=23))
     sent = 0
     async with EventLog(world) as log:
@@ -100,6 +141,7 @@ async def produce(world: Settings, seconds: float, rate: float, acked: dict[str,
                 conv = Conversation(log, agent="probe-agent")
                 await conv.record(EventType.CONVERSATION_STARTED, {"user_message": "probe", "channel": None})
                 acked[conv.conversation_id] = time.perf_counter()
+                walls[conv.conversation_id] = time.time()
                 next_probe += 0.1
             while sent < (now - started) * rate:
                 batch = next(traffic)
@@ -153,6 +195,8 @@ def main() -> None:
     auth = AuthStore(world)
     auth.setup()
     _, token = auth.create_token("admin", name="live-bench")
+    operator = f"live-{uuid.uuid4().hex[:6]}"
+    password = auth.add_user(operator, "operator")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile("w+")
@@ -160,27 +204,36 @@ def main() -> None:
                                 "--clickhouse-port", "0"],
                                env={**os.environ, **env_of(world)}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     acked: dict[str, float] = {}
+    walls: dict[str, float] = {}
     arrived: dict[str, float] = {}
     viewed: dict[str, float] = {}
+    browser = None
     try:
         wait_ready(url, token, process)
+        browser = Browser(url, operator, password)
         until = threading.Event()
         readers = [threading.Thread(target=read_probes, args=(port, token, acked, arrived, until), daemon=True),
                    threading.Thread(target=watch_views, args=(world, acked, viewed, until), daemon=True)]
         for reader in readers:
             reader.start()
         time.sleep(1.0)
-        sent = asyncio.run(produce(world, args.seconds, args.rate, acked))
+        sent = asyncio.run(produce(world, args.seconds, args.rate, acked, walls))
         time.sleep(3.0)
         until.set()
+        in_browser = browser.arrived()
+        browser.close()
+        browser = None
         held = capacity(world, port, token)
     finally:
+        if browser is not None:
+            browser.close()
         process.terminate()
         process.wait(60)
         log.close()
         drop(world)
     streamed = sorted(arrived[c] - acked[c] for c in acked if c in arrived)
     views = sorted(viewed[c] - acked[c] for c in acked if c in viewed)
+    chromium = sorted(in_browser[c] - walls[c] for c in walls if c in in_browser)
     if len(streamed) < 10:
         raise SystemExit(f"too few probes arrived: {len(streamed)} of {len(acked)}")
     result = {
@@ -188,6 +241,10 @@ def main() -> None:
         "acknowledged_to_stream_ms": {"p50": round(statistics.median(streamed) * 1000, 1),
                                       "p95": round(statistics.quantiles(streamed, n=100)[94] * 1000, 1),
                                       "max": round(streamed[-1] * 1000, 1), "arrived": len(streamed)},
+        "acknowledged_to_browser_eventsource_ms": {
+            "p50": round(statistics.median(chromium) * 1000, 1),
+            "p95": round(statistics.quantiles(chromium, n=100)[94] * 1000, 1), "max": round(chromium[-1] * 1000, 1),
+            "arrived": len(chromium)} if len(chromium) > 10 else {"arrived": len(chromium)},
         "acknowledged_to_dashboard_view_ms": {"p50": round(statistics.median(views) * 1000, 1),
                                               "p95": round(statistics.quantiles(views, n=100)[94] * 1000, 1)},
         "target_p95_ms": 1000,

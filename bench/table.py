@@ -113,9 +113,16 @@ def rows() -> list[str]:  # noqa: C901 -- one block per benchmark
     if streamed:
         s, v, held = (streamed["acknowledged_to_stream_ms"], streamed["acknowledged_to_dashboard_view_ms"],
                       streamed["streams"])
-        out.append(f"| live stream (`/api/events`, server-sent events) at {_n(streamed['rate_events_per_s'])} events/s, "
-                   f"append acknowledged to event read, p50 / p95 | {s['p50']} / {s['p95']} ms | the same probes in the "
-                   f"dashboard's view: {v['p50']} / {v['p95']} ms | p95 < 1,000 ms: {_met(s['p95'] < 1000)} |")
+        b = streamed.get("acknowledged_to_browser_eventsource_ms", {})
+        if "p95" in b:
+            out.append(f"| live stream (`/api/events`) at {_n(streamed['rate_events_per_s'])} events/s, append "
+                       f"acknowledged to Chromium's `EventSource`, p50 / p95 | {b['p50']} / {b['p95']} ms | a Python "
+                       f"reader of the same stream: {s['p50']} / {s['p95']} ms; the same probes in the dashboard's "
+                       f"view: {v['p50']} / {v['p95']} ms | p95 < 1,000 ms: {_met(b['p95'] < 1000)} |")
+        else:
+            out.append(f"| live stream (`/api/events`) at {_n(streamed['rate_events_per_s'])} events/s, append "
+                       f"acknowledged to event read, p50 / p95 | {s['p50']} / {s['p95']} ms | the same probes in the "
+                       f"dashboard's view: {v['p50']} / {v['p95']} ms | p95 < 1,000 ms: {_met(s['p95'] < 1000)} |")
         out.append(f"| live streams one `serve` holds at once | {held['open_at_once'] + 1}, each got its event "
                    f"({held['each_got_its_event']} of {held['open_at_once']} checked); the next: "
                    f"{held['next_one']['status'] if held['next_one'] else 'none refused'} | | reported |")

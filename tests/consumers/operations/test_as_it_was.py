@@ -1,6 +1,6 @@
 """A conversation as it was at any step: ``replay --at`` / ``--as-of`` and the API's ``?at=`` fold the events up to
 that step with the stores' own fold, so the state equals what a projector held right after exactly those events,
-taken here from the dashboard's views while the conversations were appended a step at a time."""
+taken here from the dashboard's views while the conversations were appended a step at a time (300 random pairs)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _views(settings: Settings, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_state_at_a_step_is_what_a_projector_held_after_exactly_those_events(isolated: Settings) -> None:
-    runs = list(conversations(24, seed=11))
+    runs = list(conversations(36, seed=11))
     ids = [run[0].conversation_id for run in runs]
     held: dict[tuple[str, int], dict[str, Any]] = {}
     stop = threading.Event()
@@ -69,11 +69,11 @@ def test_the_state_at_a_step_is_what_a_projector_held_after_exactly_those_events
     finally:
         stop.set()
         projector.join(60)
-    assert len(held) >= 200, len(held)
+    assert len(held) >= 300, len(held)
 
     models = ReadModels(isolated)
     try:
-        for cid, step in random.Random(5).sample(sorted(held), 200):
+        for cid, step in random.Random(5).sample(sorted(held), 300):
             state = models.conversation(cid, at=step)["state"]
             view = held[(cid, step)]
             assert {k: state[k] for k in COMPARED} == {k: view[k] for k in COMPARED}, (cid, step)
