@@ -169,7 +169,12 @@ def open_stream(settings: Settings, *, conversation: str | None, last_event_id: 
         if home is not None and set(after) != {home}:
             raise BadPosition(f"Last-Event-ID {last_event_id[:80]!r} is not a position of conversation "
                               f"{conversation!r} (its events are in partition {home}): reconnect without it")
-        starts = {p: o + 1 for p, o in after.items()}
+        past = [p for p, o in after.items() if o + 1 > marks[p][1]]
+        if past:
+            raise BadPosition(f"Last-Event-ID {last_event_id[:80]!r} is past the end of the log (partition {past[0]} "
+                              f"ends at offset {marks[past[0]][1]}): it is not one this stream gave; reconnect "
+                              "without it")
+        starts = {p: max(o + 1, marks[p][0]) for p, o in after.items()}  # what retention deleted is gone
         if home is None:
             starts = {p: starts.get(p, marks[p][1]) for p in range(partitions)}
     elif home is not None:

@@ -137,6 +137,8 @@ def test_a_bad_last_event_id_is_one_line_and_each_role_sees_only_its_streams(ser
     refused = Events(served, path, support, last_event_id=other)
     assert refused.status == 400 and "is not a position of conversation" in json.loads(refused.response.read())[
         "detail"]
+    ahead = Events(served, path, support, last_event_id=f"{home}:999999999")  # would start past the end
+    assert ahead.status == 400 and "past the end of the log" in json.loads(ahead.response.read())["detail"]
     for token, where in ((support, "/api/events"), (analyst, path)):
         denied = Events(served, where, token)
         assert denied.status == 403, where
