@@ -72,6 +72,12 @@ class Conversation:
         step's agent unless given). ForkRefused, with nothing written, for an unknown source, a step it does not
         have, or an id already in the log."""
         events = await asyncio.to_thread(events_from_kafka, log.settings, source, topic=log.topic)
+        return await cls.fork_from(log, source, events, at=at, conversation_id=conversation_id, agent=agent)
+
+    @classmethod
+    async def fork_from(cls, log: EventLog, source: str, events: list[Event], *, at: int,
+                        conversation_id: str | None = None, agent: str | None = None) -> "Conversation":
+        """``fork`` of the source's ``events`` as already read from the log (``producers.history``)."""
         new = conversation_id or new_id()
         made = copies(source, events, at=at, conversation_id=new)
         taken = await asyncio.to_thread(events_from_kafka, log.settings, new, topic=log.topic) \

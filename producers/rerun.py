@@ -124,7 +124,7 @@ async def rerun(log: EventLog, source: str, *, at: int, agent: Callable[[Rerun],
     """Fork ``source`` at step ``at`` and run ``agent`` on the fork (see the module); returns the Rerun, its
     answer and figures once the agent returned."""
     events = await asyncio.to_thread(events_from_kafka, log.settings, source, topic=log.topic)
-    fork = await Conversation.fork(log, source, at=at, conversation_id=conversation_id)
+    fork = await Conversation.fork_from(log, source, events, at=at, conversation_id=conversation_id)
     run = Rerun(fork, [e for e in events if e.sequence_number <= at], recordings(events, after=at), tools or {},
                 strict)
     async with fork:

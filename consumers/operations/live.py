@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from agentlog.consumers.operations.read_models import event_json as timeline_json
 from agentlog.deploy import kafka
 from agentlog.deploy.credentials import KafkaPrincipal, PostgresRole
 from agentlog.deploy.errors import StackError
@@ -70,10 +71,8 @@ def parse_position(text: str, partitions: int) -> dict[int, int]:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {"conversation_id": event.conversation_id, "sequence_number": event.sequence_number,
-            "event_type": event.event_type.value, "event_id": event.event_id,
-            "occurred_at": event.occurred_at.isoformat(), "agent_name": event.agent_name,
-            "payload": dict(event.payload)}
+    """An event as the timeline's answers give it, with its conversation (a stream of every event mixes them)."""
+    return {"conversation_id": event.conversation_id, **timeline_json(event)}
 
 
 @dataclass

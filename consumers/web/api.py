@@ -6,6 +6,7 @@ it and the command that brings it up.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Annotated, Any, AsyncIterator
 
@@ -116,14 +117,10 @@ KEEP_ALIVE = 15.0
 """Seconds of quiet after which a stream sends a comment, so that proxies and browsers keep it open."""
 
 
-_readers: list[anyio.CapacityLimiter] = []
-
-
+@functools.cache
 def _limiter() -> anyio.CapacityLimiter:
     """Threads for the streams' blocking reads, one a stream (the event loop's default pool has a handful)."""
-    if not _readers:
-        _readers.append(anyio.CapacityLimiter(live.MAX_STREAMS + 2))
-    return _readers[0]
+    return anyio.CapacityLimiter(live.MAX_STREAMS + 2)
 
 
 def _streamed(request: Request, stream: live.Stream) -> StreamingResponse:
